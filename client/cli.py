@@ -1,0 +1,54 @@
+"""The ``backchannel`` command.
+
+Sub-commands live in small modules; other packages contribute command groups
+through the ``backchannel.commands`` entry-point group (the node's ``relay``
+group comes from :mod:`relay.cli` that way), so this package never imports them.
+
+Every error the user can cause ends in one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from keys.errors import BackchannelError
+
+ENTRY_POINT_GROUP = "backchannel.commands"
+
+#: Exit codes: 1 for an error the user can fix, 2 for bad usage (argparse's own).
+EXIT_ERROR = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backchannel",
+        description="End-to-end encrypted back-channel messaging with signed receipts.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    from . import demo
+
+    demo.register(sub)
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except BackchannelError as exc:
+        print(f"backchannel: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("backchannel: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
