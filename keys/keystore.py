@@ -154,6 +154,8 @@ def decrypt_keystore(data: bytes, passphrase: str, *, clock: Clock = SYSTEM_CLOC
     except DecodeError as exc:
         raise KeystoreCorrupt(f"the keystore file is damaged or truncated ({exc})") from None
     params.check()
+    if not passphrase:
+        raise WrongPassphrase()
     if not nacl.bindings.sodium_memcmp(check, _check_value(params, salt, nonce, ct)):
         raise KeystoreCorrupt("the keystore file is damaged (checksum mismatch)")
     try:
