@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ from .errors import DecodeError, TooLarge, UnsupportedVersion
 
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 _B64STD_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+# [0-9], not \d: \d also matches non-ASCII digits, which strptime would accept.
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 #: Nesting depth limit for JSON documents: our formats need at most 6; deep nesting
 #: is only ever an attack on the parser's recursion.
@@ -75,6 +77,8 @@ def b64std_decode(text: object, *, max_bytes: int, field: str = "value") -> byte
         raise DecodeError(f"{field}: not padded base64") from exc
     if base64.standard_b64encode(data).decode("ascii") != normal:
         raise DecodeError(f"{field}: non-canonical base64")
+    if len(data) > max_bytes:
+        raise TooLarge(f"{field}: longer than {max_bytes} bytes")
     return data
 
 
@@ -89,6 +93,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise DecodeError(f"invalid JSON number {name}")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses to inf, which json_dumps then refuses to write back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise DecodeError("JSON number out of range")
+    return value
 
 
 def _depth(value: Any) -> int:
@@ -109,20 +121,30 @@ def _depth(value: Any) -> int:
 def json_loads(data: bytes | str, *, max_bytes: int, what: str = "document") -> Any:
     """Parse UTF-8 JSON strictly: size limit first, no duplicate members, no NaN or
     Infinity, bounded nesting."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+    except UnicodeEncodeError as exc:  # a str holding a lone surrogate
+        raise DecodeError(f"{what} is not valid Unicode text") from exc
     if len(raw) > max_bytes:
         raise TooLarge(f"{what} is larger than {max_bytes} bytes")
     # json's C scanner recurses; a hostile depth ends in RecursionError, caught below.
     try:
         text = raw.decode("utf-8")
         value = json.loads(text, object_pairs_hook=_no_duplicates,
-                           parse_constant=_reject_constant)
+                           parse_constant=_reject_constant, parse_float=_finite_float)
     except DecodeError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DecodeError(f"{what} is not valid UTF-8 JSON") from exc
     if _depth(value) > MAX_JSON_DEPTH:
         raise DecodeError(f"{what} is nested too deeply")
+    if "\\u" in text:
+        # A \uD800-style escape yields a lone surrogate: not Unicode text, and a
+        # later .encode("utf-8") (PAE, digests, re-serialisation) would raise.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DecodeError(f"{what} contains an invalid \\u escape") from exc
     return value
 
 

@@ -1,0 +1,78 @@
+"""Shared fixtures: fixed time, deterministic randomness, and a few identities.
+
+Identities are session-scoped: key generation is cheap, but the sealing tests use
+the same people many times and a stable cast keeps failures readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from keys.clock import FixedClock
+from keys.identity import Identity
+from keys.kem import SUITE_HYBRID, SUITE_X25519
+
+#: The instant every fixed clock starts at (FixedClock's own default).
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "lint: runs ruff and mypy over the tree (part of CI; deselect with -m 'not lint')")
+
+
+class ShakeRandom:
+    """Deterministic bytes: SHAKE-256 over a seed and a call counter."""
+
+    def __init__(self, seed: bytes) -> None:
+        self._seed = seed
+        self._counter = 0
+
+    def __call__(self, n: int) -> bytes:
+        self._counter += 1
+        return hashlib.shake_256(self._seed + self._counter.to_bytes(8, "big")).digest(n)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def shake_random() -> Callable[[bytes], ShakeRandom]:
+    return ShakeRandom
+
+
+def _make(name: str, role: str = "delegation", suite: str = SUITE_HYBRID) -> Identity:
+    return Identity.create(name, role, suite=suite, clock=FixedClock(T0),
+                           random=ShakeRandom(f"{name}/{suite}".encode()))
+
+
+@pytest.fixture(scope="session")
+def make_identity() -> Callable[..., Identity]:
+    """Factory for further identities (deterministic per name and suite)."""
+    return _make
+
+
+@pytest.fixture(scope="session")
+def alice() -> Identity:
+    return _make("Alice")
+
+
+@pytest.fixture(scope="session")
+def bob() -> Identity:
+    return _make("Bob")
+
+
+@pytest.fixture(scope="session")
+def carol() -> Identity:
+    return _make("Carol")
+
+
+@pytest.fixture(scope="session")
+def xavier() -> Identity:
+    """An X25519-only identity."""
+    return _make("Xavier", suite=SUITE_X25519)
