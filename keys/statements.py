@@ -104,7 +104,9 @@ def parse_statement(signed: dsse.Envelope) -> Statement:
     if signed.payload_type != STATEMENT_TYPE:
         raise DecodeError("this is not a statement")
     raw = json_loads(signed.payload, max_bytes=MAX_STATEMENT_BYTES, what="statement")
-    if not isinstance(raw, dict) or raw.get("type") not in KINDS:
+    # isinstance first: `in KINDS` hashes its operand, and a list or object is unhashable.
+    if (not isinstance(raw, dict) or not isinstance(raw.get("type"), str)
+            or raw["type"] not in KINDS):
         raise DecodeError("statement: missing or unknown type")
     kind = str(raw["type"])
     obj = expect_object(raw, required=("v", "type", "envelope", "by", "at", *KINDS[kind]),
