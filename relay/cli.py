@@ -1,0 +1,241 @@
+"""``backchannel relay …``: the operator's commands, contributed to the
+``backchannel`` command through the ``backchannel.commands`` entry point.
+
+Every failure raises a :class:`keys.errors.BackchannelError`, which the
+``backchannel`` command prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keys.clock import SYSTEM_CLOCK
+from keys.encoding import format_time, parse_time
+from keys.errors import DecodeError
+from keys.passphrase import get_passphrase
+
+from . import logs
+from .config import RelayConfig, load_config
+from .errors import BadRequest, ConfigError
+from .node import NodeDir, create_node, kdf_params, read_card, unlock
+from .services.membership import Membership
+from .storage.database import SQLITE_FILE, Database, sqlite_url
+
+T = TypeVar("T")
+_DURATION = re.compile(r"(\d{1,4})([mhd])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+# argparse gives the sub-parsers action no public name.
+SubParsers = argparse._SubParsersAction
+
+
+def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    relay = sub.add_parser("relay", help="run and administer a relay node",
+                           description="Run and administer a Backchannel relay node.")
+    cmds = relay.add_subparsers(dest="relay_command", metavar="COMMAND")
+    cmds.required = True
+
+    def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+                ) -> argparse.ArgumentParser:
+        parser = cmds.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--dir", required=True, type=Path, help="the node directory")
+        parser.set_defaults(func=func)
+        return parser
+
+    p = command("init", "create a node: its key, card, relay.toml and database", cmd_init)
+    p.add_argument("--name", required=True, help="the node's public name (on its card)")
+    p.add_argument("--url", required=True, help="the public URL clients use, https://…")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8470)")
+    p.add_argument("--database", help="postgresql+asyncpg://… (default: SQLite in --dir)")
+    _passphrase_arg(p)
+    # Fast key derivation for tests only (same as BACKCHANNEL_KDF=floor).
+    p.add_argument("--kdf-floor", action="store_true", help=argparse.SUPPRESS)
+
+    p = command("card", "print (or write) the node's identity card", cmd_card)
+    p.add_argument("--out", type=Path, help="write the card to this file")
+    p.add_argument("--armor", action="store_true", help="ASCII-armored instead of JSON")
+
+    p = command("invite", "issue a single-use invitation (printed on the last line)",
+                cmd_invite)
+    p.add_argument("--name", required=True, help="a label for the invited member "
+                   "(shown to operators only)")
+    p.add_argument("--role", choices=("delegation", "intermediary"), default="delegation")
+    p.add_argument("--expires", default="7d",
+                   help="lifetime (30m, 12h, 7d) or a time 2026-12-01T09:00:00Z (default 7d)")
+    p.add_argument("--database", help="override the configured database URL")
+
+    p = command("members", "list members and pending invitations", cmd_members)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--database", help="override the configured database URL")
+
+    p = command("revoke", "revoke a member (or a pending invitation) by id", cmd_revoke)
+    p.add_argument("id", help="member id or invitation id")
+    p.add_argument("--database", help="override the configured database URL")
+
+    p = command("serve", "run the node until interrupted", cmd_serve)
+    p.add_argument("--host", help="address to listen on (overrides relay.toml)")
+    p.add_argument("--port", type=int, help="port to listen on (0: any free port)")
+    p.add_argument("--database", help="postgresql+asyncpg://… (overrides relay.toml)")
+    _passphrase_arg(p)
+
+
+def _passphrase_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--passphrase-file", type=Path,
+                        help="read the node keystore's passphrase from this file "
+                             "(else BACKCHANNEL_PASSPHRASE, else a prompt)")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _config(args: argparse.Namespace, **flags: Any) -> RelayConfig:
+    return load_config(args.dir, overrides=flags)
+
+
+def database_url(config: RelayConfig, node_dir: Path) -> str:
+    return config.database or sqlite_url(node_dir)
+
+
+async def _with_db(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    db = Database.open(url)
+    try:
+        await db.migrate()
+        return await work(db)
+    finally:
+        await db.dispose()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    node_dir = NodeDir(args.dir)
+    config = load_config(None, overrides={"name": args.name, "url": args.url,
+                                          "host": args.host, "port": args.port,
+                                          "database": args.database})
+    if not config.name.strip():
+        raise ConfigError("--name must not be empty")
+    passphrase = get_passphrase(args.passphrase_file, confirm=True,
+                                prompt="New passphrase for the node key: ")
+    identity = create_node(node_dir, config, passphrase, params=kdf_params(args.kdf_floor))
+
+    async def prepare(db: Database) -> None:
+        return None
+
+    _run(_with_db(database_url(config, args.dir), prepare))
+    db_file = args.dir / SQLITE_FILE
+    if not config.database and db_file.exists():
+        # SQLite creates its -wal and -shm files with the database's mode.
+        db_file.chmod(0o600)
+    print(f"node id:     {identity.id}")
+    print(f"fingerprint: {identity.card.fingerprint}")
+    print(f"directory:   {args.dir}")
+    print("next: `backchannel relay invite --dir DIR --name LABEL`, then "
+          "`backchannel relay serve --dir DIR`")
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    card = read_card(NodeDir(args.dir).require())
+    text = card.armored() if args.armor else card.to_json().decode("utf-8") + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"card written to {args.out} (fingerprint {card.fingerprint})")
+    return 0
+
+
+def parse_expiry(value: str, now: datetime) -> timedelta:
+    """``30m``, ``12h``, ``7d`` or an RFC 3339 UTC time. Raises :class:`BadRequest`."""
+    match = _DURATION.fullmatch(value.strip())
+    if match:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return parse_time(value.strip(), field="--expires") - now
+    except DecodeError:
+        raise BadRequest("--expires must be like 30m, 12h, 7d or 2026-12-01T09:00:00Z") from None
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    node_dir = NodeDir(args.dir).require()
+    config = _config(args, database=args.database)
+    card = read_card(node_dir)
+    lifetime = parse_expiry(args.expires, SYSTEM_CLOCK.now())
+
+    async def work(db: Database) -> Any:
+        return await Membership(db, card, config.url).invite(args.name, args.role, lifetime)
+
+    issued = _run(_with_db(database_url(config, args.dir), work))
+    print(f"invitation {issued.id} for a {issued.role}, valid until "
+          f"{format_time(issued.expires)}, single use.")
+    print("Give the whole line below to the invited party over a trusted channel:")
+    print(issued.text)
+    return 0
+
+
+def _time(stamp: int | None) -> str | None:
+    return format_time(datetime.fromtimestamp(stamp, UTC)) if stamp is not None else None
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    NodeDir(args.dir).require()
+    config = _config(args, database=args.database)
+    card = read_card(NodeDir(args.dir))
+
+    async def work(db: Database) -> Any:
+        membership = Membership(db, card, config.url)
+        return await membership.members(), await membership.invitations()
+
+    rows, invitations = _run(_with_db(database_url(config, args.dir), work))
+    now = int(SYSTEM_CLOCK.now().timestamp())
+    pending = [i for i in invitations
+               if i.used_at is None and i.revoked_at is None and i.expires_at > now]
+    if args.json:
+        json.dump({"members": [{"id": r.id, "role": r.role, "label": r.label,
+                                "status": r.status, "joined": _time(r.joined_at),
+                                "revoked": _time(r.revoked_at)} for r in rows],
+                   "invitations": [{"id": i.id, "role": i.role, "label": i.label,
+                                    "expires": _time(i.expires_at)} for i in pending]},
+                  sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not rows and not pending:
+        print("no members and no pending invitations")
+    for r in rows:
+        print(f"{r.id}  {r.role:<12}  {r.status:<7}  joined {_time(r.joined_at)}  {r.label}")
+    for i in pending:
+        print(f"{i.id:<32}  {i.role:<12}  invited  expires {_time(i.expires_at)}  {i.label}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    NodeDir(args.dir).require()
+    config = _config(args, database=args.database)
+    card = read_card(NodeDir(args.dir))
+
+    async def work(db: Database) -> str:
+        return await Membership(db, card, config.url).revoke(args.id)
+
+    what = _run(_with_db(database_url(config, args.dir), work))
+    print(f"revoked {what} {args.id}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    node_dir = NodeDir(args.dir).require()
+    config = _config(args, host=args.host, port=args.port, database=args.database)
+    logs.configure(config.log_level, config.log_format)
+    passphrase = get_passphrase(args.passphrase_file, prompt="Node passphrase: ")
+    identity = unlock(node_dir, passphrase)
+    _run(serve(config, identity, database_url(config, args.dir)))
+    return 0

@@ -1,0 +1,170 @@
+"""HTTP handlers: parse, authenticate, call a service, serialise. No rules here."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from keys import dsse
+from keys.card import MAX_CARD_BYTES, load_card
+from keys.encoding import b64url_encode, format_time, json_dumps
+from keys.errors import BackchannelError, Expired
+
+from . import appkeys, errors
+from .inputs import int_query, parse_json_object, read_body, require_json_type, signed_parts
+from .metrics import CONTENT_TYPE_LATEST
+from .openapi import openapi_document
+from .services.auth import Caller
+
+API_VERSION = 1
+
+
+def _json(value: Any, *, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json_dumps(value), content_type="application/json")
+
+
+def _raw(data: bytes) -> Any:
+    # Stored DSSE documents are our own compact JSON; parsing them back costs little
+    # and keeps one serialiser.
+    return json.loads(data)
+
+
+async def _member(request: web.Request, body: bytes = b"") -> Caller:
+    app = request.app
+    return await app[appkeys.AUTH].member(signed_parts(request, body, app[appkeys.CONFIG].url))
+
+
+async def _json_body(request: web.Request, limit: int) -> bytes:
+    body = await read_body(request, limit)
+    require_json_type(request)
+    return body
+
+
+async def node_info(request: web.Request) -> web.Response:
+    app = request.app
+    config = app[appkeys.CONFIG]
+    return _json({
+        "card": _raw(app[appkeys.NODE].card.to_json()),
+        "limits": {"max_sealed_bytes": config.max_sealed_bytes,
+                   "max_json_bytes": config.max_json_bytes,
+                   "inbox_page_max": config.inbox_page_max,
+                   "signature_window": config.signature_window,
+                   "rate_per_second": config.rate_per_second,
+                   "rate_burst": config.rate_burst},
+        "api": API_VERSION,
+    })
+
+
+async def register(request: web.Request) -> web.Response:
+    app = request.app
+    config = app[appkeys.CONFIG]
+    body = await _json_body(request, config.max_json_bytes)
+    doc = parse_json_object(body, limit=config.max_json_bytes, required=("invitation", "card"))
+    # Registration is the one request from an unknown key: bound it per address too.
+    app[appkeys.AUTH].limit(f"addr:{request.remote}")
+    try:
+        card = load_card(dsse.Envelope.from_dict(doc["card"], max_payload=MAX_CARD_BYTES),
+                         now=app[appkeys.CLOCK].now())
+    except Expired as exc:
+        raise errors.BadRequest(f"card: {exc}") from None
+    except BackchannelError as exc:
+        raise errors.BadRequest(f"invalid card: {exc}") from None
+    await app[appkeys.AUTH].newcomer(signed_parts(request, body, config.url), card.verify_key)
+    member = await app[appkeys.REGISTRATION].register(doc["invitation"], card)
+    app[appkeys.METRICS].registrations.inc()
+    request["member"] = member.id
+    return _json({"member": {"id": member.id, "role": member.role, "label": member.label},
+                  "node": _raw(app[appkeys.NODE].card.to_json())}, status=201)
+
+
+async def member_card(request: web.Request) -> web.Response:
+    caller = await _member(request)
+    request["member"] = caller.id
+    card = await request.app[appkeys.MAILBOX].member_card(caller, request.match_info["id"])
+    return _json({"card": _raw(card)})
+
+
+def _submission_limit(max_sealed: int) -> int:
+    # base64url inflates by 4/3; the routing envelope is at most 16 KiB, itself
+    # base64-encoded inside DSSE, plus JSON punctuation.
+    return max_sealed * 4 // 3 + 64 * 1024
+
+
+async def submit(request: web.Request) -> web.Response:
+    app = request.app
+    config = app[appkeys.CONFIG]
+    limit = _submission_limit(config.max_sealed_bytes)
+    body = await _json_body(request, limit)
+    caller = await _member(request, body)
+    request["member"] = caller.id
+    doc = parse_json_object(body, limit=limit, required=("envelope", "sealed"))
+    accepted = await app[appkeys.SUBMISSION].submit(caller, doc["envelope"], doc["sealed"])
+    metrics = app[appkeys.METRICS]
+    if accepted.created:
+        metrics.accepted.inc()
+        metrics.sealed_bytes.inc(accepted.size)
+    else:
+        metrics.duplicates.inc()
+    request["envelope"] = accepted.id
+    return _json({"id": accepted.id, "receipt": _raw(accepted.receipt)},
+                 status=201 if accepted.created else 200)
+
+
+async def inbox(request: web.Request) -> web.Response:
+    caller = await _member(request)
+    request["member"] = caller.id
+    after = int_query(request, "after", 0)
+    limit = int_query(request, "limit", 100)
+    items, next_cursor = await request.app[appkeys.MAILBOX].inbox(caller, after=after,
+                                                                  limit=limit)
+    return _json({"items": [{"cursor": item.cursor, "id": item.envelope_id,
+                             "envelope": _raw(item.routing), "size": item.size,
+                             "received": format_time(datetime.fromtimestamp(item.received_at,
+                                                                            UTC))}
+                            for item in items],
+                  "next": next_cursor})
+
+
+async def fetch(request: web.Request) -> web.Response:
+    caller = await _member(request)
+    request["member"] = caller.id
+    fetched = await request.app[appkeys.MAILBOX].fetch(caller, request.match_info["id"])
+    if fetched.first_delivery:
+        request.app[appkeys.METRICS].delivered.inc()
+    return _json({"envelope": _raw(fetched.routing), "sealed": b64url_encode(fetched.sealed)})
+
+
+async def ack(request: web.Request) -> web.Response:
+    app = request.app
+    limit = app[appkeys.CONFIG].max_json_bytes
+    body = await _json_body(request, limit)
+    caller = await _member(request, body)
+    doc = parse_json_object(body, limit=limit, required=(), optional=("opened",))
+    request["member"] = caller.id
+    first = await app[appkeys.MAILBOX].ack(caller, request.match_info["id"], doc.get("opened"))
+    if first:
+        app[appkeys.METRICS].acked.inc()
+    return _json({"acknowledged": True})
+
+
+async def receipts(request: web.Request) -> web.Response:
+    caller = await _member(request)
+    request["member"] = caller.id
+    bodies = await request.app[appkeys.MAILBOX].receipts(caller, request.match_info["id"])
+    return _json({"statements": [_raw(b) for b in bodies]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data = request.app[appkeys.METRICS].render()
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document(request.app[appkeys.CONFIG]))

@@ -1,0 +1,50 @@
+"""Structured logs: one JSON object per line on stderr.
+
+What may appear: event names, routes, statuses, durations, identity ids, envelope
+ids, counts. What never appears: names, labels, card contents, tokens, invitation
+secrets, passphrases, request bodies or headers (code passes only whitelisted
+``extra`` fields, see :data:`FIELDS`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Final
+
+FIELDS: Final = ("event", "method", "route", "status", "ms", "member", "envelope", "type",
+                 "error", "count", "host", "port", "backend", "nonces", "sealed", "envelopes")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                                  "level": record.levelname.lower(), "logger": record.name,
+                                  "msg": record.getMessage()}
+        for name in FIELDS:
+            if name in record.__dict__:
+                out[name] = record.__dict__[name]
+        if record.exc_info and record.exc_info[0] is not None:
+            # The exception type only: messages and tracebacks can quote data.
+            out["exception"] = record.exc_info[0].__name__
+        return json.dumps(out, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extra = " ".join(f"{name}={record.__dict__[name]}" for name in FIELDS
+                         if name in record.__dict__)
+        return f"{record.levelname.lower()} {record.name}: {record.getMessage()} {extra}".rstrip()
+
+
+def configure(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger("relay")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    # aiohttp's access log would print full URLs and client addresses; ours is enough.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

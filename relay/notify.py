@@ -1,0 +1,165 @@
+"""Waking WebSocket clients when a delivery is committed.
+
+:class:`Notifier` fans out, inside one process, to the queues of the member's open
+WebSocket sessions. With SQLite (one process) the submission service dispatches
+after its commit. With PostgreSQL the submission transaction issues ``pg_notify``
+(delivered by the server only if, and when, the transaction commits) and every
+process LISTENs (:class:`PgListener`), so a delivery submitted through one process
+reaches sessions held by another; the submitting process hears its own notice too.
+
+Notices are hints: a client that reconnects or overflows its queue catches up from
+the inbox by cursor, which is the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .storage.database import Database
+
+CHANNEL: Final = "backchannel_deliveries"
+log = logging.getLogger("relay.notify")
+
+
+@dataclass(frozen=True)
+class Notice:
+    member: str
+    cursor: int
+    envelope_id: str
+
+
+@dataclass(eq=False)
+class Subscription:
+    member: str
+    queue: asyncio.Queue[Notice]
+    #: Set when the queue overflowed: the session must end (the client re-syncs).
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Notifier:
+    """In-process fan-out of notices to subscribed sessions."""
+
+    def __init__(self, *, queue_max: int = 1000) -> None:
+        self.queue_max = queue_max
+        self._subs: dict[str, set[Subscription]] = {}
+
+    def subscribe(self, member: str) -> Subscription:
+        sub = Subscription(member, asyncio.Queue(self.queue_max))
+        self._subs.setdefault(member, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.member)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.member]
+
+    @property
+    def sessions(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def dispatch(self, notice: Notice) -> None:
+        for sub in tuple(self._subs.get(notice.member, ())):
+            try:
+                sub.queue.put_nowait(notice)
+            except asyncio.QueueFull:
+                sub.overflowed.set()
+
+
+class Announcer:
+    """What the submission service calls: inside the transaction, then after commit."""
+
+    def __init__(self, db: Database, notifier: Notifier) -> None:
+        self.db = db
+        self.notifier = notifier
+
+    async def in_transaction(self, conn: AsyncConnection, notices: Sequence[Notice]) -> None:
+        if not self.db.is_postgres:
+            return
+        for notice in notices:
+            payload = json.dumps({"m": notice.member, "c": notice.cursor, "e": notice.envelope_id})
+            await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
+                               {"channel": CHANNEL, "payload": payload})
+
+    def after_commit(self, notices: Sequence[Notice]) -> None:
+        if self.db.is_postgres:
+            return  # every process, this one included, hears the NOTIFY
+        for notice in notices:
+            self.notifier.dispatch(notice)
+
+
+def parse_notice(payload: str) -> Notice | None:
+    try:
+        obj = json.loads(payload)
+        notice = Notice(str(obj["m"]), int(obj["c"]), str(obj["e"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return notice
+
+
+class PgListener:
+    """Holds one PostgreSQL connection LISTENing on :data:`CHANNEL`; reconnects with
+    backoff when it drops."""
+
+    def __init__(self, db: Database, notifier: Notifier) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        notice = parse_notice(payload)
+        if notice is not None:
+            self.notifier.dispatch(notice)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="relay-pg-listener")
+        ready = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            ready.cancel()
+            self._task.result()  # re-raise the startup failure
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            lost = asyncio.Event()
+            try:
+                async with self.db.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver: Any = raw.driver_connection
+                    driver.add_termination_listener(lambda _c, lost=lost: lost.set())
+                    await driver.add_listener(CHANNEL, self._on_notify)
+                    self.ready.set()
+                    delay = 0.5
+                    try:
+                        await lost.wait()
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await driver.remove_listener(CHANNEL, self._on_notify)
+                log.warning("listener connection lost", extra={"event": "notify.lost"})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self.ready.is_set():
+                    raise
+                log.warning("listener reconnect failed",
+                            extra={"event": "notify.retry", "error": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,162 @@
+"""Engine creation, per-connection settings, transactions and migrations.
+
+Two transaction kinds, so that SQLite never dead-locks two writers:
+
+* :meth:`Database.read`: a plain (deferred) transaction; in WAL mode readers never
+  block the writer.
+* :meth:`Database.write`: on SQLite ``BEGIN IMMEDIATE`` (take the write lock first,
+  waiting up to ``busy_timeout``, instead of failing when a read transaction tries
+  to upgrade); on PostgreSQL an ordinary READ COMMITTED transaction.
+
+The commit happens when the ``async with`` block exits without an exception; a
+caller acknowledges a submission only after that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import ConfigError, NodeError
+
+SQLITE_FILE: Final = "relay.db"
+MIGRATIONS: Final = Path(__file__).resolve().parent.parent / "migrations"
+#: An arbitrary constant naming the relay's PostgreSQL advisory locks.
+_PG_MIGRATION_LOCK: Final = 0x6263_7265_6C61_7901
+#: Seconds a SQLite writer waits for another one (e.g. `relay invite` while serving).
+_SQLITE_BUSY_MS: Final = 30_000
+
+
+class StorageError(NodeError):
+    """The database could not be reached or used."""
+
+
+def sqlite_url(node_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{(node_dir / SQLITE_FILE).resolve()}"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # We issue BEGIN ourselves (see _sqlite_begin); pysqlite's own implicit
+    # transactions would defeat BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged envelope
+        # survives power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """An async engine plus the two kinds of transaction the services use."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str) -> Database:
+        """Create the engine (no I/O yet). Raises :class:`ConfigError`."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError("the database URL is malformed") from None
+        if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ConfigError("database URLs must use sqlite+aiosqlite or postgresql+asyncpg")
+        if parsed.drivername == "sqlite+aiosqlite":
+            engine = create_async_engine(url)
+            event.listen(engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        else:
+            engine = create_async_engine(url, pool_size=10, max_overflow=10,
+                                         pool_pre_ping=True)
+        return cls(engine)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    async def migrate(self) -> None:
+        """Apply every pending Alembic migration. Safe to run from several processes
+        at once on PostgreSQL (an advisory lock serialises them)."""
+        try:
+            async with self.write() as conn:
+                if self.is_postgres:
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                       {"k": _PG_MIGRATION_LOCK})
+                await conn.run_sync(_upgrade)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"cannot migrate the database: {_describe(exc)}") from None
+
+    async def current_revision(self) -> str | None:
+        async with self.read() as conn:
+            return await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _describe(exc: BaseException) -> str:
+    # Driver messages can contain the URL (and so a password); keep only the class
+    # and the first line of the original error.
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    first = str(orig).splitlines()[0] if str(orig) else ""
+    return f"{type(orig).__name__}: {first[:200]}"

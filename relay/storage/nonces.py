@@ -1,0 +1,27 @@
+"""Nonces of signed requests, remembered for the signature window (replay protection
+that holds across restarts and across processes sharing one database)."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .schema import nonces
+
+
+async def remember(conn: AsyncConnection, keyid: str, nonce: str, expires_at: int) -> bool:
+    """Record ``(keyid, nonce)``; False if it was already recorded (a replay)."""
+    values = {"keyid": keyid, "nonce": nonce, "expires_at": expires_at}
+    if conn.dialect.name == "postgresql":
+        result = await conn.execute(
+            postgresql.insert(nonces).values(values).on_conflict_do_nothing())
+    else:
+        result = await conn.execute(
+            sqlite.insert(nonces).values(values).on_conflict_do_nothing())
+    return result.rowcount == 1
+
+
+async def purge(conn: AsyncConnection, now: int) -> int:
+    result = await conn.execute(delete(nonces).where(nonces.c.expires_at < now))
+    return result.rowcount

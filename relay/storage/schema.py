@@ -1,0 +1,104 @@
+"""The tables. Alembic migrations under ``relay/migrations`` create exactly these;
+a test compares the two."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+#: SQLite only makes INTEGER PRIMARY KEY an alias of the rowid; BIGINT elsewhere.
+Cursor = BigInteger().with_variant(Integer(), "sqlite")
+
+members = Table(
+    "members", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("label", String(200), nullable=False),
+    #: The member's identity card, DSSE JSON bytes as it presented them.
+    Column("card", LargeBinary, nullable=False),
+    #: Raw Ed25519 public key, so that authentication needs no card parsing.
+    Column("signing_key", LargeBinary(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("invitation_id", String(32), nullable=False),
+    Column("joined_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+invitations = Table(
+    "invitations", metadata,
+    Column("id", String(32), primary_key=True),
+    #: SHA-256 of the secret; the secret itself is never stored.
+    Column("secret_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("label", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+    Column("used_by", String(64), nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+envelopes = Table(
+    "envelopes", metadata,
+    Column("id", String(43), primary_key=True),
+    Column("content_id", String(43), nullable=False, unique=True),
+    Column("sender", String(64), nullable=False),
+    #: The routing envelope, DSSE JSON bytes as submitted.
+    Column("routing", LargeBinary, nullable=False),
+    #: NULL once purged (acknowledged by all and retained long enough, or expired).
+    Column("sealed", LargeBinary, nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_envelopes_expires_at", "expires_at"),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    #: The inbox cursor: strictly increasing in commit order (see storage.mailbox).
+    Column("cursor", Cursor, primary_key=True, autoincrement=True),
+    Column("envelope_id", String(43), ForeignKey("envelopes.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("recipient", String(64), nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("acked_at", BigInteger, nullable=True),
+    UniqueConstraint("envelope_id", "recipient", name="uq_deliveries_envelope_recipient"),
+    Index("ix_deliveries_recipient_cursor", "recipient", "cursor"),
+    sqlite_autoincrement=True,  # never reuse a cursor after a purge
+)
+
+statements = Table(
+    "statements", metadata,
+    Column("seq", Cursor, primary_key=True, autoincrement=True),
+    Column("id", String(43), nullable=False, unique=True),
+    Column("envelope_id", String(43), ForeignKey("envelopes.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("signer", String(64), nullable=False),
+    #: The member a delivered/opened statement is about; NULL for the others.
+    Column("recipient", String(64), nullable=True),
+    Column("at", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Index("ix_statements_envelope", "envelope_id", "at"),
+    sqlite_autoincrement=True,
+)
+
+nonces = Table(
+    "nonces", metadata,
+    Column("keyid", String(64), primary_key=True),
+    Column("nonce", String(128), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_nonces_expires_at", "expires_at"),
+)
