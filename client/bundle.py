@@ -1,0 +1,391 @@
+"""Receipt bundles: the evidence for one envelope, verifiable offline by anyone.
+
+Format (UTF-8 JSON, exactly as :func:`encode_bundle` writes it)::
+
+    {
+     "v": 1,
+     "kind": "backchannel-receipt-bundle",
+     "envelope": <routing envelope DSSE, signed by the sender>,
+     "statements": [<statement DSSE>, ...],
+     "cards": [<identity card DSSE>, ...]
+    }
+
+Nothing in it is taken on trust: ``v`` and ``kind`` are constants, every other
+byte is inside a signed DSSE envelope, and everything derived -- the envelope id,
+the statement ids, which card belongs to which signer -- is recomputed. The file
+must be byte-for-byte what :func:`encode_bundle` produces from its own contents
+(statements in time order, the sender's card first, then each signer's card in the
+order it first signs, one space of indentation), so that changing any byte at all,
+even a space or the alphabet of a base64 string, makes verification fail.
+
+The cards are self-signed, so a bundle proves that *the keys named in it* signed;
+whose keys those are is established by comparing their fingerprints with the ones
+exchanged out of band (``verify`` prints them).
+
+Verification (:func:`verify_bundle`) runs these steps and reports each:
+
+1. structure: the JSON members, versions and sizes (a failure here stops);
+2. canonical form: the bytes are the canonical encoding of what was parsed;
+3. cards: each card's self-signature and key; no duplicate, none unused;
+4. envelope: signed by the sender it names, whose card is present;
+5. statements: each names this envelope, is signed by the card of its ``by``,
+   was made while that card was valid, and comes from the right party --
+   *accepted* by the origin node, *delivered* by the destination node to a listed
+   recipient, *opened* by a listed recipient itself, *relayed*/*failed* by a node on
+   the route (adjacent hops where stated), *countersigned* naming a statement in the
+   bundle;
+6. times: in order (accepted, then delivered, then opened) within ``skew``, and
+   nothing accepted or delivered after the envelope expired.
+
+What a bundle does *not* show is what was inside the message: an *opened*
+statement carries the digest of the signed inner message, which only the sender and
+the recipients can match against the content.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from keys import dsse
+from keys.card import MAX_CARD_BYTES, Card, load_card
+from keys.encoding import expect_object, json_loads
+from keys.envelope import MAX_ENVELOPE_BYTES, Routing, parse_routing, verify_routing
+from keys.errors import BackchannelError, DecodeError
+from keys.statements import MAX_STATEMENT_BYTES, Statement, parse_statement, verify_statement
+
+from .errors import BundleInvalid
+
+BUNDLE_KIND: Final = "backchannel-receipt-bundle"
+#: 32 recipients, a route of 8 nodes, each signing a few statements: ~100 KB.
+MAX_BUNDLE_BYTES: Final = 4 * 1024 * 1024
+MAX_STATEMENTS: Final = 512
+MAX_CARDS: Final = 64
+#: Clocks of nodes and laptops differ; the same tolerance as for cards.
+CLOCK_SKEW: Final = timedelta(minutes=5)
+KIND_ORDER: Final = {"accepted": 0, "relayed": 1, "delivered": 2, "opened": 3,
+                     "countersigned": 4, "failed": 5}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    routing: Routing
+    statements: tuple[Statement, ...]
+    cards: tuple[Card, ...]
+
+
+def _order(statements: Iterable[Statement]) -> tuple[Statement, ...]:
+    unique = {s.id: s for s in statements}
+    return tuple(sorted(unique.values(),
+                        key=lambda s: (s.at, KIND_ORDER[s.kind], s.by, s.id)))
+
+
+def make_bundle(routing: Routing, statements: Iterable[Statement],
+                cards: Iterable[Card]) -> Bundle:
+    """Assemble a bundle: statements deduplicated and ordered, and exactly the cards
+    needed (the sender's, then each signer's). Raises ``ValueError`` if a needed card
+    is not among ``cards``."""
+    by_id = {c.id: c for c in cards}
+    ordered = _order(statements)
+    needed = list(dict.fromkeys([routing.sender, *(s.by for s in ordered)]))
+    missing = [i for i in needed if i not in by_id]
+    if missing:
+        raise ValueError(f"no card for {', '.join(missing)}")
+    return Bundle(routing, ordered, tuple(by_id[i] for i in needed))
+
+
+def _signed(statement: Statement) -> dict[str, Any]:
+    if statement.signed is None:
+        raise ValueError("unsigned statement")
+    return statement.signed.to_dict()
+
+
+def encode_bundle(bundle: Bundle) -> bytes:
+    """The one canonical encoding of ``bundle``."""
+    obj = {"v": 1, "kind": BUNDLE_KIND, "envelope": bundle.routing.envelope.to_dict(),
+           "statements": [_signed(s) for s in bundle.statements],
+           "cards": [c.envelope.to_dict() for c in bundle.cards]}
+    return (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Check:
+    step: int
+    ok: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """One verified statement, with the card of its signer."""
+
+    statement: Statement
+    signer: Card
+
+    @property
+    def subject(self) -> str | None:
+        fields = self.statement.fields
+        return fields.get("recipient") or fields.get("next") or fields.get("statement")
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    envelope_id: str
+    routing: Routing
+    sender: Card | None
+    cards: dict[str, Card]
+    events: tuple[Event, ...]
+    checks: tuple[Check, ...]
+    #: Raw statements that failed (kept for display).
+    rejected: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def first_failure(self) -> Check | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def raise_for_failure(self) -> None:
+        failure = self.first_failure()
+        if failure is not None:
+            raise BundleInvalid(f"the receipt bundle does not verify: step {failure.step}: "
+                                f"{failure.text}")
+
+    def has(self, kind: str, subject: str | None = None) -> bool:
+        return any(e.statement.kind == kind and (subject is None or e.subject == subject)
+                   for e in self.events)
+
+
+def parse_bundle_unverified(data: bytes) -> tuple[dsse.Envelope, list[dsse.Envelope],
+                                                  list[dsse.Envelope]]:
+    """Step 1: the structure. Raises :class:`BundleInvalid`."""
+    try:
+        obj = expect_object(json_loads(data, max_bytes=MAX_BUNDLE_BYTES, what="bundle"),
+                            required=("v", "kind", "envelope", "statements", "cards"),
+                            what="bundle")
+        if obj["v"] != 1 or isinstance(obj["v"], bool):
+            raise DecodeError("bundle: unsupported version")
+        if obj["kind"] != BUNDLE_KIND:
+            raise DecodeError("bundle: this is not a receipt bundle")
+        statements, cards = obj["statements"], obj["cards"]
+        if not isinstance(statements, list) or len(statements) > MAX_STATEMENTS:
+            raise DecodeError(f"bundle: statements must be a list of at most {MAX_STATEMENTS}")
+        if not isinstance(cards, list) or not 0 < len(cards) <= MAX_CARDS:
+            raise DecodeError(f"bundle: cards must be a list of 1 to {MAX_CARDS}")
+        envelope = dsse.Envelope.from_dict(obj["envelope"], max_payload=MAX_ENVELOPE_BYTES)
+        signed = [dsse.Envelope.from_dict(s, max_payload=MAX_STATEMENT_BYTES)
+                  for s in statements]
+        card_envelopes = [dsse.Envelope.from_dict(c, max_payload=MAX_CARD_BYTES)
+                          for c in cards]
+    except DecodeError as exc:
+        raise BundleInvalid(f"this is not a well-formed receipt bundle ({exc})") from None
+    return envelope, signed, card_envelopes
+
+
+def _hops_ok(statement: Statement, routing: Routing) -> bool:
+    hops = routing.hops
+    if statement.by not in hops:
+        return False
+    index = hops.index(statement.by)
+    previous = statement.fields.get("previous")
+    nxt = statement.fields.get("next")
+    if previous is not None and index > 0 and previous != hops[index - 1]:
+        return False
+    return not (nxt is not None and index < len(hops) - 1 and nxt != hops[index + 1])
+
+
+def _party_check(statement: Statement, signer: Card, routing: Routing,
+                 statement_ids: set[str]) -> str | None:
+    """``None`` if the right kind of party signed ``statement``; else why not."""
+    kind, fields = statement.kind, statement.fields
+    if kind == "accepted":
+        if statement.by != routing.origin or signer.role != "node":
+            return "accepted, but not by the sender's node named in the envelope"
+        if fields["sender"] != routing.sender:
+            return "accepted for another sender than the envelope's"
+    elif kind == "delivered":
+        if statement.by != routing.destination or signer.role != "node":
+            return "delivered, but not by the recipients' node named in the envelope"
+        if fields["recipient"] not in routing.to:
+            return "delivered to someone who is not a recipient of the envelope"
+    elif kind == "opened":
+        if fields["recipient"] != statement.by or statement.by not in routing.to:
+            return "opened by someone who is not a recipient of the envelope"
+        if signer.role == "node":
+            return "an opened statement must come from the recipient, not a node"
+    elif kind in ("relayed", "failed"):
+        if signer.role != "node" or not _hops_ok(statement, routing):
+            return f"{kind} by a node that is not on the envelope's route at that place"
+    elif kind == "countersigned":
+        if statement.by not in routing.hops or signer.role != "node":
+            return "countersigned by a node that is not on the envelope's route"
+        if fields["statement"] not in statement_ids:
+            return "countersigns a statement that is not in the bundle"
+    return None
+
+
+def _time_checks(routing: Routing, events: Sequence[Event], skew: timedelta) -> list[str]:
+    problems: list[str] = []
+    first: dict[tuple[str, str | None], datetime] = {}
+    for event in events:
+        key = (event.statement.kind, event.subject)
+        first.setdefault(key, event.statement.at)
+    accepted = [e.statement.at for e in events if e.statement.kind == "accepted"]
+    for event in events:
+        st, at = event.statement, event.statement.at
+        if at < routing.created - skew:
+            problems.append(f"{st.kind} statement dated before the envelope was created")
+        if st.kind in ("accepted", "delivered", "relayed") and at > routing.expires + skew:
+            problems.append(f"{st.kind} statement dated after the envelope expired")
+        if st.kind == "delivered" and accepted and at < min(accepted) - skew:
+            problems.append("delivered before it was accepted")
+        if st.kind == "opened":
+            delivered = first.get(("delivered", st.by))
+            if delivered is not None and at < delivered - skew:
+                problems.append("opened before it was delivered")
+    return list(dict.fromkeys(problems))
+
+
+def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
+                  ) -> BundleReport:
+    """Verify a bundle file's bytes; see the module docstring for the steps.
+
+    Raises :class:`BundleInvalid` when the structure is unreadable (step 1);
+    otherwise returns a report whose ``checks`` say what passed and what failed
+    (call :meth:`BundleReport.raise_for_failure`)."""
+    checks: list[Check] = []
+
+    def check(step: int, ok: bool, text: str) -> None:
+        checks.append(Check(step, ok, text))
+
+    # Step 1: structure.
+    envelope, signed_statements, card_envelopes = parse_bundle_unverified(data)
+    try:
+        routing = parse_routing(envelope)
+    except DecodeError as exc:
+        raise BundleInvalid(f"the bundle's envelope is malformed ({exc})") from None
+    statements: list[Statement] = []
+    for number, signed in enumerate(signed_statements, start=1):
+        try:
+            statements.append(parse_statement(signed))
+        except DecodeError as exc:
+            raise BundleInvalid(f"statement {number} of the bundle is malformed ({exc})"
+                                ) from None
+    check(1, True, f"structure: 1 envelope, {len(statements)} statements, "
+                   f"{len(card_envelopes)} cards")
+
+    # Step 3 (before 2, whose re-encoding needs the parsed cards): cards.
+    cards: dict[str, Card] = {}
+    card_order: list[Card] = []
+    card_problems: list[str] = []
+    for number, card_envelope in enumerate(card_envelopes, start=1):
+        try:
+            card = load_card(card_envelope, now=now, allow_expired=True)
+        except BackchannelError as exc:
+            card_problems.append(f"card {number} does not verify ({exc})")
+            continue
+        if card.id in cards:
+            card_problems.append(f"card {number} appears twice")
+            continue
+        cards[card.id] = card
+        card_order.append(card)
+    used = {routing.sender, *(s.by for s in statements)}
+    unused = [c.id for c in card_order if c.id not in used]
+    if unused:
+        card_problems.append(f"{len(unused)} card(s) sign nothing in the bundle")
+
+    # Step 2: canonical form (recomputed from everything parsed).
+    ordered = _order(statements)
+    wanted = dict.fromkeys([routing.sender, *(s.by for s in ordered)])
+    canonical_cards = tuple(cards[i] for i in wanted if i in cards)
+    canonical = encode_bundle(Bundle(routing, ordered, canonical_cards))
+    same = canonical == data
+    check(2, same, "canonical form: the file is exactly as exported" if same else
+          "canonical form: the file is not exactly as exported (a byte was changed, "
+          "added or removed, or statements or cards were reordered)")
+    check(3, not card_problems,
+          "; ".join(card_problems) if card_problems else
+          f"cards: {len(cards)} self-signed cards, each used")
+
+    # Step 4: the envelope.
+    sender = cards.get(routing.sender)
+    if sender is None:
+        check(4, False, "envelope: the sender's card is not in the bundle")
+    else:
+        try:
+            verify_routing(routing, sender.verify_key)
+            check(4, True, f"envelope {routing.id}: signed by its sender")
+        except BackchannelError:
+            check(4, False, "envelope: the sender's signature does not verify")
+
+    # Step 5: statements.
+    events: list[Event] = []
+    rejected: list[str] = []
+    ids = {s.id for s in statements}
+    for statement in _order(statements):
+        label = f"{statement.kind} statement {statement.id[:12]}…"
+        signer = cards.get(statement.by)
+        problem: str | None = None
+        if statement.envelope != routing.id:
+            problem = "names another envelope"
+        elif signer is None:
+            problem = "its signer's card is not in the bundle"
+        else:
+            try:
+                verify_statement(statement, signer.verify_key)
+            except BackchannelError:
+                problem = "the signature does not verify"
+            else:
+                if not signer.created - skew <= statement.at <= signer.expires:
+                    problem = "made while the signer's card was not valid"
+                else:
+                    problem = _party_check(statement, signer, routing, ids)
+        if problem is None and signer is not None:
+            events.append(Event(statement, signer))
+            check(5, True, f"{label}: signed by {statement.by}")
+        else:
+            rejected.append(statement.id)
+            check(5, False, f"{label}: {problem}")
+
+    # Step 6: times.
+    time_problems = _time_checks(routing, events, skew)
+    check(6, not time_problems, "; ".join(time_problems) if time_problems else
+          f"times: consistent within {int(skew.total_seconds() // 60)} minutes")
+    return BundleReport(routing.id, routing, sender, cards, tuple(events), tuple(checks),
+                        tuple(rejected))
+
+
+@dataclass(frozen=True)
+class StatementReport:
+    statement: Statement
+    signer: Card
+
+
+def verify_single_statement(data: bytes, cards: Sequence[Card]) -> StatementReport:
+    """Verify one statement (a DSSE JSON file) against the signer's card, which must
+    be among ``cards``. Raises :class:`BundleInvalid`."""
+    try:
+        signed = dsse.Envelope.from_json(data, max_payload=MAX_STATEMENT_BYTES)
+        statement = parse_statement(signed)
+    except DecodeError as exc:
+        raise BundleInvalid(f"this is not a well-formed statement ({exc})") from None
+    # As for bundles, the file must be exactly our encoding (no alternative base64).
+    if data.rstrip(b"\n") != signed.to_json():
+        raise BundleInvalid("the statement file is not exactly as exported")
+    signer = next((c for c in cards if c.id == statement.by), None)
+    if signer is None:
+        raise BundleInvalid(f"the statement is signed by {statement.by}: pass that "
+                            "identity's card with --card FILE to check it")
+    try:
+        verify_statement(statement, signer.verify_key)
+    except BackchannelError:
+        raise BundleInvalid("the statement's signature does not verify: it was altered "
+                            "or is not from the card given") from None
+    if not signer.created - CLOCK_SKEW <= statement.at <= signer.expires:
+        raise BundleInvalid("the statement was made while the signer's card was not valid")
+    return StatementReport(statement, signer)
+
