@@ -1,0 +1,106 @@
+"""Co-signed documents: which required signatures are there, and merging new ones.
+
+An agreement or a handover record travels between parties, guarantors and witnesses;
+each adds a signature over the *same* bytes (:func:`keys.dsse.cosign`) and sends the
+envelope back. :func:`merge_signatures` folds such a returned envelope into the one
+in hand, refusing one over different bytes (a co-signature over another version of
+the terms). :func:`signature_status` reports, without raising, which signatures a
+policy requires, which are present and valid, which are missing, and which are
+present but do not verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import dsse
+from .ed25519 import VerifyKey
+from .encoding import b64url_encode
+from .errors import TooLarge, VerificationError
+from .negotiation_errors import TermsMismatch
+from .policy import Policy
+
+
+@dataclass(frozen=True)
+class SignatureStatus:
+    """What a verifier found on one envelope for one policy."""
+
+    required: str
+    present: tuple[str, ...]
+    missing: tuple[str, ...]
+    invalid: tuple[str, ...]
+    others: tuple[str, ...]
+    complete: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"required": self.required, "present": list(self.present),
+                "missing": list(self.missing), "invalid": list(self.invalid),
+                "others": list(self.others), "complete": self.complete}
+
+
+def signature_status(envelope: dsse.Envelope, policy: Policy) -> SignatureStatus:
+    """Check every signature by a key ``policy`` knows. Never raises for a bad
+    signature: it is listed under ``invalid`` and the status is not complete.
+    Signatures by identities the policy does not count are listed under ``others``
+    (not verified: nothing is known about them)."""
+    known = policy.keys()
+    message = dsse.pae(envelope.payload_type, envelope.payload)
+    valid: set[str] = set()
+    invalid: list[str] = []
+    others: list[str] = []
+    for signature in envelope.signatures:
+        key = known.get(signature.keyid)
+        if key is None:
+            others.append(signature.keyid)
+            continue
+        try:
+            key.verify(message, signature.sig)
+        except VerificationError:
+            invalid.append(signature.keyid)
+            continue
+        valid.add(signature.keyid)
+    ordered = list(known)
+    return SignatureStatus(
+        required=policy.describe(),
+        present=tuple(i for i in ordered if i in valid),
+        missing=tuple(i for i in ordered if i not in valid),
+        invalid=tuple(invalid), others=tuple(others),
+        complete=not invalid and policy.satisfied(frozenset(valid)))
+
+
+def merge_signatures(base: dsse.Envelope, returned: dsse.Envelope,
+                     keys: Mapping[str, VerifyKey]) -> dsse.Envelope:
+    """Add to ``base`` the signatures of ``returned`` that it lacks.
+
+    ``returned`` must be over exactly the same payload type and bytes, otherwise
+    :class:`TermsMismatch` (it was signed over another version). Every added
+    signature must be by a key in ``keys`` and verify; otherwise
+    :class:`VerificationError`."""
+    if returned.digest() != base.digest():
+        raise TermsMismatch(
+            "the returned document was signed over a different version "
+            f"({b64url_encode(returned.digest())[:12]}…, this one is "
+            f"{b64url_encode(base.digest())[:12]}…): its signatures cannot be added")
+    message = dsse.pae(base.payload_type, base.payload)
+    have = set(base.signer_ids())
+    added = list(base.signatures)
+    for signature in returned.signatures:
+        if signature.keyid in have:
+            continue
+        key = keys.get(signature.keyid)
+        if key is None or key.id != signature.keyid:
+            raise VerificationError(f"the signature of {signature.keyid} cannot be checked: "
+                                    "its key is not known here")
+        try:
+            key.verify(message, signature.sig)
+        except VerificationError:
+            raise VerificationError(
+                f"the signature of {signature.keyid} does not verify over this version: "
+                "it was made over other terms or forged") from None
+        added.append(signature)
+        have.add(signature.keyid)
+    if len(added) > dsse.MAX_SIGNATURES:
+        raise TooLarge(f"more than {dsse.MAX_SIGNATURES} signatures on one document")
+    return dsse.Envelope(base.payload_type, base.payload, tuple(added))
