@@ -20,7 +20,7 @@ from aiohttp import WSCloseCode, web
 from keys.clock import SYSTEM_CLOCK, Clock, Random, system_random
 from keys.identity import Identity
 
-from . import appkeys, errors, handlers, problems
+from . import appkeys, errors, handlers, logs, problems
 from .config import RelayConfig
 from .handlers import _submission_limit
 from .metrics import Metrics
@@ -43,6 +43,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error becomes RFC 9457 problem+json, and one log line per request."""
     started = time.perf_counter()
+    fields = logs.begin_request()
     status = 500
     try:
         response = await handler(request)
@@ -73,12 +74,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics = request.app[appkeys.METRICS]
         metrics.requests.labels(request.method, name, str(status)).inc()
         metrics.latency.labels(name).observe(elapsed)
-        extra = {"event": "http", "method": request.method, "route": name, "status": status,
-                 "ms": round(elapsed * 1000, 1)}
-        if "member" in request:
-            extra["member"] = request["member"]
-        if "envelope" in request:
-            extra["envelope"] = request["envelope"]
+        extra: dict[str, object] = {"event": "http", "method": request.method, "route": name,
+                                    "status": status, "ms": round(elapsed * 1000, 1)}
+        extra.update(fields)
         log.info("request", extra=extra)
 
 

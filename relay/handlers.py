@@ -15,6 +15,7 @@ from keys.errors import BackchannelError, Expired
 
 from . import appkeys, errors
 from .inputs import int_query, parse_json_object, read_body, require_json_type, signed_parts
+from .logs import note
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import openapi_document
 from .services.auth import Caller
@@ -75,14 +76,14 @@ async def register(request: web.Request) -> web.Response:
     await app[appkeys.AUTH].newcomer(signed_parts(request, body, config.url), card.verify_key)
     member = await app[appkeys.REGISTRATION].register(doc["invitation"], card)
     app[appkeys.METRICS].registrations.inc()
-    request["member"] = member.id
+    note(member=member.id)
     return _json({"member": {"id": member.id, "role": member.role, "label": member.label},
                   "node": _raw(app[appkeys.NODE].card.to_json())}, status=201)
 
 
 async def member_card(request: web.Request) -> web.Response:
     caller = await _member(request)
-    request["member"] = caller.id
+    note(member=caller.id)
     card = await request.app[appkeys.MAILBOX].member_card(caller, request.match_info["id"])
     return _json({"card": _raw(card)})
 
@@ -99,7 +100,7 @@ async def submit(request: web.Request) -> web.Response:
     limit = _submission_limit(config.max_sealed_bytes)
     body = await _json_body(request, limit)
     caller = await _member(request, body)
-    request["member"] = caller.id
+    note(member=caller.id)
     doc = parse_json_object(body, limit=limit, required=("envelope", "sealed"))
     accepted = await app[appkeys.SUBMISSION].submit(caller, doc["envelope"], doc["sealed"])
     metrics = app[appkeys.METRICS]
@@ -108,14 +109,14 @@ async def submit(request: web.Request) -> web.Response:
         metrics.sealed_bytes.inc(accepted.size)
     else:
         metrics.duplicates.inc()
-    request["envelope"] = accepted.id
+    note(envelope=accepted.id)
     return _json({"id": accepted.id, "receipt": _raw(accepted.receipt)},
                  status=201 if accepted.created else 200)
 
 
 async def inbox(request: web.Request) -> web.Response:
     caller = await _member(request)
-    request["member"] = caller.id
+    note(member=caller.id)
     after = int_query(request, "after", 0)
     limit = int_query(request, "limit", 100)
     items, next_cursor = await request.app[appkeys.MAILBOX].inbox(caller, after=after,
@@ -130,7 +131,7 @@ async def inbox(request: web.Request) -> web.Response:
 
 async def fetch(request: web.Request) -> web.Response:
     caller = await _member(request)
-    request["member"] = caller.id
+    note(member=caller.id)
     fetched = await request.app[appkeys.MAILBOX].fetch(caller, request.match_info["id"])
     if fetched.first_delivery:
         request.app[appkeys.METRICS].delivered.inc()
@@ -143,7 +144,7 @@ async def ack(request: web.Request) -> web.Response:
     body = await _json_body(request, limit)
     caller = await _member(request, body)
     doc = parse_json_object(body, limit=limit, required=(), optional=("opened",))
-    request["member"] = caller.id
+    note(member=caller.id)
     first = await app[appkeys.MAILBOX].ack(caller, request.match_info["id"], doc.get("opened"))
     if first:
         app[appkeys.METRICS].acked.inc()
@@ -152,7 +153,7 @@ async def ack(request: web.Request) -> web.Response:
 
 async def receipts(request: web.Request) -> web.Response:
     caller = await _member(request)
-    request["member"] = caller.id
+    note(member=caller.id)
     bodies = await request.app[appkeys.MAILBOX].receipts(caller, request.match_info["id"])
     return _json({"statements": [_raw(b) for b in bodies]})
 

@@ -8,6 +8,7 @@ secrets, passphrases, request bodies or headers (code passes only whitelisted
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
@@ -48,3 +49,21 @@ def configure(level: str, fmt: str) -> None:
     # aiohttp's access log would print full URLs and client addresses; ours is enough.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+_request_fields: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "relay_request_fields", default=None)
+
+
+def begin_request() -> dict[str, str]:
+    """Called by the middleware: a fresh set of fields for this request's log line."""
+    fields: dict[str, str] = {}
+    _request_fields.set(fields)
+    return fields
+
+
+def note(**fields: str) -> None:
+    """Add whitelisted fields (``member``, ``envelope``) to the current request's log line."""
+    current = _request_fields.get()
+    if current is not None:
+        current.update(fields)

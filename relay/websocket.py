@@ -28,6 +28,7 @@ from keys.encoding import b64url_decode, b64url_encode
 from keys.errors import BackchannelError
 
 from . import appkeys
+from .logs import note
 from .storage import members
 
 AUTH_DOMAIN: Final = b"backchannel/v1/ws-auth\x00"
@@ -87,7 +88,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     member = await _authenticate(request, ws, nonce)
     if member is None:
         return ws
-    request["member"] = member
+    note(member=member)
     notifier = app[appkeys.NOTIFIER]
     metrics = app[appkeys.METRICS]
     sub = notifier.subscribe(member)

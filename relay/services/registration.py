@@ -57,6 +57,10 @@ class Registration:
                 found = await members.invitation_by_hash(conn, digest)
                 if found is None or not hmac.compare_digest(found.secret_hash, digest):
                     raise errors.InvitationInvalid(_INVALID)
+                now_usable = (found.used_at is None and found.revoked_at is None
+                              and found.expires_at > now)
+                if not now_usable:
+                    raise errors.InvitationInvalid(_INVALID)
                 # Step 2.
                 if found.role != card.role:
                     raise errors.InvitationInvalid("this invitation is for a different role")
