@@ -73,3 +73,18 @@ class World:
 
     def opened(self) -> Thread:
         return build_thread([self.propose()])
+
+
+def agree(world: World, *, guarantors: tuple[SigningKey, ...] | None = None):
+    """Kyiv proposes, Moscow accepts, Kyiv confirms, the guarantors co-sign.
+    Returns (thread, agreement)."""
+    from keys.agreement import accept_proposal, confirm_agreement, countersign_agreement
+
+    thread = world.opened()
+    world.clock.advance(hours=1)
+    _, thread, agreement = accept_proposal(thread, thread.latest.id, world.moscow,
+                                           clock=world.clock)
+    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
+    for guarantor in (world.icrc, world.vatican) if guarantors is None else guarantors:
+        agreement = countersign_agreement(agreement, guarantor, world.keys)
+    return thread, agreement
