@@ -29,8 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     from . import demo
+    from .commands import contacts, identity, namelist
 
-    demo.register(sub)
+    for module in (identity, contacts, namelist, demo):
+        module.register(sub)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         ep.load()(sub)
     return parser
@@ -43,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except BackchannelError as exc:
         print(f"backchannel: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        # A file or socket problem not already turned into a BackchannelError.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"backchannel: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("backchannel: interrupted", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Sub-commands of ``backchannel`` for delegations and intermediaries."""

@@ -1,0 +1,69 @@
+"""What every sub-command shares: the profile location and the passphrase."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TypeAlias
+
+from keys.clock import SYSTEM_CLOCK, Clock
+from keys.passphrase import get_passphrase
+
+from ..errors import ClientError, NoProfile
+from ..profile import OpenProfile, Profile, default_home
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+#: Files given on the command line are read with a bound (name lists are the largest).
+MAX_INPUT_BYTES = 16 * 1024 * 1024 + 1
+
+
+def common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("profile")
+    group.add_argument("--home", type=Path, metavar="DIR",
+                       help="profile directory (default: $BACKCHANNEL_HOME or ~/.backchannel)")
+    group.add_argument("--passphrase-file", type=Path, metavar="FILE",
+                       help="read the passphrase from FILE (else $BACKCHANNEL_PASSPHRASE, "
+                            "else a prompt)")
+    return parent
+
+
+def profile_of(args: argparse.Namespace) -> Profile:
+    home: Path | None = args.home
+    return Profile(home.expanduser() if home else default_home())
+
+
+def open_profile(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> OpenProfile:
+    profile = profile_of(args)
+    if not profile.exists():
+        raise NoProfile(profile.home)  # before asking for a passphrase
+    return profile.open(get_passphrase(args.passphrase_file), clock=clock)
+
+
+def read_input(path: str, *, max_bytes: int = MAX_INPUT_BYTES, what: str = "file") -> bytes:
+    """Read a file named on the command line (``-`` is stdin), with a size bound."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ClientError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ClientError(f"{what} {path} is too large (more than {max_bytes // 1024} KiB)")
+    return data
+
+
+def write_output(path: str, data: bytes, *, what: str = "file", private: bool = False) -> None:
+    """Write ``data`` to ``path``; ``private`` files (decrypted contents) are created
+    readable by their owner only."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise ClientError(f"cannot write {what} {path}: {exc.strerror or exc}") from None

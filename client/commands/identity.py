@@ -1,0 +1,133 @@
+"""``backchannel init``, ``whoami`` and ``card``: this profile's own identity."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from keys.card import Card
+from keys.clock import SYSTEM_CLOCK
+from keys.encoding import format_time
+from keys.identity import Identity
+from keys.kem import SUITE_HYBRID, SUITE_X25519
+from keys.passphrase import get_passphrase
+
+from .. import ui
+from ..errors import BadSetting, ProfileExists
+from ..profile import NodePin, OpenProfile, kdf_params_from_env
+from .common import SubParsers, common_options, open_profile, profile_of, write_output
+
+MAX_NAME = 200
+
+
+def register(sub: SubParsers) -> None:
+    common = common_options()
+    parser = sub.add_parser(
+        "init", parents=[common], help="create this delegation's identity and profile",
+        description="Create a new identity (signing and encryption keys) in the profile "
+                    "directory, protected by a passphrase.")
+    parser.add_argument("--name", required=True,
+                        help="the name others will see on your card, e.g. 'Kyiv Coordination HQ'")
+    parser.add_argument("--role", choices=("delegation", "intermediary"), default="delegation")
+    parser.add_argument("--suite", choices=(SUITE_HYBRID, SUITE_X25519), default=SUITE_HYBRID,
+                        help="encryption keys: hybrid post-quantum (default) or X25519 only "
+                             "(for interoperability)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run_init)
+
+    parser = sub.add_parser("whoami", parents=[common], help="show this profile's identity")
+    parser.add_argument("--json", action="store_true", help="print as JSON (see the user guide)")
+    parser.set_defaults(func=run_whoami)
+
+    parser = sub.add_parser("card", parents=[common],
+                            help="export this identity's card (armored text) to give to others")
+    parser.add_argument("--out", metavar="FILE", help="write the card to FILE instead of stdout")
+    parser.set_defaults(func=run_card)
+
+
+def identity_json(card: Card) -> dict[str, Any]:
+    return {"id": card.id, "name": card.name, "role": card.role,
+            "fingerprint": card.fingerprint, "suite": card.encryption.suite,
+            "created": format_time(card.created), "expires": format_time(card.expires),
+            "home": {"node": card.home.node, "url": card.home.url} if card.home else None}
+
+
+def node_json(pin: NodePin | None) -> dict[str, Any] | None:
+    if pin is None:
+        return None
+    return {"url": pin.url, "id": pin.card.id, "name": pin.card.name,
+            "fingerprint": pin.card.fingerprint, "member_role": pin.role, "label": pin.label,
+            "registered": format_time(pin.registered)}
+
+
+def run_init(args: argparse.Namespace) -> int:
+    name = " ".join(args.name.split())
+    if not name or len(name) > MAX_NAME:
+        raise BadSetting(f"--name must be 1 to {MAX_NAME} characters")
+    profile = profile_of(args)
+    if profile.exists():
+        raise ProfileExists(profile.home)
+    params = kdf_params_from_env()  # refuse a bad BACKCHANNEL_KDF before any prompt
+    passphrase = get_passphrase(args.passphrase_file, confirm=True,
+                                prompt="New passphrase for this profile: ")
+    identity = Identity.create(name, args.role, suite=args.suite, clock=SYSTEM_CLOCK)
+    opened = profile.create(identity, passphrase, params=params)
+    if args.json:
+        ui.print_json({**identity_json(identity.card), "profile": str(opened.home)})
+        return 0
+    console = ui.out()
+    console.print(Text(f"Created {args.role} identity “{name}” in {opened.home}"))
+    console.print(f"  id           {identity.id}")
+    console.print(f"  fingerprint  {identity.card.fingerprint}")
+    console.print("Next: join a node with  backchannel register INVITATION")
+    return 0
+
+
+def run_whoami(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    card = opened.identity.card
+    pin = opened.node_pin()
+    if args.json:
+        ui.print_json({**identity_json(card), "node": node_json(pin),
+                       "profile": str(opened.home)})
+        return 0
+    show_identity(opened, pin)
+    return 0
+
+
+def show_identity(opened: OpenProfile, pin: NodePin | None) -> None:
+    card = opened.identity.card
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("name", Text(card.name))
+    table.add_row("role", card.role)
+    table.add_row("id", card.id)
+    table.add_row("fingerprint", card.fingerprint)
+    table.add_row("encryption", card.encryption.suite)
+    table.add_row("card valid", f"{format_time(card.created)} to {format_time(card.expires)}")
+    if pin is None:
+        table.add_row("node", "not registered (backchannel register INVITATION)")
+    else:
+        table.add_row("node", Text(f"{pin.url}  {pin.card.name}"))
+        table.add_row("node fingerprint", pin.card.fingerprint)
+        table.add_row("member since", format_time(pin.registered))
+    table.add_row("profile", str(opened.home))
+    ui.out().print(table)
+
+
+def run_card(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    armored = opened.identity.card.armored()
+    if opened.identity.card.home is None:
+        ui.warn("this card names no node yet; after backchannel register, export it again "
+                "so that others can reach you")
+    if args.out:
+        write_output(args.out, armored.encode("ascii"), what="card file")
+        ui.note(f"card written to {args.out} (fingerprint {opened.identity.card.fingerprint})")
+    else:
+        print(armored, end="")
+    return 0
