@@ -137,15 +137,18 @@ class Submission:
         return Accepted(routing.id, receipt, True, len(sealed)), notices
 
     async def _known(self, conn: AsyncConnection, routing: Routing) -> Accepted | None:
-        existing = await mailbox.get_envelope(conn, routing.id)
-        if existing is not None:
-            receipt = await mailbox.statement_of(conn, routing.id, "accepted")
-            if receipt is None:  # pragma: no cover - written in the same transaction
-                raise errors.Conflict("this envelope is being stored; retry")
-            return Accepted(routing.id, receipt, False, existing.size)
-        if await mailbox.envelope_by_content(conn, routing.content) is not None:
+        # One lookup by content id answers both questions: the envelope id covers the
+        # content id, so the same envelope always holds the same content. (Two separate
+        # lookups could straddle a concurrent commit under READ COMMITTED.)
+        holder = await mailbox.envelope_by_content(conn, routing.content)
+        if holder is None:
+            return None
+        if holder != routing.id:
             raise errors.Conflict("this content was already submitted under another envelope")
-        return None
+        receipt = await mailbox.statement_of(conn, routing.id, "accepted")
+        if receipt is None:  # pragma: no cover - committed in the same transaction
+            raise errors.Conflict("this envelope is being stored; retry")
+        return Accepted(routing.id, receipt, False, routing.size)
 
     async def _existing(self, routing: Routing) -> Accepted:
         async with self.db.read() as conn:

@@ -563,7 +563,7 @@ async def test_concurrent_duplicate_submissions_store_once(node: RunningNode):
     replies: list[Reply] = await asyncio.gather(*(alice.client.submit(routing, sealed)
                                                   for _ in range(8)))
     statuses = sorted(r.status for r in replies)
-    assert statuses.count(201) == 1 and statuses.count(200) == 7, statuses
+    assert statuses.count(201) == 1 and statuses.count(200) == 7, [r.body for r in replies]
     assert len({str(r.body["receipt"]) for r in replies}) == 1
     counts = await node.counts()
     assert (counts["envelopes"], counts["deliveries"], counts["statements"]) == (1, 1, 1)
