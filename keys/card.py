@@ -16,9 +16,11 @@ validity period at ``now``.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from . import dsse
 from .armor import armor, dearmor
@@ -55,6 +57,7 @@ CLOCK_SKEW: Final = timedelta(minutes=5)
 ARMOR_KIND: Final = "CARD"
 
 _FP_DOMAIN = b"backchannel/v1/fingerprint\x00"
+_UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,21 @@ def card_payload(*, name: str, role: str, verify_key: VerifyKey,
     return payload
 
 
+def _printable(text: str) -> bool:
+    # Control characters, bidi overrides and other format characters let a name spoof
+    # another on an officer's terminal (or inject escape sequences into it).
+    return not any(unicodedata.category(ch) in _UNPRINTABLE for ch in text) \
+        and text == text.strip()
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or not url.isascii() \
+            or any(ch.isspace() for ch in url):
+        raise DecodeError("card.home.url must be an http(s) URL")
+    return url
+
+
 def _parse_encryption(value: object) -> EncryptionPublicKey:
     obj = expect_object(value, required=("suite", "x25519"), optional=("mlkem768",),
                         what="card.encryption")
@@ -141,8 +159,12 @@ def _parse_encryption(value: object) -> EncryptionPublicKey:
 
 
 def load_card(data: bytes | str | dsse.Envelope, *, now: datetime,
-              allow_expired: bool = False) -> Card:
+              allow_expired: bool = False, check_created: bool = True) -> Card:
     """Parse and verify a card (JSON envelope, armored block, or parsed envelope).
+
+    ``allow_expired`` accepts a card past its expiry (to read old records);
+    ``check_created=False`` also accepts one created "in the future", for a card read
+    back from our own keystore on a machine whose clock has gone backwards.
 
     Raises :class:`DecodeError` (malformed, or a weak key: :class:`InvalidKey`),
     :class:`VerificationError` (bad self-signature) or :class:`Expired`.
@@ -170,6 +192,8 @@ def load_card(data: bytes | str | dsse.Envelope, *, now: datetime,
     if obj["id"] != verify_key.id:
         raise DecodeError("card: id does not match its signing key")
     name = expect_str(obj, "name", what="card", max_len=MAX_NAME, min_len=1)
+    if not _printable(name):
+        raise DecodeError("card: the name contains control or formatting characters")
     role = obj["role"]
     if role not in ROLES:
         raise DecodeError(f"card: role must be one of {', '.join(ROLES)}")
@@ -177,14 +201,15 @@ def load_card(data: bytes | str | dsse.Envelope, *, now: datetime,
     if "home" in obj:
         h = expect_object(obj["home"], required=("node", "url"), what="card.home")
         home = HomeNode(expect_str(h, "node", what="card.home", max_len=64, min_len=1),
-                        expect_str(h, "url", what="card.home", max_len=MAX_URL, min_len=1))
+                        _check_url(expect_str(h, "url", what="card.home", max_len=MAX_URL,
+                                              min_len=1)))
     created = parse_time(obj["created"], field="card.created")
     expires = parse_time(obj["expires"], field="card.expires")
     dsse.verify(envelope, Signer(verify_key), payload_type=CARD_TYPE)
     encryption = _parse_encryption(obj["encryption"])
     if expires <= created:
         raise DecodeError("card: expires before it was created")
-    if created > now + CLOCK_SKEW:
+    if check_created and created > now + CLOCK_SKEW:
         raise Expired("this card was created in the future; check the clocks")
     if expires <= now and not allow_expired:
         raise Expired(f"this card expired on {format_time(expires)}; ask for a new one")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from . import dsse
 from .clock import SYSTEM_CLOCK, Clock
@@ -122,6 +122,23 @@ def _ids(value: object, *, what: str, low: int, high: int) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _id(obj: dict[str, object], key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isascii():
+        raise DecodeError(f"envelope: malformed id in {key}")
+    return value
+
+
+def load_routing(data: bytes | str | dict[str, Any]) -> Routing:
+    """Parse a routing envelope from JSON (or its parsed dict) with this format's own
+    size limit. Structure only; see :func:`verify_routing`."""
+    if isinstance(data, dict):
+        signed = dsse.Envelope.from_dict(data, max_payload=MAX_ENVELOPE_BYTES)
+    else:
+        signed = dsse.Envelope.from_json(data, max_payload=MAX_ENVELOPE_BYTES)
+    return parse_routing(signed)
+
+
 def parse_routing(envelope: dsse.Envelope) -> Routing:
     """Parse the payload of a routing envelope (structure only: the signature is
     checked by :func:`verify_routing`). Raises :class:`DecodeError`."""
@@ -135,11 +152,11 @@ def parse_routing(envelope: dsse.Envelope) -> Routing:
     expect_version(obj, what="envelope")
     content = expect_str(obj, "content", what="envelope", max_len=43, min_len=43)
     b64url_decode(content, max_bytes=32, exact=32, field="envelope.content")
-    sender = expect_str(obj, "from", what="envelope", max_len=MAX_ID, min_len=1)
+    sender = _id(obj, "from")
     to = _ids(obj["to"], what="to", low=1, high=MAX_RECIPIENTS)
     route = _ids(obj["route"], what="route", low=0, high=MAX_ROUTE)
-    origin = expect_str(obj, "origin", what="envelope", max_len=MAX_ID, min_len=1)
-    destination = expect_str(obj, "destination", what="envelope", max_len=MAX_ID, min_len=1)
+    origin = _id(obj, "origin")
+    destination = _id(obj, "destination")
     if origin in route or destination in route:
         raise DecodeError("envelope: the route repeats the origin or destination node")
     created = parse_time(obj["created"], field="envelope.created")

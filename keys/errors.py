@@ -57,6 +57,10 @@ class Expired(VerificationError):
     """The object is outside its validity period (expired, or created in the future)."""
 
 
+class ClassicalRecipient(BackchannelError):
+    """A recipient has only a classical (X25519) key and the sender did not allow it."""
+
+
 class OpenError(BackchannelError):
     """A sealed message could not be opened.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from .errors import InsecurePermissions
@@ -29,8 +30,10 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new
     file, never a mix: temporary file (0600), fsync, rename, fsync of the directory."""
     ensure_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # mkstemp: a unique name (a stale temp file from a crash never blocks us) created
+    # with O_EXCL and mode 0600.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -49,9 +52,16 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def read_private(path: Path, *, max_bytes: int) -> bytes:
-    """Read a file that must be private to its owner, with a size limit."""
+    """Read a file that must be private to its owner, with a size limit.
+
+    The mode is checked on the opened descriptor (no race with a chmod or a swapped
+    file) and symbolic links are refused."""
     check_private(path.parent, what="directory")
-    check_private(path, what="file")
-    with path.open("rb") as handle:
-        data = handle.read(max_bytes + 1)
-    return data
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        if mode & 0o077:
+            raise InsecurePermissions(
+                f"file {path} is accessible to other users (mode {mode:o}); "
+                f"run: chmod 600 {path}")
+        return handle.read(max_bytes + 1)

@@ -46,6 +46,9 @@ class UnwrapFailed(Exception):
     """Internal: this wrap does not open with this key. Never shown to users."""
 
 
+_X25519_P: Final = 2**255 - 19
+
+
 def check_x25519_public(raw: bytes) -> x25519_.X25519PublicKey:
     """Load an X25519 public key, rejecting low-order points (RFC 7748 section 6.1).
 
@@ -54,6 +57,10 @@ def check_x25519_public(raw: bytes) -> x25519_.X25519PublicKey:
     """
     if len(raw) != X25519_BYTES:
         raise InvalidKey("an X25519 public key is 32 bytes")
+    # Non-canonical encodings (top bit set, or u >= p) are masked or reduced by the
+    # ladder, so the sender's HPKE would bind different bytes than the recipient's key.
+    if int.from_bytes(raw, "little") >= _X25519_P:
+        raise InvalidKey("X25519 public key is not canonically encoded")
     public = x25519_.X25519PublicKey.from_public_bytes(raw)
     try:
         x25519_.X25519PrivateKey.generate().exchange(public)

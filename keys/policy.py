@@ -60,6 +60,13 @@ class AtLeast(Policy):
     def __init__(self, count: int, *policies: Policy) -> None:
         if not 1 <= count <= len(policies):
             raise ValueError("count must be between 1 and the number of policies")
+        seen: set[str] = set()
+        for policy in policies:
+            ids = set(policy.keys())
+            if ids & seen:
+                # AtLeast(2, Signer(a), Signer(a)) would be met by a alone.
+                raise ValueError("a signer appears more than once in a policy")
+            seen |= ids
         self.count = count
         self.policies = policies
 

@@ -53,10 +53,17 @@ from .encoding import (
     json_loads,
     parse_time,
 )
-from .errors import BackchannelError, DecodeError, OpenError, TooLarge, UnsupportedVersion
+from .errors import (
+    BackchannelError,
+    ClassicalRecipient,
+    DecodeError,
+    OpenError,
+    TooLarge,
+    UnsupportedVersion,
+)
 from .identity import Identity
-from .kem import SUITES, WRAP_BYTES, UnwrapFailed
-from .padding import pad, unpad
+from .kem import SUITE_HYBRID, SUITES, WRAP_BYTES, UnwrapFailed
+from .padding import MIN_PADDED, pad, padme_length, unpad
 from .policy import Signer
 
 MESSAGE_TYPE: Final = "application/vnd.backchannel.message+json"
@@ -66,7 +73,12 @@ MAX_RECIPIENTS: Final = 32
 #: The signed inner message: a 100,000-name list is about 4 MB of JSON.
 MAX_INNER_BYTES: Final = 16 * 1024 * 1024
 MAX_HEADER_BYTES: Final = 96 * 1024
-MAX_SEALED_BYTES: Final = MAX_INNER_BYTES * 4 // 3 + MAX_HEADER_BYTES * 4 // 3 + 1024
+#: The largest padded plaintext (Padmé bucket of the largest inner message).
+MAX_PADDED_BYTES: Final = max(MIN_PADDED, padme_length(MAX_INNER_BYTES + 1))
+#: base64url of the largest ciphertext and header, plus the JSON around them. Derived
+#: from the limits above so that everything :func:`seal` accepts can be opened.
+MAX_SEALED_BYTES: Final = (((MAX_PADDED_BYTES + 16) * 4 + 2) // 3
+                           + (MAX_HEADER_BYTES * 4 + 2) // 3 + 1024)
 MAX_KIND: Final = 32
 KEY_BYTES: Final = 32
 NONCE_BYTES: Final = 24
@@ -117,7 +129,8 @@ def _wrap_info(nonce: bytes, recipient_id: str) -> bytes:
 
 
 def seal(sender: Identity, recipients: Sequence[Card], kind: str, body: Any, *,
-         clock: Clock = SYSTEM_CLOCK, random: Random = system_random) -> Sealed:
+         allow_classical: bool = False, clock: Clock = SYSTEM_CLOCK,
+         random: Random = system_random) -> Sealed:
     """Sign ``body`` as ``sender`` and encrypt it to every card in ``recipients``.
 
     Raises ``ValueError`` for programmer errors (no recipients, duplicates, a bad
@@ -131,6 +144,13 @@ def seal(sender: Identity, recipients: Sequence[Card], kind: str, body: Any, *,
         raise ValueError("a recipient is listed twice")
     if not _KIND_RE.fullmatch(kind):
         raise ValueError("kind must be lower-case letters, digits and hyphens")
+    classical = [c for c in recipients if c.encryption.suite != SUITE_HYBRID]
+    if classical and not allow_classical:
+        # One classical wrap exposes the whole message to a future quantum computer.
+        raise ClassicalRecipient(
+            f"{classical[0].name!r} has only a classical X25519 key, so this message would "
+            "not be protected against a future quantum computer; ask for a hybrid card, "
+            "or allow classical recipients explicitly")
     created = clock.now()
     message = Message(b64url_encode(random(MESSAGE_ID_BYTES)), sender.id, tuple(ids),
                       created, kind, body)
@@ -238,14 +258,15 @@ def parse_message_payload(payload: bytes) -> Message:
 
 
 def open_sealed(data: bytes, me: Identity, resolve_sender: Callable[[str], Card], *,
-                envelope_to: Sequence[str] | None = None,
+                envelope_to: Sequence[str] | None = None, envelope_from: str | None = None,
                 max_bytes: int = MAX_SEALED_BYTES) -> Opened:
     """Decrypt and verify a sealed message addressed to ``me``.
 
     ``resolve_sender`` maps the claimed sender id to a card the caller trusts; any
     exception it raises (e.g. "unknown contact") propagates unchanged. ``envelope_to``
-    is the recipient list of the routing envelope, when there is one: it must match
-    the signed ``to``.
+    and ``envelope_from`` are the recipients and sender of the routing envelope, when
+    there is one: they must match the signed ``to`` and ``from`` (otherwise a node could
+    redeliver captured sealed bytes under an envelope of its own making).
 
     Every other failure raises :class:`OpenError`, the same error whatever the cause.
     """
@@ -269,6 +290,8 @@ def open_sealed(data: bytes, me: Identity, resolve_sender: Callable[[str], Card]
         if me.id not in signed_to or signed_to != set(sealed.recipient_ids):
             raise OpenError()
         if envelope_to is not None and signed_to != set(envelope_to):
+            raise OpenError()
+        if envelope_from is not None and envelope_from != message.sender:
             raise OpenError()
     except (BackchannelError, UnwrapFailed, nacl.exceptions.CryptoError, ValueError):
         raise OpenError() from None

@@ -123,7 +123,7 @@ def test_save_load_round_trip(tmp_path: Path, make_identity: Callable[..., Ident
     assert loaded.identity.encryption_key.public == ident.encryption_key.public
     assert loaded.local_key == original.local_key and len(loaded.local_key) == 32
     # The loaded keys work: they open a message sealed to the original card.
-    sealed = seal(alice, [ident.card], "note", "hi")
+    sealed = seal(alice, [ident.card], "note", "hi", allow_classical=True)
     assert open_sealed(sealed.data, loaded.identity,
                        lambda _sid: alice.card).message.body == "hi"
 

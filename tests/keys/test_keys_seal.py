@@ -3,6 +3,7 @@ tamper battery, surreptitious forwarding, misdirection and sender checks."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,10 +17,14 @@ from keys import dsse, seal
 from keys.card import Card
 from keys.clock import FixedClock
 from keys.encoding import b64url_decode, b64url_encode, json_dumps, json_loads
-from keys.errors import OpenError
+from keys.errors import ClassicalRecipient, OpenError
 from keys.identity import Identity
 from keys.kem import SUITE_HYBRID, SUITE_X25519
 from keys.padding import MIN_PADDED, pad
+
+# Most tests cover both suites; the refusal of classical-only recipients by
+# default is tested on its own below.
+seal_any = functools.partial(seal.seal, allow_classical=True)
 
 T0 = FixedClock().current
 BODY = {"names": [{"family_name": "Шевченко", "given_names": "Тарас"},
@@ -109,7 +114,7 @@ def test_round_trip(make_identity: Callable[..., Identity], suite: str, count: i
     alice = make_identity("Alice")
     recipients = [make_identity(f"Recipient {i}", suite=suite) for i in range(count)]
     outsider = make_identity("Outsider", suite=suite)
-    sealed = seal.seal(alice, [r.card for r in recipients], "namelist", BODY,
+    sealed = seal_any(alice, [r.card for r in recipients], "namelist", BODY,
                        clock=FixedClock(T0))
     assert sealed.content_id == b64url_encode(hashlib.sha256(sealed.data).digest())
     header = seal.parse_sealed_unverified(sealed.data)
@@ -131,19 +136,19 @@ def test_round_trip(make_identity: Callable[..., Identity], suite: str, count: i
 
 
 def test_mixed_suites_in_one_message(alice: Identity, bob: Identity, xavier: Identity) -> None:
-    sealed = seal.seal(alice, [bob.card, xavier.card], "note", "hello")
+    sealed = seal_any(alice, [bob.card, xavier.card], "note", "hello")
     assert _open(sealed.data, bob, alice).message.body == "hello"
     assert _open(sealed.data, xavier, alice).message.body == "hello"
 
 
 def test_sealing_to_self(alice: Identity, bob: Identity) -> None:
-    sealed = seal.seal(alice, [alice.card, bob.card], "note", None)
+    sealed = seal_any(alice, [alice.card, bob.card], "note", None)
     assert _open(sealed.data, alice, alice).message.body is None
 
 
 def test_message_ids_are_fresh(alice: Identity, bob: Identity) -> None:
-    first = seal.seal(alice, [bob.card], "note", 1)
-    second = seal.seal(alice, [bob.card], "note", 1)
+    first = seal_any(alice, [bob.card], "note", 1)
+    second = seal_any(alice, [bob.card], "note", 1)
     assert first.message.id != second.message.id
     assert first.data != second.data
     assert len(b64url_decode(first.message.id, max_bytes=16, exact=16)) == 16
@@ -151,18 +156,18 @@ def test_message_ids_are_fresh(alice: Identity, bob: Identity) -> None:
 
 def test_deterministic_random_is_used(alice: Identity, bob: Identity,
                                       shake_random: Callable[[bytes], Any]) -> None:
-    a = seal.seal(alice, [bob.card], "note", 1, clock=FixedClock(T0), random=shake_random(b"s"))
-    b = seal.seal(alice, [bob.card], "note", 1, clock=FixedClock(T0), random=shake_random(b"s"))
+    a = seal_any(alice, [bob.card], "note", 1, clock=FixedClock(T0), random=shake_random(b"s"))
+    b = seal_any(alice, [bob.card], "note", 1, clock=FixedClock(T0), random=shake_random(b"s"))
     assert a.message == b.message  # id from the injected random
     assert a.inner_digest == b.inner_digest
     assert split(a.data)[0] != split(b.data)[0]  # HPKE ephemerals are always fresh
 
 
 def test_padding_hides_small_sizes(alice: Identity, bob: Identity) -> None:
-    sizes = {len(split(seal.seal(alice, [bob.card], "note", body).data)[1])
+    sizes = {len(split(seal_any(alice, [bob.card], "note", body).data)[1])
              for body in ("a", "a" * 100, {"names": ["x"] * 20})}
     assert sizes == {MIN_PADDED + 16}
-    big = seal.seal(alice, [bob.card], "note", "x" * 5000)
+    big = seal_any(alice, [bob.card], "note", "x" * 5000)
     assert len(split(big.data)[1]) - 16 >= 5000
 
 
@@ -173,12 +178,12 @@ def test_seal_programmer_errors(alice: Identity, bob: Identity, recipients: str,
                                 kind: str) -> None:
     cards = {"none": [], "dup": [bob.card, bob.card], "ok": [bob.card]}[recipients]
     with pytest.raises(ValueError):
-        seal.seal(alice, cards, kind, 1)
+        seal_any(alice, cards, kind, 1)
 
 
 def test_seal_too_many_recipients(alice: Identity, bob: Identity) -> None:
     with pytest.raises(ValueError):
-        seal.seal(alice, [bob.card] * (seal.MAX_RECIPIENTS + 1), "note", 1)
+        seal_any(alice, [bob.card] * (seal.MAX_RECIPIENTS + 1), "note", 1)
 
 
 # -- tamper battery -------------------------------------------------------------------
@@ -190,7 +195,7 @@ def _positions(length: int, count: int) -> list[int]:
 
 def test_raw_byte_flips(cast: dict[str, Identity]) -> None:
     alice, bob, carol = cast["alice"], cast["bob"], cast["carol"]
-    data = seal.seal(alice, [bob.card, carol.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card, carol.card], "namelist", BODY).data
     _open(data, bob, alice)  # baseline
     positions = _positions(len(data), 400)
     assert len(positions) >= 300
@@ -203,7 +208,7 @@ def test_raw_byte_flips(cast: dict[str, Identity]) -> None:
 
 def test_every_header_byte_flip(cast: dict[str, Identity]) -> None:
     alice, bob, carol = cast["alice"], cast["bob"], cast["carol"]
-    data = seal.seal(alice, [bob.card, carol.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card, carol.card], "namelist", BODY).data
     header, ct = split(data)
     assert _open(join(header, ct), bob, alice).message.body == BODY  # split/join is exact
     for i in range(len(header)):
@@ -214,7 +219,7 @@ def test_every_header_byte_flip(cast: dict[str, Identity]) -> None:
 
 def test_ciphertext_byte_flips(cast: dict[str, Identity]) -> None:
     alice, bob = cast["alice"], cast["bob"]
-    data = seal.seal(alice, [bob.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card], "namelist", BODY).data
     header, ct = split(data)
     positions = set(_positions(len(ct), 200)) | set(range(len(ct) - 16, len(ct)))
     for i in sorted(positions):
@@ -226,7 +231,7 @@ def test_ciphertext_byte_flips(cast: dict[str, Identity]) -> None:
 
 def test_truncation_and_extension(cast: dict[str, Identity]) -> None:
     alice, bob = cast["alice"], cast["bob"]
-    data = seal.seal(alice, [bob.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card], "namelist", BODY).data
     header, ct = split(data)
     for cut in (*_positions(len(data), 50), len(data) - 1):
         _rejected(data[:cut], bob, alice)
@@ -288,7 +293,7 @@ def _wrap_manipulations() -> dict[str, Callable[[dict[str, Any]], None]]:
 @pytest.mark.parametrize("name", list(_wrap_manipulations()))
 def test_recipient_wrap_manipulation(cast: dict[str, Identity], name: str) -> None:
     alice, bob, carol = cast["alice"], cast["bob"], cast["carol"]
-    data = seal.seal(alice, [bob.card, carol.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card, carol.card], "namelist", BODY).data
     # Re-serialising the header unchanged must still open (so the rejection below is
     # caused by the manipulation, not by re-encoding).
     _open(with_header(data, lambda h: None), bob, alice)
@@ -300,7 +305,7 @@ def test_recipient_wrap_manipulation(cast: dict[str, Identity], name: str) -> No
 def test_header_reserialisation_is_rejected(cast: dict[str, Identity]) -> None:
     # Same JSON meaning, different bytes: the header is authenticated as bytes.
     alice, bob = cast["alice"], cast["bob"]
-    data = seal.seal(alice, [bob.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card], "namelist", BODY).data
     header, ct = split(data)
     spaced = json.dumps(json.loads(header), indent=1).encode()
     _rejected(join(spaced, ct), bob, alice)
@@ -308,7 +313,7 @@ def test_header_reserialisation_is_rejected(cast: dict[str, Identity]) -> None:
 
 def test_outer_structure_changes(cast: dict[str, Identity]) -> None:
     alice, bob = cast["alice"], cast["bob"]
-    data = seal.seal(alice, [bob.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card], "namelist", BODY).data
     outer = json.loads(data)
     for change in ({"v": 2}, {"extra": 1}, {"header": outer["header"] + "A"},
                    {"ct": outer["ct"][:-1]}):
@@ -323,13 +328,13 @@ def test_hand_seal_baseline(cast: dict[str, Identity]) -> None:
     # The hand-built sealing below is faithful: re-sealing the inner message to the
     # recipients it was signed for opens fine.
     alice, bob = cast["alice"], cast["bob"]
-    inner = _open(seal.seal(alice, [bob.card], "namelist", BODY).data, bob, alice).inner
+    inner = _open(seal_any(alice, [bob.card], "namelist", BODY).data, bob, alice).inner
     assert _open(hand_seal(inner, [bob.card]), bob, alice).message.body == BODY
 
 
 def test_surreptitious_forwarding_rejected(cast: dict[str, Identity]) -> None:
     alice, bob, carol = cast["alice"], cast["bob"], cast["carol"]
-    opened = _open(seal.seal(alice, [bob.card], "namelist", BODY).data, bob, alice)
+    opened = _open(seal_any(alice, [bob.card], "namelist", BODY).data, bob, alice)
     # Bob re-seals Alice's exact signed message to Carol: her signature still
     # verifies, but Carol is not in the signed `to`.
     _rejected(hand_seal(opened.inner, [carol.card]), carol, alice)
@@ -341,7 +346,7 @@ def test_surreptitious_forwarding_rejected(cast: dict[str, Identity]) -> None:
 
 def test_misdirection_rejected(cast: dict[str, Identity]) -> None:
     alice, bob, carol, eve = cast["alice"], cast["bob"], cast["carol"], cast["eve"]
-    opened = _open(seal.seal(alice, [bob.card, carol.card], "namelist", BODY).data,
+    opened = _open(seal_any(alice, [bob.card, carol.card], "namelist", BODY).data,
                    bob, alice)
     # Header recipients differ from the signed `to`: a subset...
     _rejected(hand_seal(opened.inner, [bob.card]), bob, alice)
@@ -355,7 +360,7 @@ def test_misdirection_rejected(cast: dict[str, Identity]) -> None:
 
 def test_envelope_to_must_match_signed_to(cast: dict[str, Identity]) -> None:
     alice, bob, carol, eve = cast["alice"], cast["bob"], cast["carol"], cast["eve"]
-    data = seal.seal(alice, [bob.card, carol.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card, carol.card], "namelist", BODY).data
     assert _open(data, bob, alice, envelope_to=[bob.id, carol.id])
     assert _open(data, bob, alice, envelope_to=[carol.id, bob.id])
     for wrong in ([bob.id], [bob.id, carol.id, eve.id], [bob.id, eve.id], []):
@@ -366,7 +371,7 @@ def test_envelope_to_must_match_signed_to(cast: dict[str, Identity]) -> None:
 
 def test_sender_resolution(cast: dict[str, Identity]) -> None:
     alice, bob, carol = cast["alice"], cast["bob"], cast["carol"]
-    data = seal.seal(alice, [bob.card], "namelist", BODY).data
+    data = seal_any(alice, [bob.card], "namelist", BODY).data
     # The resolver's own error propagates unchanged (e.g. "unknown contact").
     with pytest.raises(UnknownContact):
         seal.open_sealed(data, bob, resolver(carol.card))
@@ -395,10 +400,18 @@ def test_inner_must_be_a_message(cast: dict[str, Identity]) -> None:
     alice, bob = cast["alice"], cast["bob"]
     # A validly signed object of another type, sealed correctly: not a message.
     _rejected(hand_seal(alice.card.envelope, [bob.card]), bob, alice)
-    payload = json_loads(_open(seal.seal(alice, [bob.card], "x", 1).data, bob, alice)
+    payload = json_loads(_open(seal_any(alice, [bob.card], "x", 1).data, bob, alice)
                          .inner.payload, max_bytes=4096)
     for change in ({"v": 2}, {"kind": "Bad Kind"}, {"to": []}, {"to": [bob.id, bob.id]},
                    {"created": "yesterday"}, {"extra": 1}):
         inner = dsse.sign(seal.MESSAGE_TYPE, json_dumps({**payload, **change}),
                           alice.signing_key)
         _rejected(hand_seal(inner, [bob.card]), bob, alice)
+
+
+def test_classical_recipient_refused_unless_allowed():
+    alice = Identity.create("Alice", "delegation", clock=FixedClock(T0))
+    xavier = Identity.create("Xavier", "delegation", suite=SUITE_X25519, clock=FixedClock(T0))
+    with pytest.raises(ClassicalRecipient, match="quantum"):
+        seal.seal(alice, [xavier.card], "note", "hi")
+    seal.seal(alice, [xavier.card], "note", "hi", allow_classical=True)

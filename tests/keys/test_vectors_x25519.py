@@ -48,20 +48,42 @@ def test_low_order_and_zero_secret_public_keys_rejected() -> None:
             EncryptionPublicKey(SUITE_X25519, public)
 
 
+P = 2**255 - 19
+
+
+def _canonical(case: dict) -> bool:
+    return int.from_bytes(bytes.fromhex(case["public"]), "little") < P
+
+
 @pytest.mark.parametrize("result", ["valid", "acceptable"])
 def test_shared_secrets_match(result: str) -> None:
     # "acceptable" cases (twist points, non-canonical u) are accepted by RFC 7748
-    # implementations; we accept them too, unless they give the zero secret.
+    # implementations. We accept twist points (they give the expected secret), but
+    # refuse non-canonical encodings in cards: HPKE would bind the sender to other
+    # bytes than the recipient's key, so wraps to such a key could never be opened.
     cases = [c for c in _cases() if c["result"] == result and not _is_weak(c)]
     assert cases
     wrong = []
     for case in cases:
-        public = check_x25519_public(bytes.fromhex(case["public"]))
+        raw = bytes.fromhex(case["public"])
+        if not _canonical(case):
+            with pytest.raises(InvalidKey, match="canonical"):
+                check_x25519_public(raw)
+            continue
+        public = check_x25519_public(raw)
         private = x25519.X25519PrivateKey.from_private_bytes(bytes.fromhex(case["private"]))
         if private.exchange(public) != bytes.fromhex(case["shared"]):
             wrong.append(case["tcId"])
-        EncryptionPublicKey(SUITE_X25519, bytes.fromhex(case["public"]))
+        EncryptionPublicKey(SUITE_X25519, raw)
     assert wrong == []
+
+
+def test_non_canonical_cases_exist_and_are_refused() -> None:
+    non_canonical = [c for c in _cases() if not _canonical(c)]
+    assert len(non_canonical) > 5
+    for case in non_canonical:
+        with pytest.raises(InvalidKey):
+            EncryptionPublicKey(SUITE_X25519, bytes.fromhex(case["public"]))
 
 
 def test_no_invalid_cases_unhandled() -> None:
