@@ -346,7 +346,7 @@ def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
                     problem = _party_check(statement, signer, routing, ids)
         if problem is None and signer is not None:
             events.append(Event(statement, signer))
-            check(5, True, f"{label}: signed by {statement.by}")
+            check(5, True, f"{label}: signed by {signer.name} ({signer.role})")
         else:
             rejected.append(statement.id)
             check(5, False, f"{label}: {problem}")

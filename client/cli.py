@@ -29,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     from . import demo
-    from .commands import contacts, identity, namelist
+    from .commands import contacts, identity, messages, namelist, node, receipts
 
-    for module in (identity, contacts, namelist, demo):
+    for module in (identity, contacts, node, messages, receipts, namelist, demo):
         module.register(sub)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         ep.load()(sub)

@@ -7,10 +7,9 @@ and progress go to stderr, so ``--json`` output on stdout stays parseable.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +18,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -27,8 +27,16 @@ from rich.progress import (
 PROGRESS_MIN_BYTES = 256 * 1024
 
 
+#: Width of tables when stdout is a file or a pipe (rich would assume 80 columns,
+#: which squeezes a 43-character envelope id and a fingerprint into one row).
+PIPE_WIDTH = 120
+
+
 def out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    return console
 
 
 def err() -> Console:
@@ -56,20 +64,38 @@ def note(message: str) -> None:
     sys.stderr.flush()
 
 
-Advance = Callable[[int], None]
+class Meter:
+    """A progress bar on stderr, shown only on a terminal and only for large jobs.
 
+    Used as a context manager; :meth:`start` gives the total once it is known (the
+    size of a body is known only when it is encoded), :meth:`advance` the progress.
+    """
 
-@contextlib.contextmanager
-def progress(description: str, total: int, *, unit: str = "bytes") -> Iterator[Advance]:
-    """A progress bar on stderr when it is a terminal and the job is large enough;
-    yields a function to call with each increment."""
-    console = err()
-    big = total >= (PROGRESS_MIN_BYTES if unit == "bytes" else 5000)
-    if not console.is_terminal or not big:
-        yield lambda _n: None
-        return
-    amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
-    with Progress(TextColumn("{task.description}"), BarColumn(), amount,
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    def __init__(self, description: str, *, unit: str = "bytes") -> None:
+        self.description = description
+        self.unit = unit
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def start(self, total: int) -> None:
+        console = err()
+        big = total >= (PROGRESS_MIN_BYTES if self.unit == "bytes" else 5000)
+        if self._bar is not None or not console.is_terminal or not big:
+            return
+        amount = DownloadColumn() if self.unit == "bytes" else MofNCompleteColumn()
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), amount,
+                             TimeRemainingColumn(), console=console, transient=True)
+        self._task = self._bar.add_task(self.description, total=total)
+        self._bar.start()
+
+    def advance(self, amount: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, amount)

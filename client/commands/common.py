@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
+
+import aiohttp
 
 from keys.clock import SYSTEM_CLOCK, Clock
 from keys.passphrase import get_passphrase
 
 from ..errors import ClientError, NoProfile
 from ..profile import OpenProfile, Profile, default_home
+from ..relay_client import RelayClient
+
+T = TypeVar("T")
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -37,10 +45,17 @@ def profile_of(args: argparse.Namespace) -> Profile:
 
 
 def open_profile(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> OpenProfile:
+    return unlock(args, clock=clock)[0]
+
+
+def unlock(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK
+           ) -> tuple[OpenProfile, str]:
+    """The open profile and the passphrase (for commands that re-save the keystore)."""
     profile = profile_of(args)
     if not profile.exists():
         raise NoProfile(profile.home)  # before asking for a passphrase
-    return profile.open(get_passphrase(args.passphrase_file), clock=clock)
+    passphrase = get_passphrase(args.passphrase_file)
+    return profile.open(passphrase, clock=clock), passphrase
 
 
 def read_input(path: str, *, max_bytes: int = MAX_INPUT_BYTES, what: str = "file") -> bytes:
@@ -67,3 +82,17 @@ def write_output(path: str, data: bytes, *, what: str = "file", private: bool = 
             handle.write(data)
     except OSError as exc:
         raise ClientError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@contextlib.asynccontextmanager
+async def connected(opened: OpenProfile, url: str | None = None
+                    ) -> AsyncIterator[RelayClient]:
+    """A client for the profile's pinned node (or ``url`` before joining one)."""
+    pin = None if url is not None else opened.require_node()
+    async with aiohttp.ClientSession() as session:
+        yield RelayClient(session, url or (pin.url if pin else ""), opened.identity,
+                          node=pin.card if pin else None, clock=opened.clock)

@@ -1,0 +1,379 @@
+"""What a delegation does with its node: join, send, list, read, collect receipts.
+
+Each operation takes the open profile and a :class:`~client.relay_client.RelayClient`
+and returns plain values; the CLI only formats them. The order of the steps is the
+security argument, so each is numbered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from keys.card import Card, HomeNode
+from keys.encoding import b64url_decode, b64url_encode, format_time
+from keys.envelope import Routing, make_envelope, verify_routing
+from keys.errors import BackchannelError, DecodeError, OpenError, VerificationError
+from keys.seal import open_sealed, seal
+from keys.statements import Statement, make_statement, verify_statement
+
+from .bodies import Outgoing
+from .bundle import BundleReport, encode_bundle, make_bundle, verify_bundle
+from .contacts import Contact
+from .errors import (
+    AlreadyRegistered,
+    ClientError,
+    MessageError,
+    NodeProtocolError,
+    NotFound,
+    TooLargeForNode,
+    UnknownMessage,
+)
+from .invitation import Invitation, check_node_card, check_not_expired
+from .profile import NodePin, OpenProfile
+from .records import ReceivedRecord, Record, SentRecord, record_from_dict
+from .relay_client import NO_METER, InboxItem, Meter, RelayClient
+
+# --- joining -------------------------------------------------------------------------
+
+async def register(opened: OpenProfile, client: RelayClient, invitation: Invitation,
+                   passphrase: str) -> NodePin:
+    """Join the node an invitation names and pin its key.
+
+    1. The profile has not joined a node yet; the invitation has not expired and is
+       for this identity's role.
+    2. The node's card (``GET /v1/node``) is the one the invitation names: id and
+       fingerprint. Only then is the secret sent.
+    3. The card is reissued naming the node as home (so that others can address this
+       identity) and saved before registering: a failed registration leaves a card
+       that merely names a node.
+    4. Register; the node must answer with the same node card. Save the pin.
+    """
+    # Step 1.
+    now = opened.clock.now()
+    current = opened.node_pin()
+    if current is not None:
+        raise AlreadyRegistered(f"this profile already joined the node at {current.url}; "
+                                "create another profile (--home DIR) to join another node")
+    check_not_expired(invitation, now)
+    role = opened.identity.card.role
+    if invitation.role != role:
+        raise ClientError(f"this invitation is for an {invitation.role}, but this profile is "
+                          f"a {role}; ask the operator for a {role} invitation")
+    # Step 2.
+    info = await client.node_info()
+    check_node_card(invitation, info.card)
+    client.node = info.card
+    # Step 3.
+    home = HomeNode(info.card.id, invitation.url)
+    identity = opened.identity
+    if identity.card.home != home:
+        identity = identity.reissue(home=home, clock=opened.clock)
+        opened.replace_identity(identity, passphrase)
+        client.identity = identity
+    # Step 4.
+    membership = await client.register(invitation.text, identity.card)
+    pin = NodePin(invitation.url, info.card, membership.member_id, membership.role,
+                  membership.label, now, dict(info.limits))
+    opened.save_node_pin(pin)
+    return pin
+
+
+# --- sending -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sent:
+    record: SentRecord
+    unverified: tuple[str, ...]
+    new: bool
+
+
+def destination_of(contact: Contact, pin: NodePin) -> str:
+    home = contact.card.home
+    if home is None or home.node == pin.card.id:
+        return pin.card.id
+    raise ClientError(f"{contact.alias} is a member of another node ({home.node}); this "
+                      "node does not forward to other nodes yet")
+
+
+async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
+               outgoing: Outgoing, *, upload: Meter = NO_METER,
+               sealing: Callable[[], None] = lambda: None) -> Sent:
+    """Seal ``outgoing`` to the contacts named and submit it.
+
+    1. Every alias is a contact that may receive (unknown, changed key, expired: refused).
+    2. The node still presents the pinned key (nothing is sealed or sent otherwise).
+    3. Seal to the recipients' cards, sign the routing envelope, check the size limit.
+    4. Submit; the node's *accepted* statement verifies with the pinned key.
+    5. Remember what was sent (the cards in force, the digest of the signed message).
+    """
+    pin = opened.require_node()
+    now = opened.clock.now()
+    # Step 1.
+    book = opened.contacts()
+    contacts = [book.for_sending(alias, now=now) for alias in dict.fromkeys(aliases)]
+    destinations = {destination_of(c, pin) for c in contacts}
+    if len(destinations) != 1:
+        raise ClientError("all recipients of one message must be on the same node")
+    unverified = tuple(c.alias for c in contacts if c.state != "verified")
+    # Step 2.
+    info = await client.check_pin()
+    # Step 3.
+    sealing()
+    identity = opened.identity
+    cards = [c.card for c in contacts]
+    sealed = seal(identity, cards, outgoing.kind, outgoing.body(), clock=opened.clock)
+    limit = info.limits.get("max_sealed_bytes")
+    if limit is not None and len(sealed.data) > limit:
+        raise TooLargeForNode(f"the sealed message is {len(sealed.data):,} bytes; the node "
+                              f"accepts at most {limit:,}: split the list", status=413,
+                              slug="too-large")
+    routing = make_envelope(identity.signing_key, sealed.data, to=[c.id for c in cards],
+                            origin=pin.card.id, destination=destinations.pop(),
+                            clock=opened.clock)
+    # Step 4.
+    submitted = await client.submit(routing, sealed.data, upload=upload)
+    # Step 5.
+    record = SentRecord(routing, sealed.message.id, outgoing.kind, outgoing.body(),
+                        sealed.inner_digest, tuple((c.alias, c.card.id) for c in contacts),
+                        (identity.card, *cards), submitted.accepted, now,
+                        (submitted.accepted,))
+    opened.save_message_data(routing.id, record.to_dict())
+    return Sent(record, unverified, submitted.new)
+
+
+# --- the inbox -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Listed:
+    """An inbox item with what this profile knows about its sender."""
+
+    item: InboxItem
+    sender: Contact | None
+    #: "verified", "unverified", "changed", "unknown sender" or "BAD SIGNATURE".
+    trust: str
+
+
+def describe_item(opened: OpenProfile, item: InboxItem) -> Listed:
+    contact = opened.contacts().by_id(item.routing.sender)
+    if contact is None:
+        return Listed(item, None, "unknown sender")
+    try:
+        verify_routing(item.routing, contact.card.verify_key)
+    except VerificationError:
+        return Listed(item, contact, "BAD SIGNATURE")
+    return Listed(item, contact, contact.state)
+
+
+async def inbox(opened: OpenProfile, client: RelayClient) -> list[Listed]:
+    await client.check_pin()
+    return [describe_item(opened, item) for item in await client.inbox_all()]
+
+
+# --- reading -------------------------------------------------------------------------
+
+def load_record(opened: OpenProfile, envelope_id: str) -> Record | None:
+    data = opened.message_data(envelope_id)
+    if data is None:
+        return None
+    try:
+        return record_from_dict(data, now=opened.clock.now())
+    except BackchannelError as exc:
+        raise MessageError(f"the local copy of {envelope_id} is damaged ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Read:
+    record: Record
+    #: The sender as this profile knows it (None: not a contact).
+    contact: Contact | None
+    fetched: bool
+    notices: tuple[str, ...] = field(default=())
+
+
+def check_envelope_id(envelope_id: str) -> str:
+    try:
+        b64url_decode(envelope_id, max_bytes=32, exact=32, field="id")
+    except DecodeError:
+        raise MessageError(f"{envelope_id[:60]!r} is not a message id (43 characters, as "
+                           "shown by backchannel inbox)") from None
+    return envelope_id
+
+
+async def read(opened: OpenProfile, client: RelayClient | None, envelope_id: str, *,
+               download: Meter = NO_METER) -> Read:
+    """A message by envelope id: from the local store when it was read before (no
+    network), else fetched, opened, verified, stored and acknowledged.
+
+    1. Fetch; the envelope must be addressed to us and name the content received.
+    2. Find the sender's card: a contact, else the node's copy (flagged).
+    3. The routing envelope is signed by that sender.
+    4. Open: decrypt and verify the sender's signature on the inner message, whose
+       signed recipients must match the envelope's (keys.seal.open_sealed).
+    5. Store the signed inner message and our *opened* statement locally, then
+       acknowledge with the statement: a crash in between only repeats the ack.
+    """
+    check_envelope_id(envelope_id)
+    contacts = opened.contacts()
+    local = load_record(opened, envelope_id)
+    if local is not None:
+        notices: list[str] = []
+        if isinstance(local, ReceivedRecord) and not local.acked and client is not None:
+            await client.check_pin()
+            await client.ack(envelope_id, local.opened)
+            local = _mark_acked(opened, local)
+            notices.append("acknowledgement sent")
+        sender_id = local.routing.sender
+        return Read(local, contacts.by_id(sender_id), False, tuple(notices))
+    if client is None:
+        raise UnknownMessage(envelope_id)
+    me = opened.identity
+    # Step 1.
+    await client.check_pin()
+    try:
+        routing, sealed = await client.fetch(envelope_id, download=download)
+    except NotFound:
+        raise UnknownMessage(envelope_id) from None
+    if me.id not in routing.to:
+        raise MessageError("this message was sent by you, not to you; see it with "
+                           "backchannel receipts ID")
+    # Step 2.
+    notices = []
+    contact = contacts.by_id(routing.sender)
+    if contact is not None:
+        sender = contact.card
+        if contact.state != "verified":
+            notices.append(f"the sender {contact.alias} is {contact.state}: compare the "
+                           f"safety number (backchannel contacts verify {contact.alias})")
+    else:
+        sender = await client.lookup_card(routing.sender)
+        notices.append(f"the sender is not in your contacts: the card the node holds says "
+                       f"{sender.name!r} (fingerprint {sender.fingerprint}); add and verify "
+                       "their card before relying on this")
+    # Step 3.
+    try:
+        verify_routing(routing, sender.verify_key)
+    except VerificationError:
+        raise OpenError() from None
+
+    # Step 4.
+    def resolve(sender_id: str) -> Card:
+        if sender_id != routing.sender:
+            raise OpenError()
+        return sender
+
+    opened_message = open_sealed(sealed, me, resolve, envelope_to=routing.to)
+    # Step 5.
+    statement = make_statement("opened", envelope_id, me.signing_key, clock=opened.clock,
+                               recipient=me.id,
+                               inner=b64url_encode(opened_message.inner_digest))
+    record = ReceivedRecord(routing, opened_message.inner, opened_message.message, sender,
+                            statement, opened.clock.now(), False)
+    opened.save_message_data(envelope_id, record.to_dict())
+    await client.ack(envelope_id, statement)
+    record = _mark_acked(opened, record)
+    return Read(record, contact, True, tuple(notices))
+
+
+def _mark_acked(opened: OpenProfile, record: ReceivedRecord) -> ReceivedRecord:
+    acked = ReceivedRecord(record.routing, record.inner, record.message, record.sender,
+                           record.opened, record.received, True)
+    opened.save_message_data(record.routing.id, acked.to_dict())
+    return acked
+
+
+def local_messages(opened: OpenProfile) -> list[Record]:
+    records = [load_record(opened, i) for i in opened.message_ids()]
+    return sorted((r for r in records if r is not None), key=lambda r: r.routing.created)
+
+
+# --- receipts ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Receipts:
+    record: Record
+    report: BundleReport
+    bundle: bytes
+    #: Statements left out: their signer's card is unknown here.
+    unknown_signers: tuple[str, ...]
+    #: For each *opened* statement: does its digest match the message we hold?
+    content_matches: dict[str, bool]
+    #: Aliases of the identities involved, for display.
+    names: dict[str, str]
+
+
+def _cards_known(opened: OpenProfile, record: Record, pin: NodePin) -> dict[str, Card]:
+    cards: dict[str, Card] = {pin.card.id: pin.card, opened.identity.id: opened.identity.card}
+    if isinstance(record, SentRecord):
+        cards.update({c.id: c for c in record.cards})
+    else:
+        cards[record.sender.id] = record.sender
+    for contact in opened.contacts():
+        cards.setdefault(contact.card.id, contact.card)
+    return cards
+
+
+async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id: str
+                   ) -> Receipts:
+    """Collect, verify and bundle the statements about one of our messages.
+
+    With ``client`` None, the statements last fetched are used (offline)."""
+    check_envelope_id(envelope_id)
+    record = load_record(opened, envelope_id)
+    if record is None:
+        raise UnknownMessage(envelope_id)
+    pin = opened.require_node()
+    cards = _cards_known(opened, record, pin)
+    if isinstance(record, SentRecord):
+        cached = [record.accepted, *record.statements]
+    else:
+        cached = [record.opened]
+    statements = list(cached)
+    if client is not None:
+        await client.check_pin()
+        statements.extend(await client.receipts(envelope_id))
+    unknown = []
+    for statement in statements:
+        if statement.by not in cards and client is not None:
+            try:
+                cards[statement.by] = await client.lookup_card(statement.by)
+            except (NotFound, NodeProtocolError):
+                unknown.append(statement.id)
+    usable = [s for s in statements if s.by in cards]
+    # Verify each against its card first, so that a node's bad statement is dropped
+    # (and named) instead of spoiling the bundle.
+    valid: list[Statement] = []
+    for statement in usable:
+        try:
+            verify_statement(statement, cards[statement.by].verify_key)
+        except VerificationError:
+            unknown.append(statement.id)
+            continue
+        valid.append(statement)
+    bundle = encode_bundle(make_bundle(record.routing, valid, cards.values()))
+    report = verify_bundle(bundle, now=opened.clock.now())
+    digest = b64url_encode(record.inner_digest)
+    matches = {e.statement.id: e.statement.fields.get("inner") == digest
+               for e in report.events if e.statement.kind == "opened"}
+    if isinstance(record, SentRecord) and client is not None:
+        fresh = SentRecord(record.routing, record.message_id, record.kind, record.body,
+                           record.inner_digest, record.recipients, record.cards,
+                           record.accepted, record.sent,
+                           tuple(e.statement for e in report.events))
+        opened.save_message_data(envelope_id, fresh.to_dict())
+    names = {pin.card.id: f"node {pin.card.name}", opened.identity.id: "you"}
+    for contact in opened.contacts():
+        names[contact.card.id] = contact.alias
+    return Receipts(record, report, bundle, tuple(unknown), matches, names)
+
+
+def routing_summary(routing: Routing) -> dict[str, object]:
+    return {"from": routing.sender, "to": list(routing.to), "origin": routing.origin,
+            "destination": routing.destination, "route": list(routing.route),
+            "created": format_time(routing.created), "expires": format_time(routing.expires),
+            "size": routing.size}
+
+
+def when(value: datetime) -> str:
+    return format_time(value)
