@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 from relay_support import Member, SignedClient
 
+from keys.clock import SYSTEM_CLOCK, Clock
 from keys.identity import Identity
 from keys.keystore import FLOOR_PARAMS
 from relay.config import RelayConfig
@@ -39,6 +40,7 @@ class NodeProcess:
     log: Path
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
+    clock: Clock = SYSTEM_CLOCK
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
 
     @property

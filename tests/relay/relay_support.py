@@ -70,7 +70,8 @@ class SignedClient:
         who = identity or self.identity
         assert who is not None
         return sign_request(who.signing_key, method=method, url=self.node.signed_url + path,
-                            body=body, created=created or int(SYSTEM_CLOCK.now().timestamp()),
+                            body=body,
+                            created=created or int(self.node.clock.now().timestamp()),
                             nonce=nonce or secrets.token_urlsafe(16))
 
     async def send(self, method: str, path: str, *, body: bytes = b"",
@@ -166,6 +167,8 @@ class RunningNode:
     db: Database
     #: The URL clients sign (the node's public URL); equal to ``url`` unless behind a proxy.
     signed_url: str = ""
+    #: The node's clock; the test client signs with it too.
+    clock: Clock = SYSTEM_CLOCK
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
 
     @property
@@ -225,7 +228,7 @@ async def start_node(database_url: str, *, clock: Clock = SYSTEM_CLOCK,
     await runner.setup()
     await web.SockSite(runner, sock).start()
     return RunningNode(identity, config, database_url, url, runner, Database.open(database_url),
-                    signed_url=config.url)
+                       signed_url=config.url, clock=clock)
 
 
 def sealed_for(sender: Member | Identity, recipients: list[Member], node_id: str, *,

@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -103,22 +104,27 @@ async def test_crash_during_submissions_loses_nothing(tmp_path: Path):
     try:
         alice = await join(process, db, "Kyiv")
         bob = await join(process, db, "Moscow")
-        envelopes = [sealed_for(alice, [bob], identity.id) for _ in range(160)]
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(len(envelopes)):
-            queue.put_nowait(index)
+        envelopes: list[tuple[Any, bytes]] = []
+        retries: asyncio.Queue[int] = asyncio.Queue()
         acknowledged: dict[str, bytes] = {}
         tries: Counter[int] = Counter()
         interrupted: list[int] = []
         running = asyncio.Event()
         running.set()
+        stop = asyncio.Event()
+
+        def next_index() -> int | None:
+            try:
+                return retries.get_nowait()
+            except asyncio.QueueEmpty:
+                pass
+            if stop.is_set():
+                return None
+            envelopes.append(sealed_for(alice, [bob], identity.id))
+            return len(envelopes) - 1
 
         async def submitter() -> None:
-            while True:
-                try:
-                    index = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
+            while (index := next_index()) is not None:
                 routing, sealed = envelopes[index]
                 await running.wait()
                 tries[index] += 1
@@ -131,24 +137,21 @@ async def test_crash_during_submissions_loses_nothing(tmp_path: Path):
                     continue
                 interrupted.append(index)
                 if tries[index] < 4:
-                    queue.put_nowait(index)  # retry later: submission is idempotent
+                    retries.put_nowait(index)  # retry later: submission is idempotent
 
-        async def killer() -> int:
-            kills = 0
-            while not queue.empty() or any(not w.done() for w in workers):
-                await asyncio.sleep(rng.uniform(0.15, 0.9))
-                if all(w.done() for w in workers):
-                    break
+        async def killer(kills: int) -> None:
+            for _ in range(kills):
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
                 running.clear()
                 await process.kill()
-                kills += 1
                 await process.start()
                 running.set()
-            return kills
+            stop.set()
 
         workers = [asyncio.create_task(submitter()) for _ in range(8)]
-        kills = await asyncio.wait_for(killer(), 60)
-        await asyncio.gather(*workers)
+        kills = 6
+        await asyncio.wait_for(killer(kills), 90)
+        await asyncio.wait_for(asyncio.gather(*workers), 60)
 
         # Afterwards: a fresh start, then everything in Bob's inbox.
         await process.kill()
@@ -173,6 +176,7 @@ async def test_crash_during_submissions_loses_nothing(tmp_path: Path):
               f"delivered={len(delivered)}")
         assert kills >= 3 and interrupted, "the kills must interrupt some submissions"
         assert len(acknowledged) > len(envelopes) // 2
+        assert process.starts == kills + 2
         assert lost == set() and unexpected == set() and duplicated == []
         # What is delivered is exactly what was acknowledged, byte for byte.
         for envelope_id in rng.sample(sorted(acknowledged), 20):
