@@ -30,7 +30,7 @@ from keys.encoding import (
     json_loads,
     parse_time,
 )
-from keys.envelope import ENVELOPE_TYPE, make_envelope, parse_routing
+from keys.envelope import ENVELOPE_TYPE, load_routing, make_envelope, parse_routing
 from keys.errors import DecodeError, KeystoreError, OpenError, VerificationError
 from keys.identity import Identity
 from keys.keystore import FLOOR_PARAMS, decrypt_keystore, encrypt_keystore, new_unlocked
@@ -324,6 +324,17 @@ def test_parse_routing(payload: bytes) -> None:
     except DecodeError:
         return
     assert routing.hops[-1] == routing.destination
+
+
+ROUTING_ENVELOPE_TEMPLATE = json.loads(dsse.sign(ENVELOPE_TYPE, json_dumps(ROUTING_TEMPLATE),
+                                                 SIGNER).to_json())
+
+
+@FAST
+@given(any_bytes | mutated(ROUTING_ENVELOPE_TEMPLATE))
+def test_load_routing(data: bytes | Any) -> None:
+    with contextlib.suppress(DecodeError):
+        load_routing(data if isinstance(data, bytes | dict) else json_dumps(data))
 
 
 @FAST

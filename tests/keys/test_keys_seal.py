@@ -409,7 +409,7 @@ def test_inner_must_be_a_message(cast: dict[str, Identity]) -> None:
         _rejected(hand_seal(inner, [bob.card]), bob, alice)
 
 
-def test_classical_recipient_refused_unless_allowed():
+def test_classical_recipient_refused_unless_allowed() -> None:
     alice = Identity.create("Alice", "delegation", clock=FixedClock(T0))
     xavier = Identity.create("Xavier", "delegation", suite=SUITE_X25519, clock=FixedClock(T0))
     with pytest.raises(ClassicalRecipient, match="quantum"):
