@@ -281,3 +281,46 @@ def reconcile(left: Sequence[Mapping[str, Any]], right: Sequence[Mapping[str, An
     matched.sort(key=lambda m: m.left)
     return Reconciliation(tuple(matched), tuple(ambiguous), unmatched_left, unmatched_right,
                           compared=len(pairs))
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where the persons of a transferred list stand in the agreed lists.
+
+    ``found`` maps a transferred entry's index to (list digest, index in that list,
+    confidence); ``ambiguous`` and ``not_found`` hold transferred indexes an officer
+    must resolve (``not_found`` are "handed over but not listed" unless corrected)."""
+
+    found: Mapping[int, tuple[str, int, float]]
+    ambiguous: tuple[Ambiguous, ...]
+    not_found: tuple[int, ...]
+
+
+def locate(transferred: Sequence[Mapping[str, Any]],
+           agreed: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *,
+           thresholds: Thresholds | None = None) -> Located:
+    """Find each entry of ``transferred`` (who actually crossed) in the ``agreed``
+    lists, given as (list digest, entries) pairs — the step before a handover record
+    names entries by list digest and index (:class:`keys.handover.EntryRef`).
+
+    Ambiguous candidates in the result refer to positions in the concatenation of the
+    agreed lists; use :func:`agreed_position` to turn one into (digest, index)."""
+    flat: list[Mapping[str, Any]] = []
+    for _, entries in agreed:
+        flat.extend(entries)
+    result = reconcile(transferred, flat, thresholds=thresholds)
+    found = {m.left: (*agreed_position(agreed, m.right), m.confidence)
+             for m in result.matched}
+    return Located(found, result.ambiguous, result.unmatched_left)
+
+
+def agreed_position(agreed: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+                    flat_index: int) -> tuple[str, int]:
+    """(list digest, index in that list) of position ``flat_index`` of the
+    concatenated agreed lists. Raises ``IndexError`` past the end."""
+    offset = flat_index
+    for digest, entries in agreed:
+        if offset < len(entries):
+            return digest, offset
+        offset -= len(entries)
+    raise IndexError(flat_index)

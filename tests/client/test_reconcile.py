@@ -197,3 +197,22 @@ def test_stricter_thresholds_trade_recall_for_precision():
     _, precision, recall, _ = measure(data)
     _, strict_precision, strict_recall, _ = measure(data, Thresholds(match=0.95, margin=0.1))
     assert strict_precision >= precision and strict_recall < recall
+
+
+def test_locate_transferred_persons_in_the_agreed_lists():
+    from client.reconcile import agreed_position, locate
+
+    pows = [person("Шевченко", "Тарас", "Григорович", "1990-03-09"),
+            person("Гнатюк", "Ілля", "Петрович", "1979-07-30")]
+    civilians = [person("Ковальчук", "Олена", "Іванівна", "1988-02-11")]
+    agreed = [("digest-pows", pows), ("digest-civilians", civilians)]
+    transferred = [person("Kovalchuk", "Olena", "", "1988-02-11"),
+                   person("Hnatiuk", "Illia", "", "1979-07-30"),
+                   person("Bondarenko", "Vasyl", "", "1994-05-17")]
+    located = locate(transferred, agreed)
+    assert {i: where[:2] for i, where in located.found.items()} == {
+        0: ("digest-civilians", 0), 1: ("digest-pows", 1)}
+    assert located.not_found == (2,) and not located.ambiguous
+    assert agreed_position(agreed, 2) == ("digest-civilians", 0)
+    with pytest.raises(IndexError):
+        agreed_position(agreed, 3)
