@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import http_message_signatures as hms
 from cryptography.hazmat.primitives.asymmetric import ed25519 as crypto_ed25519
+from openapi_spec_validator import validate as validate_openapi
 from relay_support import Member, Reply, RunningNode, sealed_for, start_node
 
 from keys import dsse
@@ -70,6 +71,7 @@ async def test_openapi_describes_exactly_the_routes(node: RunningNode):
     client = await node.client()
     doc = (await client.send("GET", "/v1/openapi.json")).body
     assert doc["openapi"] == "3.1.0"
+    validate_openapi(doc)  # an independent OpenAPI 3.1 validator
     routes = {(r.resource.canonical, r.method.lower()) for r in node.app.router.routes()
               if r.method != "HEAD"}
     described = {(path, method) for path, ops in doc["paths"].items() for method in ops}
