@@ -237,3 +237,74 @@ def test_not_an_export(world):
     assert bundle_kind(b'{"payload": "", "payloadType": "x", "signatures": []}') is None
     report = verify_exported(b'{"v": 1, "kind": "agreement", "agreement": {}, "keys": {}}')
     assert statuses(report)["agreement is well-formed"] == FAILED
+
+
+def test_whole_negotiation_without_a_network(world):
+    """The sequence the CLI drives over the relay: propose, counter, accept, confirm,
+    guarantors co-sign, handover recorded, signed, witnessed, exported, verified —
+    every document passing through its JSON form as it would on the wire."""
+    from securesystemslib.dsse import Envelope as SslibEnvelope
+    from securesystemslib.signer import SSlibKey
+
+    from keys.agreement import (
+        accept_proposal,
+        add_signatures,
+        confirm_agreement,
+        countersign_agreement,
+        load_agreement,
+    )
+    from keys.handover import add_handover_signatures, load_handover
+    from keys.proposal import load_message
+    from keys.thread import ThreadState, build_thread, counter, order_messages
+
+    def wire(message):
+        return load_message(message.envelope.to_json())
+
+    # Kyiv proposes; Moscow counters; Kyiv accepts the counter.
+    opening = wire(world.propose())
+    world.clock.advance(hours=2)
+    countered, _ = counter(build_thread([opening]), world.moscow,
+                           world.terms(place="Sumy, checkpoint 2"), clock=world.clock)
+    thread = order_messages([wire(countered), opening])       # Kyiv's local store
+    assert thread.state(world.clock.now()) == ThreadState.COUNTERED
+    world.clock.advance(hours=2)
+    acceptance, thread, agreement = accept_proposal(thread, thread.latest.id, world.kyiv,
+                                                    clock=world.clock)
+    # Moscow receives the acceptance and the agreement, checks and confirms.
+    moscow_thread = build_thread([*thread.messages[:-1], wire(acceptance)])
+    agreement = confirm_agreement(load_agreement(agreement.to_json()), moscow_thread,
+                                  world.moscow, world.keys)
+    # Each guarantor co-signs its copy; Moscow merges the returned copies.
+    for guarantor in (world.icrc, world.vatican):
+        copy = countersign_agreement(load_agreement(agreement.to_json()), guarantor,
+                                     world.keys)
+        agreement = add_signatures(agreement, dsse.Envelope.from_json(copy.to_json()),
+                                   world.keys)
+    assert agreement.terms.place == "Sumy, checkpoint 2"
+    # The handover: Moscow records, Kyiv signs, the ICRC witnesses.
+    world.clock.advance(days=8)
+    record = make_handover(world.moscow, agreement, place="Sumy, checkpoint 2",
+                           at=world.clock.now(), witnesses=(world.icrc.id,),
+                           delivered={world.kyiv.id: [EntryRef(world.kyiv_list.digest, i, c)
+                                                      for i, c in enumerate(
+                                                          ("pow", "pow", "civilians"))],
+                                      world.moscow.id: [
+                                          EntryRef(world.moscow_list.digest, 0, "pow"),
+                                          EntryRef(world.moscow_list.digest, 1, "pow")]},
+                           clock=world.clock)
+    record = sign_handover(load_handover(record.to_json()), agreement, world.kyiv)
+    witnessed = countersign_handover(load_handover(record.to_json()), agreement, world.icrc,
+                                     world.keys)
+    record = add_handover_signatures(record, dsse.Envelope.from_json(witnessed.to_json()),
+                                     world.keys)
+    report = verify_exported(export_handover(record, agreement, all_keys(world),
+                                             moscow_thread))
+    assert report.ok, report.lines()
+    assert "1 listed but not handed over" in {c.name: c for c in report.checks}[
+        "counts match the agreement"].detail
+    # An independent DSSE implementation accepts every signature on both documents.
+    keys = [SSlibKey(keyid=k.id, keytype="ed25519", scheme="ed25519",
+                     keyval={"public": k.raw.hex()}) for k in all_keys(world)]
+    for document, count in ((agreement, 4), (record, 3)):
+        envelope = SslibEnvelope.from_dict(json_loads(document.to_json(), max_bytes=1 << 22))
+        assert len(envelope.verify(keys, threshold=count)) == count
