@@ -30,7 +30,7 @@ SECTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "node": ("name", "url"),
     "server": ("host", "port", "database"),
     "limits": ("max_sealed_bytes", "max_json_bytes", "inbox_page_max", "signature_window",
-               "ws_auth_timeout", "ws_queue_max"),
+               "ws_auth_timeout", "ws_queue_max", "ws_recheck_seconds"),
     "rate": ("rate_per_second", "rate_burst"),
     "retention": ("acknowledged_retention_days", "receipt_retention_days",
                   "purge_interval_seconds"),
@@ -63,6 +63,8 @@ class RelayConfig:
     ws_auth_timeout: float = 10.0
     #: Pushes queued for one slow WebSocket client before it is disconnected.
     ws_queue_max: int = 1000
+    #: How often an open WebSocket session re-checks its membership (revocation).
+    ws_recheck_seconds: float = 30.0
     # [rate]
     #: Token bucket per identity: sustained requests per second, and burst size.
     rate_per_second: float = 20.0
@@ -97,6 +99,9 @@ class RelayConfig:
             raise ConfigError("signature_window must be between 10 and 3600 seconds")
         if not 0 < self.ws_auth_timeout <= 300:
             raise ConfigError("ws_auth_timeout must be between 0 and 300 seconds")
+        if not (math.isfinite(self.ws_recheck_seconds)
+                and 0.05 <= self.ws_recheck_seconds <= 3600):
+            raise ConfigError("ws_recheck_seconds must be between 0.05 and 3600")
         if not 1 <= self.ws_queue_max <= 1_000_000:
             raise ConfigError("ws_queue_max must be between 1 and 1000000")
         if not (math.isfinite(self.rate_per_second) and self.rate_per_second > 0):

@@ -11,6 +11,8 @@
    Otherwise ``{"type": "ready"}``, then ``{"type": "envelope", "cursor", "id"}``
    for each delivery committed from then on. A client catches up on anything
    older from the inbox, by cursor.
+4. Every ``ws_recheck_seconds`` the session re-reads the membership: a member
+   revoked meanwhile (perhaps by another process) is disconnected with 4403.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ NONCE_BYTES: Final = 32
 CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_AUTH_TIMEOUT: Final = 4408
 CLOSE_OVERFLOW: Final = 4429
+CLOSE_REVOKED: Final = 4403
 #: The auth message is about 200 bytes; clients send nothing else.
 MAX_MESSAGE: Final = 4096
 log = logging.getLogger("relay.ws")
@@ -95,16 +98,19 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     metrics.ws_sessions.inc()
     reader = asyncio.create_task(_drain(ws))
     overflow = asyncio.create_task(sub.overflowed.wait())
+    revoked = asyncio.create_task(_until_revoked(request, member))
     try:
         await ws.send_json({"type": "ready"})
         while not ws.closed:
             getter = asyncio.create_task(sub.queue.get())
-            done, _ = await asyncio.wait({getter, reader, overflow},
+            done, _ = await asyncio.wait({getter, reader, overflow, revoked},
                                          return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
                 if overflow in done:
                     await ws.close(code=CLOSE_OVERFLOW, message=b"too far behind; resync")
+                elif revoked in done:
+                    await ws.close(code=CLOSE_REVOKED, message=b"membership revoked")
                 break
             notice = getter.result()
             await ws.send_json({"type": "envelope", "cursor": notice.cursor,
@@ -115,11 +121,26 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         notifier.unsubscribe(sub)
         metrics.ws_sessions.dec()
-        for task in (reader, overflow):
+        for task in (reader, overflow, revoked):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     return ws
+
+
+async def _until_revoked(request: web.Request, member: str) -> None:
+    app = request.app
+    interval = app[appkeys.CONFIG].ws_recheck_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with app[appkeys.DB].read() as conn:
+                row = await members.get_member(conn, member)
+        except Exception:  # a database hiccup is not a revocation; check again later
+            log.warning("membership recheck failed", extra={"event": "ws.recheck_error"})
+            continue
+        if row is None or not row.active:
+            return
 
 
 async def _drain(ws: web.WebSocketResponse) -> None:

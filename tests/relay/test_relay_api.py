@@ -547,6 +547,24 @@ async def test_websocket_bad_auth_closes_4401(node: RunningNode):
         await ws.close()
 
 
+async def test_websocket_session_of_revoked_member_is_closed(database_url: str):
+    node = await start_node(database_url, ws_recheck_seconds=0.05)
+    try:
+        alice, bob = await pair(node)
+        ws = await bob.client.websocket()
+        await node.membership().revoke(bob.id)  # as `relay revoke` would, from outside
+        msg = await ws.receive(timeout=10)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4403
+        # Alice's session is unaffected.
+        ws_alice = await alice.client.websocket()
+        routing, sealed = sealed_for(alice, [alice], node.id)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+        assert (await ws_alice.receive_json(timeout=10))["id"] == routing.id
+        await ws_alice.close()
+    finally:
+        await node.stop()
+
+
 async def test_websocket_auth_timeout(database_url: str):
     node = await start_node(database_url, ws_auth_timeout=0.2)
     try:

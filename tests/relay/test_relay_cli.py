@@ -101,3 +101,19 @@ def test_init_refuses_a_bad_url(tmp_path: Path, capsys):
                           "--url", "relay.example.org")
     assert code == 1 and "url" in err
     assert not (tmp_path / "n" / "node.keystore").exists()
+
+
+@pytest.mark.postgres
+def test_cli_on_postgresql(tmp_path: Path, capsys, pg_server):
+    import asyncio
+
+    url = asyncio.run(pg_server.create_database())
+    node = tmp_path / "node"
+    code, _out, err = run(capsys, "init", "--dir", str(node), "--name", "PG node",
+                          "--url", "https://relay.example.org", "--database", url)
+    assert code == 0, err
+    assert not (node / "relay.db").exists()
+    code, out, _ = run(capsys, "invite", "--dir", str(node), "--name", "Kyiv")
+    assert code == 0 and parse_invitation(out.splitlines()[-1]).role == "delegation"
+    listing = json.loads(run(capsys, "members", "--dir", str(node), "--json")[1])
+    assert [i["label"] for i in listing["invitations"]] == ["Kyiv"]

@@ -242,3 +242,21 @@ async def test_logs_never_contain_names_labels_or_secrets(tmp_path: Path):
                       "Moscow Delegation", secret, "Signature", "sealed"):
         assert forbidden not in text, forbidden
     assert identity.id in text  # identity ids are what an operator needs
+
+
+async def test_sqlite_connections_are_wal_and_synchronous_full(tmp_path: Path):
+    from sqlalchemy import text
+
+    from relay.storage.database import sqlite_url
+
+    db = Database.open(sqlite_url(tmp_path))
+    try:
+        await db.migrate()
+        for open_tx in (db.read, db.write, db.read):
+            async with open_tx() as conn:
+                mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+                sync = (await conn.execute(text("PRAGMA synchronous"))).scalar()
+                fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar()
+                assert (mode, sync, fks) == ("wal", 2, 1)  # 2 = FULL
+    finally:
+        await db.dispose()
