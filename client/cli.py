@@ -22,7 +22,10 @@ ENTRY_POINT_GROUP = "backchannel.commands"
 EXIT_ERROR = 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; contributed command groups are loaded only when ``argv`` may need
+    them (help, or a command that is not one of ours), since importing the node's
+    code costs half a second on every delegation command."""
     parser = argparse.ArgumentParser(
         prog="backchannel",
         description="End-to-end encrypted back-channel messaging with signed receipts.")
@@ -33,14 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (identity, contacts, node, messages, receipts, namelist, demo):
         module.register(sub)
+    first = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first in sub.choices:
+        return parser
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         ep.load()(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     try:
         result = args.func(args)
     except BackchannelError as exc:

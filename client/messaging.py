@@ -7,7 +7,7 @@ security argument, so each is numbered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -99,7 +99,7 @@ def destination_of(contact: Contact, pin: NodePin) -> str:
 
 async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
                outgoing: Outgoing, *, upload: Meter = NO_METER,
-               sealing: Callable[[], None] = lambda: None) -> Sent:
+               allow_classical: bool = False) -> Sent:
     """Seal ``outgoing`` to the contacts named and submit it.
 
     1. Every alias is a contact that may receive (unknown, changed key, expired: refused).
@@ -120,10 +120,10 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
     # Step 2.
     info = await client.check_pin()
     # Step 3.
-    sealing()
     identity = opened.identity
     cards = [c.card for c in contacts]
-    sealed = seal(identity, cards, outgoing.kind, outgoing.body(), clock=opened.clock)
+    sealed = seal(identity, cards, outgoing.kind, outgoing.body(), clock=opened.clock,
+                  allow_classical=allow_classical)
     limit = info.limits.get("max_sealed_bytes")
     if limit is not None and len(sealed.data) > limit:
         raise TooLargeForNode(f"the sealed message is {len(sealed.data):,} bytes; the node "
@@ -263,7 +263,8 @@ async def read(opened: OpenProfile, client: RelayClient | None, envelope_id: str
             raise OpenError()
         return sender
 
-    opened_message = open_sealed(sealed, me, resolve, envelope_to=routing.to)
+    opened_message = open_sealed(sealed, me, resolve, envelope_to=routing.to,
+                                 envelope_from=routing.sender)
     # Step 5.
     statement = make_statement("opened", envelope_id, me.signing_key, clock=opened.clock,
                                recipient=me.id,

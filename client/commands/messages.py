@@ -45,6 +45,9 @@ def register(sub: SubParsers) -> None:
                         help="what FILE holds (default: namelist)")
     parser.add_argument("file", metavar="FILE", help="the file to send ('-' for stdin)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--allow-classical", action="store_true",
+                        help="allow recipients whose cards have only X25519 keys (no "
+                             "protection against a future quantum computer)")
     parser.set_defaults(func=run_send)
 
     parser = sub.add_parser("inbox", parents=[common],
@@ -96,7 +99,8 @@ def run_send(args: argparse.Namespace) -> int:
     async def work() -> messaging.Sent:
         async with connected(opened) as client:
             with ui.Meter("uploading") as meter:
-                return await messaging.send(opened, client, args.to, outgoing, upload=meter)
+                return await messaging.send(opened, client, args.to, outgoing, upload=meter,
+                                            allow_classical=args.allow_classical)
 
     sent = run_async(work())
     record = sent.record

@@ -74,7 +74,7 @@ def _detail(kind: str, fields: dict[str, str], names: dict[str, str]) -> str:
         recipient = fields["recipient"]
         return f"to {names.get(recipient, recipient)}"
     if kind == "opened":
-        return f"decrypted and verified, digest {fields['inner'][:10]}…"
+        return f"digest {fields['inner'][:8]}…"
     if kind in ("relayed", "failed"):
         return f"next {names.get(fields['next'], fields['next'])}"
     return f"statement {fields.get('statement', '')[:12]}…"
@@ -93,7 +93,7 @@ def timeline_table(report: BundleReport, names: dict[str, str],
         signer = names.get(st.by) or f"{event.signer.name} ({event.signer.role})"
         detail = _detail(st.kind, dict(st.fields), names)
         if content is not None and st.id in content:
-            detail += " (matches what was sent)" if content[st.id] else " (CONTENT DIFFERS)"
+            detail += ", matches what was sent" if content[st.id] else ", CONTENT DIFFERS"
         mark = Text("✓", style="green") if content is None or content.get(st.id, True) \
             else Text("✗", style="bold red")
         table.add_row(format_time(st.at), st.kind, Text(signer), Text(detail), mark)

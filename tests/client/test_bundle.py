@@ -43,7 +43,8 @@ class Scenario:
         clock = FixedClock(T0)
         self.clock = clock
         sealed = seal(alice, [bob.card], "namelist",
-                      {"v": 1, "entries": [{"family_name": "Шевченко"}]}, clock=clock)
+                      {"v": 1, "entries": [{"family_name": "Шевченко"}]}, clock=clock,
+                      allow_classical=True)
         self.routing = make_envelope(alice.signing_key, sealed.data, to=[bob.id],
                                      origin=node.id, destination=node.id, clock=clock)
         clock.advance(seconds=2)
