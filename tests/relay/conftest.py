@@ -43,15 +43,23 @@ class PgServer:
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{database}"
 
-    async def create_database(self) -> str:
-        name = "t_" + uuid.uuid4().hex[:16]
+    async def _admin(self, sql: str) -> None:
         conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user,
                                      database="postgres")
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
+
+    async def create_database(self) -> str:
+        name = "t_" + uuid.uuid4().hex[:16]
+        await self._admin(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    async def drop_database(self, url: str) -> None:
+        # Keeps the throwaway cluster small (each database is about 8 MB on disk).
+        name = url.rsplit("/", 1)[1]
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -91,11 +99,14 @@ def pg_server() -> Iterator[PgServer]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
-        return sqlite_url(tmp_path)
+        yield sqlite_url(tmp_path)
+        return
     server: PgServer = request.getfixturevalue("pg_server")
-    return await server.create_database()
+    url = await server.create_database()
+    yield url
+    await server.drop_database(url)
 
 
 @pytest.fixture
