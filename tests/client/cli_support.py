@@ -1,0 +1,121 @@
+"""Driving the ``backchannel`` command and relay nodes as subprocesses, for the
+end-to-end tests (what a new user types, nothing in-process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODE_PASSPHRASE = "node passphrase"
+UA_PASSPHRASE = "Kyiv passphrase ї"
+RU_PASSPHRASE = "Moscow passphrase ё"
+#: A node starts in about a second; 60 s bounds a hung start on a loaded machine.
+START_TIMEOUT = 60
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def error_line(self) -> str:
+        """The one-line error (and that there is exactly one line)."""
+        lines = self.err.strip().splitlines()
+        assert self.code == 1, (self.code, self.out, self.err)
+        assert len(lines) == 1, self.err
+        assert lines[0].startswith("backchannel: error: "), self.err
+        return lines[0].removeprefix("backchannel: error: ")
+
+
+@dataclass
+class Env:
+    root: Path
+    base: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
+        # A HOME of our own: nothing may fall back to the developer's ~/.backchannel.
+        env.update({"HOME": str(self.root / "home"), "BACKCHANNEL_KDF": "floor",
+                    "PYTHONUNBUFFERED": "1"})
+        self.base = env
+
+    def run(self, *args: str, home: str | None = None, passphrase: str | None = None,
+            stdin: str | None = None, timeout: float = 120) -> Result:
+        env = dict(self.base)
+        if home is not None:
+            env["BACKCHANNEL_HOME"] = str(self.root / home)
+        if passphrase is not None:
+            env["BACKCHANNEL_PASSPHRASE"] = passphrase
+        proc = subprocess.run([sys.executable, "-m", "client", *args], env=env,
+                              input=stdin if stdin is not None else "", capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, **kw: str | None) -> Result:
+        result = self.run(*args, **kw)  # type: ignore[arg-type]
+        assert result.code == 0, (args, result.out, result.err)
+        return result
+
+    def ua(self, *args: str) -> Result:
+        return self.ok(*args, home="ua", passphrase=UA_PASSPHRASE)
+
+    def ru(self, *args: str) -> Result:
+        return self.ok(*args, home="ru", passphrase=RU_PASSPHRASE)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Node:
+    env: Env
+    directory: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def init(self, name: str) -> None:
+        self.env.ok("relay", "init", "--dir", str(self.directory), "--name", name,
+                    "--url", self.url, "--port", str(self.port), passphrase=NODE_PASSPHRASE)
+
+    def start(self) -> None:
+        env = {**self.env.base, "BACKCHANNEL_PASSPHRASE": NODE_PASSPHRASE}
+        log = (self.directory.parent / f"{self.directory.name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "client", "relay", "serve", "--dir", str(self.directory)],
+            env=env, stdout=subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        timer = threading.Timer(START_TIMEOUT, self.proc.kill)
+        timer.start()
+        try:
+            line = self.proc.stdout.readline()
+        finally:
+            timer.cancel()
+        assert line.startswith(b"relay: listening on"), line
+
+    def invite(self, label: str) -> str:
+        result = self.env.ok("relay", "invite", "--dir", str(self.directory), "--name", label)
+        return result.out.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
