@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from client.bundle import (
     BUNDLE_KIND,
@@ -236,3 +238,25 @@ def test_single_statement(scenario: Scenario, node: Identity, bob: Identity) -> 
         verify_single_statement(bytes(flipped), [node.card])
     with pytest.raises(BundleInvalid, match="not exactly as exported"):
         verify_single_statement(data.replace(b'{"payload"', b'{ "payload"'), [node.card])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_are_rejected_cleanly(data: bytes) -> None:
+    with pytest.raises(BundleInvalid):
+        verify(data)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_edits_of_a_real_bundle_are_rejected(x25519_scenario: Scenario,
+                                                    data: st.DataObject) -> None:
+    original = encode_bundle(x25519_scenario.bundle())
+    start = data.draw(st.integers(0, len(original) - 1))
+    length = data.draw(st.integers(1, 8))
+    replacement = data.draw(st.binary(min_size=0, max_size=8))
+    changed = original[:start] + replacement + original[start + length:]
+    if changed != original:
+        with pytest.raises(BundleInvalid):
+            verify(changed)

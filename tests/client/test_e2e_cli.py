@@ -308,6 +308,13 @@ def test_unreachable_node_and_a_node_with_another_key(tmp_path: Path) -> None:
         # An unverified contact: sending works, with a warning.
         first_send = env.ua("send", "--to", "RU", str(good))
         assert "RU is not verified" in first_send.err and "sending anyway" in first_send.err
+        first_id = first_send.out.strip().splitlines()[-1]
+        # RU has not added Kyiv's card: the message opens (the node's copy of the
+        # sender's card is bound to the sender's id), flagged as from a stranger.
+        stranger = env.ru("read", first_id, "--format", "csv")
+        assert stranger.out == "family_name,given_names,patronymic,date_of_birth,rank,unit," \
+            "service_number,citizenship,status,notes\nШевченко,,,,,,,,,\n"
+        assert "not in your contacts" in stranger.err and "'Kyiv'" in stranger.err
         env.ua("contacts", "verify", "RU", "--yes")
         # An invitation from this node, presented to an impostor, is refused before
         # the secret is sent.
@@ -320,6 +327,18 @@ def test_unreachable_node_and_a_node_with_another_key(tmp_path: Path) -> None:
     assert "unverified" not in down.error_line()
     offline_inbox = env.run("inbox", home="ru", passphrase=RU_PASSPHRASE)
     assert "cannot reach the node" in offline_inbox.error_line()
+    # What was read before stays readable offline, from the encrypted local store;
+    # so do the sender's copy and its last receipts.
+    assert "Шевченко" in env.ru("read", first_id, "--format", "json").out
+    assert "Шевченко" in env.ua("read", first_id).out
+    offline = json.loads(env.ua("receipts", first_id, "--offline", "--json").out)
+    assert [s["kind"] for s in offline["statements"]] == ["accepted"] and offline["ok"]
+    unknown = env.run("read", "A" * 43, home="ru", passphrase=RU_PASSPHRASE)
+    assert "cannot reach the node" in unknown.error_line()
+    unknown = env.run("read", "A" * 43, "--offline", home="ru", passphrase=RU_PASSPHRASE)
+    assert "no message 'AAAA" in unknown.error_line()
+    malformed_id = env.run("read", "../../etc/passwd", home="ru", passphrase=RU_PASSPHRASE)
+    assert "is not a message id" in malformed_id.error_line()
 
     # Another node (another key) now answers at the same address.
     impostor = Node(env, tmp_path / "impostor", port)

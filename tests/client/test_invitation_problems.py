@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client.errors import (
     Forbidden,
@@ -128,3 +130,21 @@ def test_problem_details_are_cleaned_and_cut() -> None:
 ])
 def test_non_problem_answers(ctype: str, body: bytes) -> None:
     assert isinstance(error_from_response(502, ctype, body), NodeProtocolError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300),
+                 st.binary(max_size=300).map(lambda b: "bcinv1." + b64url_encode(b))))
+def test_invitation_parser_only_raises_its_error(text: str) -> None:
+    try:
+        parse_invitation(text)
+    except InvalidInvitation as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(100, 599), st.text(max_size=40), st.binary(max_size=300))
+def test_any_answer_becomes_a_typed_error(status: int, ctype: str, body: bytes) -> None:
+    error = error_from_response(status, ctype, body)
+    assert isinstance(error, RelayRejected | NodeProtocolError)
+    assert "\n" not in str(error)
