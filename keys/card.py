@@ -136,9 +136,15 @@ def _printable(text: str) -> bool:
 
 
 def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc or not url.isascii() \
-            or any(ch.isspace() for ch in url):
+    # Only visible ASCII: urlsplit silently strips or tolerates control characters.
+    if not all(0x21 <= ord(ch) <= 0x7E for ch in url):
+        raise DecodeError("card.home.url must be an http(s) URL")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a non-numeric port
+    except ValueError:
+        raise DecodeError("card.home.url must be an http(s) URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
         raise DecodeError("card.home.url must be an http(s) URL")
     return url
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -57,7 +58,14 @@ def read_private(path: Path, *, max_bytes: int) -> bytes:
     The mode is checked on the opened descriptor (no race with a chmod or a swapped
     file) and symbolic links are refused."""
     check_private(path.parent, what="directory")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InsecurePermissions(
+                f"{path} is a symbolic link; keep the keystore itself in the profile "
+                "directory") from None
+        raise
     with os.fdopen(fd, "rb") as handle:
         mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
         if mode & 0o077:

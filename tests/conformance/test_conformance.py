@@ -529,9 +529,8 @@ def test_both_readers_accept_the_boundary_cards(xavier: Identity) -> None:
         assert R.load_card(data, T0).id == load_card(data, now=T0).id == xavier.id
 
 
-#: URLs the specification refuses (6.2 step 9) and keys/card.py, which checks them with
-#: urllib.parse.urlsplit, does not (the note under that step).
-KNOWN_DISAGREEMENTS = {
+#: Hostile URLs the specification refuses (6.2 step 9); both readers must refuse them.
+HOSTILE_URLS = {
     "NUL inside the host": "https://ex\x00ample.org",
     "leading control character": "\x01https://relay.example",
     "DEL in the path": "https://relay.example/\x7f",
@@ -542,18 +541,16 @@ KNOWN_DISAGREEMENTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(KNOWN_DISAGREEMENTS))
+@pytest.mark.parametrize("case", sorted(HOSTILE_URLS))
 def test_reader_refuses_the_urls_the_specification_refuses(xavier: Identity, case: str) -> None:
-    data = _signed_card(xavier, home={"node": "n" * 32, "url": KNOWN_DISAGREEMENTS[case]})
+    data = _signed_card(xavier, home={"node": "n" * 32, "url": HOSTILE_URLS[case]})
     with pytest.raises(R.DecodeError):
         R.load_card(data, T0)
 
 
-@pytest.mark.xfail(strict=True, reason="keys/card.py accepts these URLs (or raises a bare "
-                                       "ValueError); protocol.md 6.2 step 9 note")
-@pytest.mark.parametrize("case", sorted(KNOWN_DISAGREEMENTS))
-def test_known_disagreement_keys_accepts_bad_home_urls(xavier: Identity, case: str) -> None:
-    data = _signed_card(xavier, home={"node": "n" * 32, "url": KNOWN_DISAGREEMENTS[case]})
+@pytest.mark.parametrize("case", sorted(HOSTILE_URLS))
+def test_keys_refuses_the_urls_the_specification_refuses(xavier: Identity, case: str) -> None:
+    data = _signed_card(xavier, home={"node": "n" * 32, "url": HOSTILE_URLS[case]})
     with pytest.raises(DecodeError):
         load_card(data, now=T0)
 

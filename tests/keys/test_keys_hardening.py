@@ -123,3 +123,14 @@ def test_atomic_write_survives_a_stale_temp_file(tmp_path):
     atomic_write(target, b"two")
     assert target.read_bytes() == b"two"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_symlinked_keystore_is_refused(tmp_path):
+    from keys.errors import InsecurePermissions
+    from keys.files import read_private
+
+    home = tmp_path / "profile"
+    atomic_write(home / "real.json", b"{}")
+    (home / "keystore.json").symlink_to(home / "real.json")
+    with pytest.raises(InsecurePermissions, match="symbolic link"):
+        read_private(home / "keystore.json", max_bytes=100)
