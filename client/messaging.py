@@ -300,8 +300,10 @@ class Receipts:
     unknown_signers: tuple[str, ...]
     #: For each *opened* statement: does its digest match the message we hold?
     content_matches: dict[str, bool]
-    #: Aliases of the identities involved, for display.
+    #: How to call the identities involved, for display ("you", "node X", aliases).
     names: dict[str, str]
+    #: Contact aliases by identity id.
+    aliases: dict[str, str]
 
 
 def _cards_known(opened: OpenProfile, record: Record, pin: NodePin) -> dict[str, Card]:
@@ -363,10 +365,9 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
                            record.accepted, record.sent,
                            tuple(e.statement for e in report.events))
         opened.save_message_data(envelope_id, fresh.to_dict())
-    names = {pin.card.id: f"node {pin.card.name}", opened.identity.id: "you"}
-    for contact in opened.contacts():
-        names[contact.card.id] = contact.alias
-    return Receipts(record, report, bundle, tuple(unknown), matches, names)
+    aliases = {c.card.id: c.alias for c in opened.contacts()}
+    names = {pin.card.id: f"node {pin.card.name}", opened.identity.id: "you", **aliases}
+    return Receipts(record, report, bundle, tuple(unknown), matches, names, aliases)
 
 
 def routing_summary(routing: Routing) -> dict[str, object]:

@@ -54,7 +54,7 @@ REQUIRED: Final = ("family_name",)
 NAME_FIELDS: Final = ("family_name", "given_names", "patronymic")
 LABELS: Final = {
     "family_name": "Family name", "given_names": "Given names", "patronymic": "Patronymic",
-    "date_of_birth": "Date of birth", "rank": "Rank", "unit": "Unit",
+    "date_of_birth": "Born", "rank": "Rank", "unit": "Unit",
     "service_number": "Service no.", "citizenship": "Citizenship", "status": "Status",
     "notes": "Notes",
 }
@@ -97,6 +97,8 @@ ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
 _ALIAS_TO_FIELD: Final = {alias: name for name, aliases in ALIASES.items()
                           for alias in aliases}
 
+_NO_WRAP: Final = frozenset({"family_name", "given_names", "patronymic", "date_of_birth",
+                             "service_number"})
 _DOB_RE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", re.ASCII)
 #: Bidirectional controls, zero-width characters and the BOM: invisible, and able to
 #: make a name look like another (the "Trojan Source" family of tricks).
@@ -521,7 +523,12 @@ def render_table(namelist: NameList, *, title: str | None = None) -> Table:
     table = Table(title=title, show_lines=False, header_style="bold")
     table.add_column("#", justify="right", style="dim")
     for name in used:
-        table.add_column(LABELS[name], overflow="fold")
+        # Names, dates and numbers are never broken; other text wraps between words
+        # (the longest word of a column, up to 16 characters, keeps its line).
+        longest = max((len(w) for e in namelist.entries for w in getattr(e, name).split()),
+                      default=0)
+        table.add_column(LABELS[name], no_wrap=name in _NO_WRAP, overflow="fold",
+                         min_width=min(longest, 16))
     for number, entry in enumerate(namelist.entries, start=1):
         table.add_row(str(number), *(visible(getattr(entry, name)) for name in used))
     return table

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -145,7 +146,8 @@ class RelayClient:
         if isinstance(exc, TimeoutError):
             why = "it did not answer in time"
         elif isinstance(exc, aiohttp.ClientConnectorError):
-            why = exc.strerror or "connection refused"
+            code = exc.os_error.errno
+            why = os.strerror(code).lower() if code else "connection failed"
         else:
             why = type(exc).__name__
         return NodeUnreachable(f"cannot reach the node at {self.url} ({why}); check the "

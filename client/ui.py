@@ -29,7 +29,7 @@ PROGRESS_MIN_BYTES = 256 * 1024
 
 #: Width of tables when stdout is a file or a pipe (rich would assume 80 columns,
 #: which squeezes a 43-character envelope id and a fingerprint into one row).
-PIPE_WIDTH = 120
+PIPE_WIDTH = 140
 
 
 def out() -> Console:

@@ -105,13 +105,14 @@ def check_lines(checks: tuple[Check, ...]) -> list[Text]:
                  style="" if c.ok else "bold red") for c in checks]
 
 
-def report_json(report: BundleReport, names: dict[str, str] | None = None) -> dict[str, Any]:
-    names = names or {}
+def report_json(report: BundleReport, aliases: dict[str, str] | None = None
+                ) -> dict[str, Any]:
+    aliases = aliases or {}
     return {
         "id": report.envelope_id,
         "envelope": messaging.routing_summary(report.routing),
         "statements": [{"id": e.statement.id, "kind": e.statement.kind, "by": e.statement.by,
-                        "by_name": e.signer.name, "by_alias": names.get(e.statement.by),
+                        "by_name": e.signer.name, "by_alias": aliases.get(e.statement.by),
                         "at": format_time(e.statement.at), **dict(e.statement.fields)}
                        for e in report.events],
         "cards": [{"id": c.id, "name": c.name, "role": c.role, "fingerprint": c.fingerprint}
@@ -147,7 +148,7 @@ def run_receipts(args: argparse.Namespace) -> int:
         "opened": [r for r in recipients if report.has("opened", r)],
     }
     if args.json:
-        ui.print_json({**report_json(report, result.names), "summary": summary,
+        ui.print_json({**report_json(report, result.aliases), "summary": summary,
                        "content_matches": result.content_matches,
                        "bundle": args.export})
     else:
