@@ -30,6 +30,9 @@ from .common import (
     write_output,
 )
 
+#: Warnings do not stop a send; past a screenful they only hide the result.
+MAX_WARNINGS_SHOWN = 10
+
 
 def register(sub: SubParsers) -> None:
     common = common_options()
@@ -87,8 +90,11 @@ def run_send(args: argparse.Namespace) -> int:
     # Everything that can be refused locally is refused before the node is contacted.
     outgoing = prepare(args.kind, data, args.file if args.file != "-" else "stdin",
                        today=opened.clock.now().date())
-    for warning in outgoing.warnings:
+    for warning in outgoing.warnings[:MAX_WARNINGS_SHOWN]:
         ui.warn(warning)
+    if len(outgoing.warnings) > MAX_WARNINGS_SHOWN:
+        ui.warn(f"… and {len(outgoing.warnings) - MAX_WARNINGS_SHOWN} more warnings "
+                f"(backchannel namelist check {args.file} shows them all)")
     book = opened.contacts()
     for alias in args.to:
         contact = book.for_sending(alias, now=opened.clock.now())
