@@ -1,0 +1,152 @@
+"""``python -m benchmarks [NAME ...] [--quick] [--runs N]``: run the benchmarks,
+write one JSON file per benchmark and regenerate docs/performance.md from them.
+
+Names: submit, profile, e2e, idle, lists, multihop, postgres (default: all, in
+that order). Full mode writes benchmarks/results/*.json and docs/performance.md;
+``--quick`` (a smoke test: a few hundred requests, seconds) writes to a temporary
+directory unless ``--results``/``--doc`` say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from .context import Context, Settings
+from .machine import machine_info
+from .processes import raise_fd_limit
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+DOC = ROOT / "docs" / "performance.md"
+NAMES = ("submit", "profile", "e2e", "idle", "lists", "multihop", "postgres")
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    # The load generator is leaner on uvloop; the servers choose their own loop.
+    return uvloop.run(coro)
+
+
+def _peak_rate(results: Path, fresh: dict[str, Any]) -> float | None:
+    submit = fresh.get("submit")
+    if submit is None:
+        path = results / "submit.json"
+        if path.exists():
+            submit = json.loads(path.read_text())["result"]
+    if submit is None:
+        return None
+    return float(submit["relay"]["median"]["rate"])
+
+
+async def _bench(name: str, ctx: Context, results: Path, fresh: dict[str, Any]) -> Any:
+    s = ctx.settings
+    if name == "submit":
+        from .submit import bench_submit
+
+        return await bench_submit(ctx)
+    if name == "profile":
+        from .profiling import profile_relay
+
+        return await profile_relay(ctx, seconds=2 if s.quick else 8)
+    if name == "e2e":
+        from .e2e import bench_e2e
+        from .submit import relay_run
+
+        peak = _peak_rate(results, fresh)
+        if peak is None:
+            peak = (await relay_run(ctx, 99))["rate"]
+        return await bench_e2e(ctx, peak)
+    if name == "idle":
+        from .idle_ws import bench_idle
+
+        return await bench_idle(ctx)
+    if name == "lists":
+        from .lists import bench_lists
+
+        return bench_lists(s.list_sizes, s.runs, ctx.say)
+    if name == "multihop":
+        from .multihop import bench_multihop
+
+        return bench_multihop()
+    if name == "postgres":
+        from .postgres import bench_postgres
+
+        return await bench_postgres(ctx)
+    raise ValueError(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run: {', '.join(NAMES)} (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke mode: tiny loads, one run, seconds in all")
+    parser.add_argument("--runs", type=int, help="runs per figure (median; default 3, quick 1)")
+    parser.add_argument("--results", type=Path, help="directory for the JSON results")
+    parser.add_argument("--doc", type=Path, help="Markdown file to regenerate")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in NAMES]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; choose from "
+                     f"{', '.join(NAMES)}")
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be at least 1")
+    names = [n for n in NAMES if n in args.names] if args.names else list(NAMES)
+    settings = Settings.smoke(args.runs or 1) if args.quick else Settings.full(args.runs or 3)
+    workdir = Path(tempfile.mkdtemp(prefix="bc-bench-"))
+    results = args.results or (workdir / "results" if args.quick else RESULTS)
+    doc = args.doc or (None if args.quick else DOC)
+    results.mkdir(parents=True, exist_ok=True)
+    raise_fd_limit()
+    ctx = Context(settings, workdir)
+    machine = machine_info(ROOT)
+    fresh: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        for name in names:
+            begun = time.perf_counter()
+            ctx.say(f"--- {name}")
+            result = _run(_bench(name, ctx, results, fresh))
+            fresh[name] = result
+            record = {"benchmark": name, "mode": "quick" if settings.quick else "full",
+                      "runs": settings.runs, "seconds": round(time.perf_counter() - begun, 1),
+                      "machine": machine, "result": result}
+            path = results / f"{name}.json"
+            path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+            ctx.say(f"wrote {path}")
+    finally:
+        if not args.keep:
+            for child in workdir.iterdir():
+                if child != results:
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                workdir.rmdir()  # only if the results live elsewhere
+    ctx.say(f"all done in {time.perf_counter() - started:.0f} s; results in {results}")
+    if doc is not None:
+        from .report import render
+
+        doc.write_text(render(results), encoding="utf-8")
+        ctx.say(f"wrote {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

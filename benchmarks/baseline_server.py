@@ -1,0 +1,168 @@
+"""Baseline servers, each run as its own process by the benchmark harness:
+
+``bare``
+    aiohttp, one route accepting any POST: read the body, answer 201 with a small
+    JSON document. The ceiling of the HTTP stack on this machine.
+``verify``
+    The same, plus what a durable submission cannot avoid: one Ed25519 signature
+    check (PyNaCl) of the body, and an insert into SQLite (WAL,
+    ``synchronous=FULL``) with *group commit*: requests queue their rows, one
+    writer thread commits everything queued as one transaction, and each request is
+    answered only after the commit that holds its row.
+
+Usage: ``python -m benchmarks.baseline_server {bare,verify} --port P [--db FILE]
+[--keys FILE] [--loop asyncio|uvloop]``; prints ``baseline: listening on ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import signal
+import sqlite3
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aiohttp import web
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+READY = "baseline: listening on"
+_OK = b'{"accepted":true}'
+
+
+async def bare(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(status=201, body=_OK, content_type="application/json")
+
+
+class GroupCommit:
+    """One writer; every request waits for the commit that includes its row."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS submissions (seq INTEGER PRIMARY KEY, "
+                        "sender INTEGER NOT NULL, body BLOB NOT NULL)")
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="committer")
+        self.queue: list[tuple[tuple[int, bytes], asyncio.Future[None]]] = []
+        self.wake = asyncio.Event()
+        self.batches = 0
+        self.rows = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def _commit(self, rows: list[tuple[int, bytes]]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT INTO submissions (sender, body) VALUES (?, ?)", rows)
+        self.db.execute("COMMIT")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.queue = self.queue, []
+            if not batch:
+                continue
+            try:
+                await loop.run_in_executor(self.pool, self._commit, [row for row, _ in batch])
+            except Exception as exc:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            self.batches += 1
+            self.rows += len(batch)
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def add(self, row: tuple[int, bytes]) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self.queue.append((row, waiter))
+        self.wake.set()
+        await waiter
+
+
+def verify_app(db: Path, keys_file: Path) -> web.Application:
+    keys = [VerifyKey(base64.b64decode(k)) for k in json.loads(keys_file.read_text())]
+    committer = GroupCommit(db)
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            sender = int(request.headers["X-Bench-Key"])
+            keys[sender].verify(body, base64.b64decode(request.headers["X-Bench-Sig"]))
+        except (KeyError, ValueError, IndexError, BadSignatureError):
+            return web.Response(status=401, text="bad signature")
+        await committer.add((sender, body))
+        return web.Response(status=201, body=_OK, content_type="application/json")
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"batches": committer.batches, "rows": committer.rows})
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        committer.task = asyncio.create_task(committer.run())
+        yield
+        committer.task.cancel()
+        committer.pool.shutdown(wait=True)
+        committer.db.close()
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/{tail:.*}", handler)
+    return app
+
+
+def bare_app() -> web.Application:
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/{tail:.*}", bare)
+    return app
+
+
+async def serve(app: web.Application, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+    await site.start()
+    print(f"{READY} http://127.0.0.1:{port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_server")
+    parser.add_argument("kind", choices=("bare", "verify"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", type=Path)
+    parser.add_argument("--keys", type=Path)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args(argv)
+    if args.kind == "verify":
+        if args.db is None or args.keys is None:
+            parser.error("verify needs --db and --keys")
+        app = verify_app(args.db, args.keys)
+    else:
+        app = bare_app()
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(app, args.port))
+    else:
+        asyncio.run(serve(app, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Relay nodes for the benchmarks, driven the way an operator drives them: the
+node directory is made by ``backchannel relay init`` and every run is a fresh
+``backchannel relay serve`` process (``python -m relay``) on a fresh database.
+
+Members join as they do in production: the operator issues invitations (here
+through relay.services.membership on the node's database, as ``relay invite``
+does) and each member registers over HTTP with an RFC 9421-signed request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+
+from keys.card import Card
+from keys.encoding import b64url_decode, b64url_encode, json_dumps
+from keys.httpsig import sign_request
+from keys.identity import Identity
+from relay.node import NodeDir, read_card
+from relay.services.membership import Membership
+from relay.storage.database import Database
+from relay.websocket import auth_message
+
+from .processes import ServerProcess, python_argv
+
+PASSPHRASE = "benchmark node passphrase (not a secret)"
+#: The operator's default rate limit (20 requests/s per member) would cap 64 clients
+#: at 1,280 requests/s: the benchmark measures the node, not the limiter.
+UNLIMITED = {"BACKCHANNEL_RELAY_RATE_PER_SECOND": "1000000",
+             "BACKCHANNEL_RELAY_RATE_BURST": "1000000"}
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    path: Path
+    card: Card
+
+    @property
+    def id(self) -> str:
+        return self.card.id
+
+
+def init_node(path: Path) -> NodeHome:
+    """``backchannel relay init`` (fast key derivation: this keystore protects nothing)."""
+    env = {**os.environ, "BACKCHANNEL_PASSPHRASE": PASSPHRASE}
+    subprocess.run(python_argv("-m", "relay", "init", "--dir", str(path), "--name",
+                               "Benchmark node", "--url", "http://127.0.0.1:8470",
+                               "--kdf-floor"),
+                   check=True, capture_output=True, env=env, timeout=120)
+    return NodeHome(path, read_card(NodeDir(path)))
+
+
+def relay_server(home: NodeHome, *, port: int, database: str, public_url: str, log: Path,
+                 extra_env: dict[str, str] | None = None) -> ServerProcess:
+    env = {"BACKCHANNEL_PASSPHRASE": PASSPHRASE, "BACKCHANNEL_RELAY_URL": public_url,
+           **UNLIMITED, **(extra_env or {})}
+    return ServerProcess(f"relay:{port}",
+                         python_argv("-m", "relay", "serve", "--dir", str(home.path),
+                                     "--port", str(port), "--database", database),
+                         port, log, env)
+
+
+async def enroll(home: NodeHome, database: str, *, public_url: str, send_url: str,
+                 members: Sequence[Identity]) -> None:
+    """Invite and register every identity in ``members`` (the node must be running)."""
+    db = Database.open(database)
+    try:
+        membership = Membership(db, home.card, public_url)
+        invitations = [(await membership.invite(f"bench {i}", "delegation",
+                                                timedelta(hours=2))).text
+                       for i in range(len(members))]
+    finally:
+        await db.dispose()
+    async with aiohttp.ClientSession() as session:
+        for identity, invitation in zip(members, invitations, strict=True):
+            body = json_dumps({"invitation": invitation,
+                               "card": identity.card.envelope.to_dict()})
+            headers = sign_request(identity.signing_key, method="POST",
+                                   url=public_url + "/v1/register", body=body,
+                                   created=int(time.time()), nonce=secrets.token_urlsafe(16))
+            async with session.post(send_url + "/v1/register", data=body,
+                                    headers={**headers,
+                                             "Content-Type": "application/json"}) as reply:
+                if reply.status != 201:
+                    raise RuntimeError(f"registration failed: HTTP {reply.status} "
+                                       f"{(await reply.text())[:200]}")
+
+
+async def open_ws(session: aiohttp.ClientSession, url: str, identity: Identity,
+                  node_id: str, *, timeout: float = 60.0) -> aiohttp.ClientWebSocketResponse:
+    """A WebSocket session authenticated as ``identity`` (returns after ``ready``)."""
+    ws = await session.ws_connect(url + "/v1/ws", autoping=True, timeout=aiohttp.ClientWSTimeout(
+        ws_receive=timeout, ws_close=10.0))
+    try:
+        challenge = await ws.receive_json(timeout=timeout)
+        if challenge.get("type") != "challenge" or challenge.get("node") != node_id:
+            raise RuntimeError(f"unexpected first WebSocket message {challenge!r}")
+        nonce = b64url_decode(challenge["nonce"], max_bytes=32, exact=32)
+        sig = identity.signing_key.sign(auth_message(node_id, nonce))
+        await ws.send_json({"type": "auth", "id": identity.id, "sig": b64url_encode(sig)})
+        ready = await ws.receive_json(timeout=timeout)
+        if ready != {"type": "ready"}:
+            raise RuntimeError(f"WebSocket authentication failed: {ready!r}")
+    except BaseException:
+        await ws.close()
+        raise
+    return ws
+
+
+def count_rows(sqlite_file: Path, table: str) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def count_rows_pg(url: str, table: str) -> int:
+    db = Database.open(url)
+    try:
+        from sqlalchemy import text
+
+        async with db.read() as conn:
+            return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+    finally:
+        await db.dispose()
+
