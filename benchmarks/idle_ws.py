@@ -1,0 +1,102 @@
+"""Benchmark 3: server memory per idle, authenticated WebSocket session.
+
+One relay process, fresh database. The harness opens sessions (challenge, signed
+answer, ``ready``) in bounded concurrent batches, spread over the members, up to
+each target count in turn, waits for the server to settle and reads its resident
+set size (VmRSS). Per-session cost = (RSS at N − RSS with none) / N. The file
+descriptor limit is raised in both processes (resource.setrlimit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from typing import Any
+
+import aiohttp
+
+from .context import Context
+from .nodes import enroll, open_ws, relay_server
+from .processes import fd_limit, free_port, raise_fd_limit
+
+MIB = 1024 * 1024
+#: Handshakes in flight at once (the listen backlog is 128 in aiohttp).
+OPENING = 64
+
+
+async def _settled_rss(read: Any, pause: float = 1.0) -> int:
+    await asyncio.sleep(pause)
+    return int(read())
+
+
+async def idle_run(ctx: Context, run: int) -> dict[str, Any]:
+    s = ctx.settings
+    home, cast = ctx.home, ctx.cast
+    limit = raise_fd_limit()
+    targets = [n for n in s.idle_counts if n + 256 <= limit]
+    skipped = [n for n in s.idle_counts if n not in targets]
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    db = ctx.workdir / f"idle-{run}.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    server = relay_server(home, port=port, database=url, public_url=public,
+                          log=ctx.logs / f"idle-{run}.log")
+    await server.start()
+    points: list[dict[str, Any]] = []
+    sockets: list[aiohttp.ClientWebSocketResponse] = []
+    try:
+        await enroll(home, url, public_url=public, send_url=server.base_url,
+                     members=cast.everyone)
+        members = cast.everyone
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            # One session opened and closed first, so that the baseline includes the
+            # code paths (and their imports and caches) every session uses.
+            first = await open_ws(session, server.base_url, members[0], home.id)
+            await first.close()
+            base = await _settled_rss(server.rss)
+            gate = asyncio.Semaphore(OPENING)
+
+            async def one(index: int) -> aiohttp.ClientWebSocketResponse:
+                async with gate:
+                    return await open_ws(session, server.base_url,
+                                         members[index % len(members)], home.id)
+
+            loop = asyncio.get_running_loop()
+            for target in targets:
+                started = loop.time()
+                sockets += await asyncio.gather(*(one(i) for i in range(len(sockets),
+                                                                        target)))
+                opened_in = loop.time() - started
+                rss = await _settled_rss(server.rss, 2.0)
+                alive = sum(1 for ws in sockets if not ws.closed)
+                if alive != target:
+                    raise RuntimeError(f"idle: {target - alive} of {target} sessions closed")
+                points.append({"sessions": target, "rss_mib": round(rss / MIB, 1),
+                               "per_session_kib": round((rss - base) / target / 1024, 2),
+                               "open_seconds": round(opened_in, 1)})
+                ctx.say(f"idle run {run + 1}/{s.runs}: {target} sessions, server RSS "
+                        f"{rss / MIB:.1f} MiB ({(rss - base) / target / 1024:.1f} KiB each)")
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    finally:
+        await server.kill()
+    for suffix in ("", "-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    return {"base_rss_mib": round(base / MIB, 1), "points": points,
+            "fd_limit": limit, "not_reached": skipped}
+
+
+async def bench_idle(ctx: Context) -> dict[str, Any]:
+    runs = [await idle_run(ctx, run) for run in range(ctx.settings.runs)]
+    counts = [p["sessions"] for p in runs[0]["points"]]
+    median = []
+    for i, n in enumerate(counts):
+        median.append({
+            "sessions": n,
+            "rss_mib": round(statistics.median(r["points"][i]["rss_mib"] for r in runs), 1),
+            "per_session_kib": round(statistics.median(r["points"][i]["per_session_kib"]
+                                                       for r in runs), 2),
+            "open_seconds": round(statistics.median(r["points"][i]["open_seconds"]
+                                                    for r in runs), 1)})
+    return {"median": median, "runs": runs, "fd_limit": fd_limit(),
+            "not_reached": runs[0]["not_reached"]}
