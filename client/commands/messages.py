@@ -64,6 +64,9 @@ def register(sub: SubParsers) -> None:
                         help="with --watch: stop after N new messages")
     parser.add_argument("--poll-interval", type=float, default=15.0, metavar="SECONDS",
                         help=argparse.SUPPRESS)
+    parser.add_argument("--local", action="store_true",
+                        help="list the messages kept in this profile (sent and read), "
+                             "without contacting the node")
     parser.set_defaults(func=run_inbox)
 
     parser = sub.add_parser(
@@ -162,8 +165,49 @@ def inbox_table(items: list[Listed]) -> Table:
     return table
 
 
+def local_json(opened: OpenProfile, record: Record) -> dict[str, Any]:
+    contacts = opened.contacts()
+
+    def alias(identity_id: str) -> str | None:
+        contact = contacts.by_id(identity_id)
+        return contact.alias if contact else None
+
+    kind, _ = _kind_and_body(record)
+    routing = record.routing
+    return {"id": routing.id, "direction": "out" if isinstance(record, SentRecord) else "in",
+            "kind": kind, "from": {"id": routing.sender, "alias": alias(routing.sender)},
+            "to": [{"id": r, "alias": alias(r)} for r in routing.to],
+            "created": format_time(routing.created)}
+
+
+def run_local(args: argparse.Namespace, opened: OpenProfile) -> int:
+    entries = [local_json(opened, r) for r in messaging.local_messages(opened)]
+    if args.json:
+        ui.print_json({"messages": entries})
+        return 0
+    if not entries:
+        print("No messages kept in this profile yet.")
+        return 0
+    table = Table(header_style="bold")
+    table.add_column("id", no_wrap=True)
+    for column in ("", "kind", "with", "created"):
+        table.add_column(column, no_wrap=column == "created")
+    for entry in entries:
+        out = entry["direction"] == "out"
+        people = entry["to"] if out else [entry["from"]]
+        names = ", ".join(p["alias"] or f"{p['id'][:12]}…" for p in people)
+        table.add_row(entry["id"], "sent to" if out else "from", entry["kind"], Text(names),
+                      entry["created"])
+    ui.out().print(table)
+    return 0
+
+
 def run_inbox(args: argparse.Namespace) -> int:
     opened = open_profile(args)
+    if args.local:
+        if args.watch:
+            raise ClientError("--local lists what this profile keeps; it cannot --watch")
+        return run_local(args, opened)
     if args.exit_after is not None and (not args.watch or args.exit_after < 1):
         raise ClientError("--exit-after N needs --watch and N of at least 1")
 

@@ -333,6 +333,11 @@ def test_unreachable_node_and_a_node_with_another_key(tmp_path: Path) -> None:
     assert "Шевченко" in env.ua("read", first_id).out
     offline = json.loads(env.ua("receipts", first_id, "--offline", "--json").out)
     assert [s["kind"] for s in offline["statements"]] == ["accepted"] and offline["ok"]
+    kept = json.loads(env.ua("inbox", "--local", "--json").out)["messages"]
+    assert [(m["id"], m["direction"], m["kind"]) for m in kept] == [
+        (first_id, "out", "namelist")]
+    assert kept[0]["to"][0]["alias"] == "RU"
+    assert first_id in env.ru("inbox", "--local").out
     unknown = env.run("read", "A" * 43, home="ru", passphrase=RU_PASSPHRASE)
     assert "cannot reach the node" in unknown.error_line()
     unknown = env.run("read", "A" * 43, "--offline", home="ru", passphrase=RU_PASSPHRASE)
