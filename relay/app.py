@@ -22,11 +22,14 @@ from keys.identity import Identity
 
 from . import appkeys, errors, handlers, logs, problems
 from .config import RelayConfig
-from .handlers import _submission_limit
+from .handlers import _federation_limit
 from .metrics import Metrics
 from .notify import Announcer, Notifier, PgListener
+from .peer_client import PeerClient
 from .ratelimit import RateLimiter
 from .services.auth import Authenticator
+from .services.federation import Federation
+from .services.forwarder import Forwarder
 from .services.mailbox import Mailbox
 from .services.registration import Registration
 from .services.retention import Retention
@@ -88,12 +91,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         listener = PgListener(db, app[appkeys.NOTIFIER])
         await listener.start()
     purger = asyncio.create_task(_purge_loop(app), name="relay-retention")
+    forwarder = asyncio.create_task(app[appkeys.FORWARDER].run(), name="relay-forwarder")
     try:
         yield
     finally:
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
+        for task in (forwarder, purger):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await app[appkeys.FORWARDER].client.close()
         if listener is not None:
             await listener.stop()
         await db.dispose()
@@ -131,7 +137,7 @@ def create_app(config: RelayConfig, *, node: Identity, database_url: str,
     # aiohttp refuses bodies above this when read through its own helpers; our
     # handlers stream with tighter per-route limits (relay.inputs.read_body).
     app = web.Application(middlewares=[problem_middleware],
-                          client_max_size=_submission_limit(config.max_sealed_bytes))
+                          client_max_size=_federation_limit(config.max_sealed_bytes))
     db = Database.open(database_url)
     notifier = Notifier(queue_max=config.ws_queue_max)
     limiter = RateLimiter(config.rate_per_second, config.rate_burst)
@@ -146,9 +152,18 @@ def create_app(config: RelayConfig, *, node: Identity, database_url: str,
     app[appkeys.SOCKETS] = weakref.WeakSet()
     app[appkeys.AUTH] = Authenticator(db, limiter, window=config.signature_window, clock=clock)
     app[appkeys.REGISTRATION] = Registration(db, node, clock=clock)
-    app[appkeys.SUBMISSION] = Submission(db, node, Announcer(db, notifier),
-                                         max_sealed=config.max_sealed_bytes, clock=clock)
-    app[appkeys.MAILBOX] = Mailbox(db, node, page_max=config.inbox_page_max, clock=clock)
+    forwarder = Forwarder(db, node, PeerClient(node, timeout=config.federation_timeout_seconds,
+                                               clock=clock, random=random),
+                          config, metrics=app[appkeys.METRICS], clock=clock, random=random)
+    app[appkeys.FORWARDER] = forwarder
+    announcer = Announcer(db, notifier)
+    app[appkeys.SUBMISSION] = Submission(db, node, announcer, max_sealed=config.max_sealed_bytes,
+                                         clock=clock, wake=forwarder.wake)
+    app[appkeys.MAILBOX] = Mailbox(db, node, page_max=config.inbox_page_max, clock=clock,
+                                   wake=forwarder.wake)
+    app[appkeys.FEDERATION] = Federation(db, node, announcer,
+                                         max_sealed=config.max_sealed_bytes, clock=clock,
+                                         wake=forwarder.wake)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     app.router.add_routes([
@@ -160,6 +175,8 @@ def create_app(config: RelayConfig, *, node: Identity, database_url: str,
         web.get("/v1/envelopes/{id}", handlers.fetch),
         web.post("/v1/envelopes/{id}/ack", handlers.ack),
         web.get("/v1/envelopes/{id}/receipts", handlers.receipts),
+        web.post("/v1/federation/envelopes", handlers.federation_envelope),
+        web.post("/v1/federation/statements", handlers.federation_statements),
         web.get("/v1/ws", websocket),
         web.get("/healthz", handlers.healthz),
         web.get("/metrics", handlers.metrics),

@@ -15,6 +15,8 @@ from .metrics import Metrics
 from .notify import Notifier
 from .ratelimit import RateLimiter
 from .services.auth import Authenticator
+from .services.federation import Federation
+from .services.forwarder import Forwarder
 from .services.mailbox import Mailbox
 from .services.registration import Registration
 from .services.submission import Submission
@@ -33,3 +35,5 @@ REGISTRATION: Final = web.AppKey("registration", Registration)
 SUBMISSION: Final = web.AppKey("submission", Submission)
 MAILBOX: Final = web.AppKey("mailbox", Mailbox)
 SOCKETS: Final[web.AppKey[weakref.WeakSet[web.WebSocketResponse]]] = web.AppKey("sockets")
+FEDERATION: Final = web.AppKey("federation", Federation)
+FORWARDER: Final = web.AppKey("forwarder", Forwarder)

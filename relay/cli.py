@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keys.card import Card, load_card
 from keys.clock import SYSTEM_CLOCK
 from keys.encoding import format_time, parse_time
 from keys.errors import DecodeError
@@ -27,7 +28,9 @@ from .config import RelayConfig, load_config
 from .errors import BadRequest, ConfigError
 from .node import NodeDir, create_node, kdf_params, read_card, unlock
 from .services.membership import Membership
+from .services.peering import Peering, Pinned
 from .storage.database import SQLITE_FILE, Database, sqlite_url
+from .storage.federation import PeerRow
 
 T = TypeVar("T")
 _DURATION = re.compile(r"(\d{1,4})([mhd])")
@@ -80,6 +83,30 @@ def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
     p = command("revoke", "revoke a member (or a pending invitation) by id", cmd_revoke)
     p.add_argument("id", help="member id or invitation id")
     p.add_argument("--database", help="override the configured database URL")
+
+    peers = cmds.add_parser("peers", help="pin, list and remove peer nodes (federation)",
+                            description="Peer nodes are the only nodes this node accepts "
+                                        "envelopes and statements from, and forwards to.")
+    psub = peers.add_subparsers(dest="peers_command", metavar="COMMAND")
+    psub.required = True
+    p = psub.add_parser("add", help="pin a peer node by its card",
+                        description="Pin a peer node by the card its operator exported with "
+                                    "`backchannel relay card`. Compare the fingerprint "
+                                    "printed with the one the peer's operator reads to you.")
+    p.add_argument("--dir", required=True, type=Path, help="the node directory")
+    p.add_argument("card", metavar="CARD_FILE", type=Path, help="the peer's node card")
+    p.add_argument("--database", help="override the configured database URL")
+    p.set_defaults(func=cmd_peers_add)
+    p = psub.add_parser("list", help="list pinned peers")
+    p.add_argument("--dir", required=True, type=Path, help="the node directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--database", help="override the configured database URL")
+    p.set_defaults(func=cmd_peers_list)
+    p = psub.add_parser("remove", help="unpin a peer (its pushes are refused from now on)")
+    p.add_argument("--dir", required=True, type=Path, help="the node directory")
+    p.add_argument("id", metavar="ID", help="the peer's node id")
+    p.add_argument("--database", help="override the configured database URL")
+    p.set_defaults(func=cmd_peers_remove)
 
     p = command("serve", "run the node until interrupted", cmd_serve)
     p.add_argument("--host", help="address to listen on (overrides relay.toml)")
@@ -226,6 +253,85 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
     what = _run(_with_db(database_url(config, args.dir), work))
     print(f"revoked {what} {args.id}")
+    return 0
+
+
+#: A node card is about 2.5 KB (4 KB armored).
+MAX_CARD_FILE = 64 * 1024
+
+
+def _peering(args: argparse.Namespace) -> tuple[RelayConfig, Callable[[Database], Peering]]:
+    node_dir = NodeDir(args.dir).require()
+    config = _config(args, database=args.database)
+    own = read_card(node_dir)
+    return config, lambda db: Peering(db, own.id)
+
+
+def cmd_peers_add(args: argparse.Namespace) -> int:
+    config, peering = _peering(args)
+    try:
+        with args.card.open("rb") as handle:
+            data = handle.read(MAX_CARD_FILE + 1)
+    except OSError as exc:
+        raise BadRequest(f"cannot read {args.card}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CARD_FILE:
+        raise BadRequest(f"{args.card} is too large to be a card")
+
+    async def work(db: Database) -> Pinned:
+        service = peering(db)
+        return await service.add(service.load(data))
+
+    pinned = _run(_with_db(database_url(config, args.dir), work))
+    card = pinned.card
+    verb = {"added": "pinned", "updated": "updated", "unchanged": "already pinned:"}[
+        pinned.outcome]
+    url = card.home.url if card.home else ""
+    print(f"{verb} peer {card.name} ({card.id}) at {url}")
+    print(f"fingerprint: {card.fingerprint}")
+    print("Compare the fingerprint with the peer's operator before relying on it; the peer "
+          "must pin this node's card too (`backchannel relay card`).")
+    return 0
+
+
+def peer_json(row: PeerRow) -> dict[str, Any]:
+    card = read_peer_card(row)
+    return {"id": row.id, "name": row.name, "url": row.url, "fingerprint": card.fingerprint,
+            "added": _time(row.added_at)}
+
+
+def read_peer_card(row: PeerRow) -> Card:
+    return load_card(row.card, now=SYSTEM_CLOCK.now(), allow_expired=True, check_created=False)
+
+
+def cmd_peers_list(args: argparse.Namespace) -> int:
+    config, peering = _peering(args)
+
+    async def work(db: Database) -> list[PeerRow]:
+        return await peering(db).list()
+
+    rows = _run(_with_db(database_url(config, args.dir), work))
+    if args.json:
+        json.dump({"peers": [peer_json(r) for r in rows]}, sys.stdout, ensure_ascii=False,
+                  indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not rows:
+        print("no peers: pin one with `backchannel relay peers add --dir DIR CARD_FILE`")
+    for row in rows:
+        item = peer_json(row)
+        print(f"{row.id}  {row.url}  {item['fingerprint']}  added {item['added']}  {row.name}")
+    return 0
+
+
+def cmd_peers_remove(args: argparse.Namespace) -> int:
+    config, peering = _peering(args)
+
+    async def work(db: Database) -> None:
+        await peering(db).remove(args.id)
+
+    _run(_with_db(database_url(config, args.dir), work))
+    print(f"removed peer {args.id}; envelopes still queued for it are retried until they "
+          "expire, then reported as failed")
     return 0
 
 

@@ -34,6 +34,8 @@ SECTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "rate": ("rate_per_second", "rate_burst"),
     "retention": ("acknowledged_retention_days", "receipt_retention_days",
                   "purge_interval_seconds"),
+    "federation": ("federation_retry_seconds", "federation_retry_max_seconds",
+                   "federation_timeout_seconds", "federation_poll_seconds"),
     "log": ("log_level", "log_format"),
 }
 
@@ -75,6 +77,18 @@ class RelayConfig:
     #: Envelope metadata and receipts are deleted this long after expiry.
     receipt_retention_days: float = 90.0
     purge_interval_seconds: float = 600.0
+    # [federation]
+    #: First delay before retrying a peer that could not be reached; it doubles on
+    #: each failure (with jitter) up to the maximum.
+    federation_retry_seconds: float = 2.0
+    #: Ten minutes: a peer that comes back is reached within that, and a peer that is
+    #: down for days costs a few hundred attempts per envelope.
+    federation_retry_max_seconds: float = 600.0
+    #: Connect and read timeout of one push to a peer (a stalled read, not the total).
+    federation_timeout_seconds: float = 30.0
+    #: How often the outbox is checked when nothing woke it (work left by another
+    #: process sharing PostgreSQL, or by a crash).
+    federation_poll_seconds: float = 30.0
     # [log]
     log_level: str = "info"
     log_format: str = "json"
@@ -115,6 +129,20 @@ class RelayConfig:
         if not (math.isfinite(self.purge_interval_seconds)
                 and self.purge_interval_seconds >= 1):
             raise ConfigError("purge_interval_seconds must be at least 1")
+        if not (math.isfinite(self.federation_retry_seconds)
+                and 1 <= self.federation_retry_seconds <= 3600):
+            raise ConfigError("federation_retry_seconds must be between 1 and 3600")
+        if not (math.isfinite(self.federation_retry_max_seconds)
+                and self.federation_retry_seconds <= self.federation_retry_max_seconds
+                <= 86_400):
+            raise ConfigError("federation_retry_max_seconds must be between "
+                              "federation_retry_seconds and 86400")
+        if not (math.isfinite(self.federation_timeout_seconds)
+                and 1 <= self.federation_timeout_seconds <= 600):
+            raise ConfigError("federation_timeout_seconds must be between 1 and 600")
+        if not (math.isfinite(self.federation_poll_seconds)
+                and 0.1 <= self.federation_poll_seconds <= 3600):
+            raise ConfigError("federation_poll_seconds must be between 0.1 and 3600")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         if self.log_format not in ("json", "text"):

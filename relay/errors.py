@@ -135,6 +135,14 @@ class Forbidden(ClientError):
     title = "Forbidden"
 
 
+class NotAPeer(ClientError):
+    """A node-to-node request signed by a key this node has not pinned as a peer."""
+
+    slug = "not-a-peer"
+    status = 403
+    title = "Not a peer"
+
+
 class InvitationInvalid(ClientError):
     """Unknown, already used, expired or forged invitation: deliberately one answer."""
 

@@ -154,8 +154,49 @@ async def ack(request: web.Request) -> web.Response:
 async def receipts(request: web.Request) -> web.Response:
     caller = await _member(request)
     note(member=caller.id)
-    bodies = await request.app[appkeys.MAILBOX].receipts(caller, request.match_info["id"])
-    return _json({"statements": [_raw(b) for b in bodies]})
+    bodies, cards = await request.app[appkeys.MAILBOX].receipts(caller,
+                                                                request.match_info["id"])
+    return _json({"statements": [_raw(b) for b in bodies], "cards": [_raw(c) for c in cards]})
+
+
+def _federation_limit(max_sealed: int) -> int:
+    # An envelope push is a submission plus the statements and cards carried with it
+    # (at most 32 of each, a few KiB apiece).
+    return _submission_limit(max_sealed) + 1024 * 1024
+
+
+#: Statements coming back: up to 128 statements and 64 cards.
+STATEMENTS_LIMIT = 1024 * 1024
+
+
+async def federation_envelope(request: web.Request) -> web.Response:
+    app = request.app
+    limit = _federation_limit(app[appkeys.CONFIG].max_sealed_bytes)
+    body = await _json_body(request, limit)
+    peer = await app[appkeys.AUTH].peer(signed_parts(request, body, app[appkeys.CONFIG].url))
+    note(member=peer.id)
+    doc = parse_json_object(body, limit=limit, required=("envelope", "sealed"),
+                            optional=("statements", "cards"))
+    received = await app[appkeys.FEDERATION].accept_envelope(peer, doc)
+    note(envelope=received.id)
+    if received.created:
+        app[appkeys.METRICS].federation_received.labels("envelope").inc()
+    return _json({"id": received.id, "stored": received.created},
+                 status=201 if received.created else 200)
+
+
+async def federation_statements(request: web.Request) -> web.Response:
+    app = request.app
+    body = await _json_body(request, STATEMENTS_LIMIT)
+    peer = await app[appkeys.AUTH].peer(signed_parts(request, body, app[appkeys.CONFIG].url))
+    note(member=peer.id)
+    doc = parse_json_object(body, limit=STATEMENTS_LIMIT, required=("envelope", "statements"),
+                            optional=("cards",))
+    stored = await app[appkeys.FEDERATION].accept_statements(peer, doc)
+    if isinstance(doc["envelope"], str):
+        note(envelope=doc["envelope"][:43])
+    app[appkeys.METRICS].federation_received.labels("statements").inc(stored)
+    return _json({"stored": stored})
 
 
 async def healthz(request: web.Request) -> web.Response:

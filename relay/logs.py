@@ -15,7 +15,8 @@ import sys
 from typing import Final
 
 FIELDS: Final = ("event", "method", "route", "status", "ms", "member", "envelope", "type",
-                 "error", "count", "host", "port", "backend", "nonces", "sealed", "envelopes")
+                 "error", "count", "host", "port", "backend", "nonces", "sealed", "envelopes",
+                  "peer", "kind", "attempts", "outcome")
 
 
 class JsonFormatter(logging.Formatter):

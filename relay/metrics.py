@@ -35,6 +35,13 @@ class Metrics:
                                  "Authenticated WebSocket sessions", registry=r)
         self.ws_pushed = Counter("backchannel_websocket_pushes",
                                  "Notices pushed to WebSocket clients", registry=r)
+        self.pushes = Counter("backchannel_federation_pushes",
+                              "Pushes to peer nodes by kind (envelope, statements) and "
+                              "outcome (ok, retry, refused, expired)", ["kind", "outcome"],
+                              registry=r)
+        self.federation_received = Counter("backchannel_federation_received",
+                                           "Envelopes and statements newly stored from "
+                                           "peers", ["kind"], registry=r)
         self.purged = Counter("backchannel_purged", "Rows purged by retention",
                               ["what"], registry=r)
 

@@ -12,7 +12,7 @@ from .problems import TYPE_BASE
 
 SLUGS: Final = ("bad-request", "envelope-invalid", "unroutable", "expired", "statement-invalid",
                 "signature-missing", "signature-invalid", "signature-expired", "replay",
-                "unauthorized", "forbidden", "invitation-invalid", "not-found",
+                "unauthorized", "forbidden", "not-a-peer", "invitation-invalid", "not-found",
                 "method-not-allowed", "conflict", "gone", "too-large", "unsupported-media-type",
                 "rate-limited", "internal")
 
@@ -40,6 +40,14 @@ _SIGNED_ERRORS = {
     "401": _problem("Missing, invalid, expired or replayed signature, or unknown key"),
     "403": _problem("Revoked member (forbidden)"),
     "429": _problem("Rate limit exceeded; see Retry-After"),
+}
+_PUSHED = _obj(["id", "stored"], {"id": {"type": "string"}, "stored": {"type": "boolean"}})
+_PEER_ERRORS = {
+    "400": _problem("Malformed request, envelope-invalid, statement-invalid, unroutable "
+                    "(not on the route, or a skipped hop) or expired"),
+    "401": _problem("Missing, invalid, expired or replayed signature"),
+    "403": _problem("not-a-peer (the signing key is not a pinned peer), or forbidden "
+                    "(statements from a node that is not the next hop)"),
 }
 _ID_PARAM = {"name": "id", "in": "path", "required": True,
              "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
@@ -162,10 +170,44 @@ def openapi_document(config: RelayConfig) -> dict[str, Any]:
                 "operationId": "listReceipts",
                 "summary": "Statements about an envelope, in time order",
                 "security": signed, "parameters": [_ID_PARAM],
-                "responses": {"200": _ok("The statements", _obj(["statements"], {
-                    "statements": {"type": "array", "items": _DSSE}})),
+                "responses": {"200": _ok("The statements, and the cards of their signers "
+                                         "known to this node", _obj(["statements", "cards"], {
+                    "statements": {"type": "array", "items": _DSSE},
+                    "cards": {"type": "array", "items": _DSSE}})),
                     **_SIGNED_ERRORS,
                     "404": _problem("Unknown, or not addressed to or sent by the caller")}}},
+            "/v1/federation/envelopes": {"post": {
+                "operationId": "pushEnvelope",
+                "summary": "Node to node: an envelope handed on along its route (idempotent "
+                           "by envelope id); signed by a pinned peer node",
+                "security": signed,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _obj(["envelope", "sealed"], {
+                        "envelope": _DSSE,
+                        "sealed": {"type": "string", "contentEncoding": "base64url"},
+                        "statements": {"type": "array", "items": _DSSE, "maxItems": 32},
+                        "cards": {"type": "array", "items": _DSSE, "maxItems": 64}})}}},
+                "responses": {
+                    "201": _ok("Stored now", _PUSHED),
+                    "200": _ok("Already stored; nothing else happened", _PUSHED),
+                    **_PEER_ERRORS, **_JSON_BODY_ERRORS,
+                    "404": _problem("At the destination: a recipient is not a member"),
+                    "409": _problem("The same content is stored under another envelope")}}},
+            "/v1/federation/statements": {"post": {
+                "operationId": "pushStatements",
+                "summary": "Node to node: statements travelling back towards the origin "
+                           "(idempotent by statement id); signed by the next hop",
+                "security": signed,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _obj(["envelope", "statements"], {
+                        "envelope": {"type": "string"},
+                        "statements": {"type": "array", "items": _DSSE, "maxItems": 128},
+                        "cards": {"type": "array", "items": _DSSE, "maxItems": 64}})}}},
+                "responses": {
+                    "200": _ok("Stored (the number newly stored)", _obj(
+                        ["stored"], {"stored": {"type": "integer", "minimum": 0}})),
+                    **_PEER_ERRORS, **_JSON_BODY_ERRORS,
+                    "404": _problem("Unknown envelope")}}},
             "/v1/ws": {"get": {
                 "operationId": "pushDeliveries",
                 "summary": "WebSocket: challenge, signed auth, then one message per new "

@@ -24,7 +24,7 @@ from keys.ed25519 import VerifyKey
 
 from .. import errors
 from ..ratelimit import RateLimiter
-from ..storage import members, nonces
+from ..storage import federation, members, nonces
 from ..storage.database import Database
 
 
@@ -34,6 +34,14 @@ class Caller:
 
     id: str
     role: str
+    key: VerifyKey
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An authenticated peer node (pinned by the operator)."""
+
+    id: str
     key: VerifyKey
 
 
@@ -109,6 +117,21 @@ class Authenticator:
         # Step 4.
         await self.remember(signed)
         return Caller(row.id, row.role, key)
+
+    async def peer(self, parts: SignedParts) -> Peer:
+        """Authenticate a node-to-node request: signed (as a member's is) by the key of
+        a pinned peer node. Peers are not rate-limited: each is one operator's node,
+        pinned on purpose, and carries many members' traffic."""
+        keyid = self.keyid_of(parts)
+        async with self.db.read() as conn:
+            row = await federation.get_peer(conn, keyid)
+        if row is None:
+            raise errors.NotAPeer("this node does not peer with the signing key; its "
+                                  "operator pins peers with `backchannel relay peers add`")
+        key = VerifyKey(row.signing_key)
+        signed = self._verify(parts, {row.id: key})
+        await self.remember(signed)
+        return Peer(row.id, key)
 
     async def newcomer(self, parts: SignedParts, key: VerifyKey) -> None:
         """Proof of possession for registration: the request is signed by ``key``."""

@@ -7,6 +7,7 @@ envelope that does not exist, so nobody learns about traffic they are not part o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,7 +21,7 @@ from keys.statements import parse_statement as parse_statement_payload
 
 from .. import errors
 from ..rules import check_opened
-from ..storage import mailbox, members
+from ..storage import federation, mailbox, members
 from ..storage.database import Database
 from ..storage.mailbox import Delivery, EnvelopeMeta, InboxItem
 from .auth import Caller
@@ -46,11 +47,13 @@ def parse_statement(value: object) -> Statement:
 
 class Mailbox:
     def __init__(self, db: Database, node: Identity, *, page_max: int,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, wake: Callable[[], None] = lambda: None) -> None:
         self.db = db
         self.node = node
         self.page_max = page_max
         self.clock = clock
+        #: Called after a commit that queued statements for the previous hop.
+        self.wake = wake
 
     def _now(self) -> int:
         return int(self.clock.now().timestamp())
@@ -88,26 +91,32 @@ class Mailbox:
             raise errors.Gone("this envelope has expired or been purged")
         first = False
         if delivery is not None and delivery.delivered_at is None:
-            first = await self._deliver(caller.id, envelope_id)
+            first = await self._deliver(caller.id, envelope_id, meta.back_to)
+            if first and meta.back_to is not None:
+                self.wake()
         return Fetched(meta.routing, sealed, first)
 
-    async def _deliver(self, recipient: str, envelope_id: str,
+    async def _deliver(self, recipient: str, envelope_id: str, back_to: str | None,
                        conn: AsyncConnection | None = None) -> bool:
         statement = make_statement("delivered", envelope_id, self.node.signing_key,
                                    clock=self.clock, recipient=recipient)
         if conn is None:
             async with self.db.write() as own:
-                return await self._record_delivery(own, recipient, envelope_id, statement)
-        return await self._record_delivery(conn, recipient, envelope_id, statement)
+                return await self._record_delivery(own, recipient, envelope_id, statement,
+                                                   back_to)
+        return await self._record_delivery(conn, recipient, envelope_id, statement, back_to)
 
     async def _record_delivery(self, conn: AsyncConnection, recipient: str, envelope_id: str,
-                               statement: Statement) -> bool:
+                               statement: Statement, back_to: str | None) -> bool:
         at = int(statement.at.timestamp())
         if not await mailbox.mark_delivered(conn, envelope_id, recipient, at):
             return False  # a concurrent fetch signed it first
         await mailbox.insert_statement(conn, id=statement.id, envelope_id=envelope_id,
                                        kind="delivered", signer=self.node.id,
                                        recipient=recipient, at=at, body=statement.to_json())
+        if back_to is not None:
+            # The envelope came through peers: the receipt goes back along its route.
+            await federation.enqueue(conn, back_to, envelope_id, [statement.id], at)
         return True
 
     async def ack(self, caller: Caller, envelope_id: str, opened: object | None) -> bool:
@@ -123,12 +132,13 @@ class Mailbox:
                 raise errors.StatementInvalid("the opened statement's signature does not "
                                               "verify") from None
         now = self._now()
+        queued = False
         async with self.db.write() as conn:
-            _meta, delivery = await self._visible(conn, caller, envelope_id)
+            meta, delivery = await self._visible(conn, caller, envelope_id)
             if delivery is None:
                 raise errors.NotFound("no such envelope in this inbox")
             if delivery.delivered_at is None:
-                await self._deliver(caller.id, envelope_id, conn)
+                queued = await self._deliver(caller.id, envelope_id, meta.back_to, conn)
             first = await mailbox.mark_acked(conn, envelope_id, caller.id, now)
             if statement is not None and await mailbox.statement_of(
                     conn, envelope_id, "opened", caller.id) is None:
@@ -136,12 +146,28 @@ class Mailbox:
                     conn, id=statement.id, envelope_id=envelope_id, kind="opened",
                     signer=caller.id, recipient=caller.id, at=int(statement.at.timestamp()),
                     body=statement.to_json())
+                if meta.back_to is not None:
+                    await federation.enqueue(conn, meta.back_to, envelope_id, [statement.id],
+                                             now)
+                    queued = True
+        if queued and meta.back_to is not None:
+            self.wake()
         return first
 
-    async def receipts(self, caller: Caller, envelope_id: str) -> list[bytes]:
+    async def receipts(self, caller: Caller, envelope_id: str) -> tuple[list[bytes],
+                                                                        list[bytes]]:
+        """Every statement about the envelope, and the card of each signer this node
+        knows (nodes further along a route included), so that the caller can verify
+        statements from nodes it has never met."""
         async with self.db.read() as conn:
             await self._visible(conn, caller, envelope_id)
-            return await mailbox.statements_for(conn, envelope_id)
+            bodies = await mailbox.statements_for(conn, envelope_id)
+            signers = await federation.signers_of(conn, envelope_id)
+            cards = await federation.card_bodies(conn, [s for s in signers
+                                                        if s != self.node.id])
+        if self.node.id in signers:
+            cards[self.node.id] = self.node.card.to_json()
+        return bodies, [cards[s] for s in sorted(cards)]
 
     async def member_card(self, caller: Caller, member_id: str) -> bytes:
         """A member's card, for members. Unknown and revoked give the same 404."""

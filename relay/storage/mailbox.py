@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, exists, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .schema import deliveries, envelopes, statements
+from .schema import deliveries, envelopes, outbox, statements
 
 _PG_CURSOR_LOCK = 0x6263_7265_6C61_7902
 
@@ -31,6 +31,8 @@ class EnvelopeMeta:
     received_at: int
     expires_at: int
     purged: bool
+    #: The peer it came from (statements about it go back there); None at the origin.
+    back_to: str | None
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class InboxItem:
 
 _META = (envelopes.c.id, envelopes.c.content_id, envelopes.c.sender, envelopes.c.routing,
          envelopes.c.size, envelopes.c.received_at, envelopes.c.expires_at,
-         envelopes.c.sealed.is_(None).label("purged"))
+         envelopes.c.sealed.is_(None).label("purged"), envelopes.c.back_to)
 
 
 async def get_envelope(conn: AsyncConnection, envelope_id: str) -> EnvelopeMeta | None:
@@ -73,10 +75,10 @@ async def get_sealed(conn: AsyncConnection, envelope_id: str) -> bytes | None:
 
 async def insert_envelope(conn: AsyncConnection, *, id: str, content_id: str, sender: str,
                           routing: bytes, sealed: bytes, received_at: int,
-                          expires_at: int) -> None:
+                          expires_at: int, back_to: str | None = None) -> None:
     await conn.execute(insert(envelopes).values(
         id=id, content_id=content_id, sender=sender, routing=routing, sealed=sealed,
-        size=len(sealed), received_at=received_at, expires_at=expires_at))
+        size=len(sealed), received_at=received_at, expires_at=expires_at, back_to=back_to))
 
 
 async def lock_cursor(conn: AsyncConnection) -> None:
@@ -183,6 +185,7 @@ async def purge_envelopes(conn: AsyncConnection, *, expired_before: int) -> int:
     ``expired_before``. A resubmission of one is refused as expired, so this keeps
     de-duplication permanent."""
     doomed = select(envelopes.c.id).where(envelopes.c.expires_at < expired_before)
+    await conn.execute(delete(outbox).where(outbox.c.envelope_id.in_(doomed)))
     await conn.execute(delete(statements).where(statements.c.envelope_id.in_(doomed)))
     await conn.execute(delete(deliveries).where(deliveries.c.envelope_id.in_(doomed)))
     result = await conn.execute(delete(envelopes).where(envelopes.c.expires_at < expired_before))

@@ -62,6 +62,9 @@ envelopes = Table(
     Column("size", Integer, nullable=False),
     Column("received_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+    #: The peer node this envelope came from, to which statements about it travel
+    #: back; NULL when a member submitted it here (this node is its origin).
+    Column("back_to", String(64), nullable=True),
     Index("ix_envelopes_expires_at", "expires_at"),
 )
 
@@ -101,4 +104,47 @@ nonces = Table(
     Column("nonce", String(128), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
     Index("ix_nonces_expires_at", "expires_at"),
+)
+
+#: Peer nodes pinned by the operator (`relay peers add`): the only nodes whose
+#: requests are accepted and to which envelopes and statements are pushed.
+peers = Table(
+    "peers", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    #: The peer's public URL, from its card (``home.url``).
+    Column("url", String(2048), nullable=False),
+    Column("card", LargeBinary, nullable=False),
+    Column("signing_key", LargeBinary(32), nullable=False),
+    Column("added_at", BigInteger, nullable=False),
+)
+
+#: Identity cards of signers met through federation (senders and recipients on other
+#: nodes, nodes further along a route), so that their statements can be verified
+#: and handed on with the card that verifies them. Public data only.
+cards = Table(
+    "cards", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("card", LargeBinary, nullable=False),
+    Column("added_at", BigInteger, nullable=False),
+)
+
+#: What this node still has to push to a peer: the envelope itself (``statement_id``
+#: NULL, forward to the next hop) or a statement travelling back to the previous hop.
+#: A row is deleted only after the peer confirmed, so work survives restarts.
+outbox = Table(
+    "outbox", metadata,
+    Column("seq", Cursor, primary_key=True, autoincrement=True),
+    Column("peer", String(64), nullable=False),
+    Column("envelope_id", String(43), ForeignKey("envelopes.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("statement_id", String(43), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    #: Why the last attempt failed: a problem slug or an exception class, no details.
+    Column("last_error", String(64), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_outbox_due", "next_attempt_at"),
+    Index("ix_outbox_envelope", "envelope_id"),
+    sqlite_autoincrement=True,
 )

@@ -1,0 +1,296 @@
+"""Accepting pushes from peer nodes: envelopes going forward, statements coming back.
+
+An envelope pushed by peer P to this node N (``POST /v1/federation/envelopes``):
+
+1. P is a pinned peer and signed the request (the handler, through
+   :meth:`Authenticator.peer`).
+2. Parse the envelope and the sealed bytes (size-limited).
+3. N is on the route after the origin and P is the hop just before N
+   (:func:`relay.rules.check_transit`).
+4. An envelope id already stored here is answered 200 and nothing else happens: a
+   retry or a replay never makes a second delivery, a second *relayed*, a second push.
+5. The sender's card (carried with the envelope) verifies the envelope's signature,
+   so the route read in step 3 is the one the sender signed; the sealed bytes are its
+   content; it is valid now and addressed as its header says.
+6. The statements carried with it (*accepted* by the origin, *relayed* by the hops
+   before N) each verify with their signer's card and stand where they claim.
+7. At the destination every recipient is an active member; elsewhere, N peers with
+   the next hop.
+8. One transaction: the envelope (with P as the hop statements go back to), the
+   carried statements and cards; at the destination one delivery per recipient;
+   elsewhere N's *relayed* statement, a push of the envelope to the next hop and a
+   push of the *relayed* statement back to P.
+
+Statements pushed back by peer P to N (``POST /v1/federation/statements``): N holds
+the envelope and P is the hop after N on its route; every statement verifies with
+its signer's card and comes from a party after N (:func:`relay.rules.check_carried`);
+a *countersigned* one names an *opened* statement. In one transaction the new ones
+are stored, an intermediary countersigns each new *opened* statement, and all that
+is new goes on back towards the origin. Statements already stored are skipped, so a
+retried push stores nothing twice.
+
+Any refusal happens before the transaction: nothing is half-stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keys import dsse
+from keys.card import MAX_CARD_BYTES, Card, load_card
+from keys.clock import SYSTEM_CLOCK, Clock
+from keys.envelope import Routing, check_content, parse_routing, verify_routing
+from keys.errors import BackchannelError, DecodeError, VerificationError
+from keys.identity import Identity
+from keys.statements import Statement, make_statement, verify_statement
+
+from .. import errors
+from ..notify import Announcer, Notice
+from ..rules import check_carried, check_fresh, check_transit
+from ..storage import federation, mailbox, members
+from ..storage.database import Database
+from .auth import Peer
+from .mailbox import parse_statement
+from .submission import parse_submission
+
+#: A route has at most 10 nodes: an *accepted* and 9 *relayed* travel forward.
+MAX_CARRIED: Final = 32
+#: Back: per recipient (at most 32) a *delivered*, an *opened* and up to 8
+#: *countersigned*, plus the nodes' own statements; pushes are cut to this size.
+MAX_BACK: Final = 128
+MAX_CARDS: Final = 64
+_ID_LEN: Final = 43
+_NODE_KINDS: Final = frozenset({"accepted", "relayed", "delivered", "countersigned", "failed"})
+
+
+@dataclass(frozen=True)
+class Received:
+    id: str
+    created: bool
+
+
+def parse_cards(value: object, now: datetime) -> dict[str, Card]:
+    """Cards carried in a push, by identity id (self-signatures checked; expiry is
+    judged against each statement's time by whoever verifies a bundle)."""
+    if value is None:
+        return {}
+    if not isinstance(value, list) or len(value) > MAX_CARDS:
+        raise errors.BadRequest(f"cards must be a list of at most {MAX_CARDS}")
+    cards: dict[str, Card] = {}
+    for item in value:
+        try:
+            card = load_card(dsse.Envelope.from_dict(item, max_payload=MAX_CARD_BYTES),
+                             now=now, allow_expired=True, check_created=False)
+        except BackchannelError as exc:
+            raise errors.BadRequest(f"invalid card: {exc}") from None
+        cards[card.id] = card
+    return cards
+
+
+def parse_statements(value: object, limit: int) -> list[Statement]:
+    if not isinstance(value, list) or len(value) > limit:
+        raise errors.BadRequest(f"statements must be a list of at most {limit}")
+    return [parse_statement(item) for item in value]
+
+
+def check_signed(statement: Statement, card: Card | None) -> None:
+    """``statement`` verifies with ``card``, the card of the identity it names as ``by``
+    (identity ids derive from keys, so nobody else's card can match)."""
+    if card is None:
+        raise errors.StatementInvalid(f"no card was given for the signer of a "
+                                      f"{statement.kind} statement")
+    if (card.role == "node") != (statement.kind in _NODE_KINDS):
+        raise errors.StatementInvalid(f"a {statement.kind} statement is signed by the wrong "
+                                      "kind of party")
+    try:
+        verify_statement(statement, card.verify_key)
+    except VerificationError:
+        raise errors.StatementInvalid(f"a {statement.kind} statement by {statement.by} does "
+                                      "not verify: it was altered or forged") from None
+
+
+def card_payload(cards: Iterable[Card]) -> dict[str, bytes]:
+    return {c.id: c.to_json() for c in cards}
+
+
+async def insert_statements(conn: AsyncConnection, envelope_id: str,
+                            statements: Iterable[Statement]) -> None:
+    for st in statements:
+        await mailbox.insert_statement(conn, id=st.id, envelope_id=envelope_id, kind=st.kind,
+                                       signer=st.by, recipient=st.fields.get("recipient"),
+                                       at=int(st.at.timestamp()), body=st.to_json())
+
+
+class Federation:
+    def __init__(self, db: Database, node: Identity, announcer: Announcer, *,
+                 max_sealed: int, clock: Clock = SYSTEM_CLOCK,
+                 wake: Callable[[], None] = lambda: None) -> None:
+        self.db = db
+        self.node = node
+        self.announcer = announcer
+        self.max_sealed = max_sealed
+        self.clock = clock
+        self.wake = wake
+
+    async def _cards_for(self, conn: AsyncConnection, ids: Iterable[str],
+                         given: Mapping[str, Card]) -> dict[str, Card]:
+        """Cards for ``ids``: carried in the request, else known here."""
+        wanted = {i for i in ids if i not in given and i != self.node.id}
+        found = dict(given)
+        found[self.node.id] = self.node.card
+        for ident, body in (await federation.card_bodies(conn, wanted)).items():
+            found[ident] = load_card(body, now=self.clock.now(), allow_expired=True,
+                                     check_created=False)
+        return found
+
+    # --- envelopes going forward -------------------------------------------------------
+
+    async def accept_envelope(self, peer: Peer, doc: Mapping[str, Any]) -> Received:
+        # Step 2.
+        routing, sealed, header = parse_submission(doc["envelope"], doc["sealed"],
+                                                   max_sealed=self.max_sealed)
+        # Step 3.
+        check_transit(routing, node_id=self.node.id, pusher=peer.id)
+        # Step 4.
+        async with self.db.read() as conn:
+            if await mailbox.get_envelope(conn, routing.id) is not None:
+                return Received(routing.id, False)
+        given = parse_cards(doc.get("cards"), self.clock.now())
+        carried = parse_statements(doc.get("statements", []), MAX_CARRIED)
+        async with self.db.read() as conn:
+            cards = await self._cards_for(conn, [routing.sender, *(s.by for s in carried)],
+                                          given)
+            next_hop = routing.next_hop(self.node.id)
+            next_peer = None if next_hop is None else await federation.get_peer(conn,
+                                                                                 next_hop)
+        # Step 5.
+        sender = cards.get(routing.sender)
+        if sender is None:
+            raise errors.EnvelopeInvalid("the sender's card did not come with the envelope")
+        try:
+            verify_routing(routing, sender.verify_key)
+        except VerificationError:
+            raise errors.EnvelopeInvalid("the envelope's signature does not verify with its "
+                                         "sender's card: it was altered on the way") from None
+        try:
+            check_content(routing, sealed)
+        except DecodeError as exc:
+            raise errors.EnvelopeInvalid(str(exc)) from None
+        now = self.clock.now()
+        check_fresh(routing, header, now=now)
+        # Step 6.
+        for statement in carried:
+            check_carried(statement, routing, node_id=self.node.id, forward=True)
+            check_signed(statement, cards.get(statement.by))
+        # Step 7 (recipients: inside the transaction).
+        if next_hop is not None and next_peer is None:
+            raise errors.Unroutable("this node does not peer with the next hop on the "
+                                    f"envelope's route ({next_hop})")
+        relayed = None
+        if next_hop is not None:
+            relayed = make_statement("relayed", routing.id, self.node.signing_key,
+                                     clock=self.clock, previous=peer.id, next=next_hop)
+        # Step 8.
+        keep = card_payload(c for i, c in cards.items()
+                            if i != self.node.id and (i == routing.sender
+                                                      or any(s.by == i for s in carried)))
+        try:
+            notices = await self._store(routing, sealed, peer, carried, keep, relayed,
+                                        int(now.timestamp()))
+        except IntegrityError:
+            notices = None  # a concurrent push of the same envelope won
+        if notices is None:
+            return Received(routing.id, False)
+        self.announcer.after_commit(notices)
+        if relayed is not None:
+            self.wake()
+        return Received(routing.id, True)
+
+    async def _store(self, routing: Routing, sealed: bytes, peer: Peer,
+                     carried: list[Statement], cards: dict[str, bytes],
+                     relayed: Statement | None, now: int) -> list[Notice] | None:
+        async with self.db.write() as conn:
+            if await mailbox.get_envelope(conn, routing.id) is not None:
+                return None
+            holder = await mailbox.envelope_by_content(conn, routing.content)
+            if holder is not None:
+                raise errors.Conflict("this content is already stored under another envelope")
+            notices: list[Notice] = []
+            if relayed is None:
+                active = await members.active_among(conn, routing.to)
+                if active != set(routing.to):
+                    raise errors.NotFound("a recipient is not a member of this node")
+            await mailbox.insert_envelope(
+                conn, id=routing.id, content_id=routing.content, sender=routing.sender,
+                routing=routing.envelope.to_json(), sealed=sealed, received_at=now,
+                expires_at=int(routing.expires.timestamp()), back_to=peer.id)
+            known = await federation.known_statements(conn, [s.id for s in carried])
+            await insert_statements(conn, routing.id, (s for s in dict(
+                (s.id, s) for s in carried).values() if s.id not in known))
+            await federation.store_cards(conn, cards, now)
+            if relayed is None:
+                cursors = await mailbox.insert_deliveries(conn, routing.id, routing.to)
+                notices = [Notice(member, cursor, routing.id) for member, cursor in cursors]
+                await self.announcer.in_transaction(conn, notices)
+            else:
+                await insert_statements(conn, routing.id, [relayed])
+                await federation.enqueue(conn, relayed.fields["next"], routing.id, [None], now)
+                await federation.enqueue(conn, peer.id, routing.id, [relayed.id], now)
+        return notices
+
+    # --- statements coming back --------------------------------------------------------
+
+    async def accept_statements(self, peer: Peer, doc: Mapping[str, Any]) -> int:
+        envelope_id = doc["envelope"]
+        if not isinstance(envelope_id, str) or len(envelope_id) != _ID_LEN:
+            raise errors.BadRequest("envelope must be an envelope id")
+        statements = parse_statements(doc["statements"], MAX_BACK)
+        given = parse_cards(doc.get("cards"), self.clock.now())
+        async with self.db.read() as conn:
+            meta = await mailbox.get_envelope(conn, envelope_id)
+            if meta is None:
+                raise errors.NotFound("no such envelope")
+            routing = parse_routing(dsse.Envelope.from_json(meta.routing))
+            if routing.next_hop(self.node.id) != peer.id:
+                raise errors.Forbidden("statements about this envelope come back only from "
+                                       "the next hop on its route")
+            cards = await self._cards_for(conn, (s.by for s in statements), given)
+            targets = {s.fields["statement"] for s in statements if s.kind == "countersigned"}
+            opened_here = {s.id for s in statements if s.kind == "opened"}
+            stored = await federation.known_statements(conn, sorted(targets - opened_here),
+                                                       kind="opened")
+        for statement in statements:
+            check_carried(statement, routing, node_id=self.node.id, forward=False)
+            check_signed(statement, cards.get(statement.by))
+        missing = targets - opened_here - stored
+        if missing:
+            raise errors.StatementInvalid("a countersigned statement names a statement this "
+                                          "node has not seen")
+        keep = card_payload(c for i, c in cards.items()
+                            if i != self.node.id and any(s.by == i for s in statements))
+        intermediary = self.node.id in routing.route
+        now = int(self.clock.now().timestamp())
+        try:
+            async with self.db.write() as conn:
+                known = await federation.known_statements(conn, [s.id for s in statements])
+                new = list({s.id: s for s in statements if s.id not in known}.values())
+                if intermediary:
+                    new += [make_statement("countersigned", routing.id, self.node.signing_key,
+                                           clock=self.clock, statement=s.id)
+                            for s in new if s.kind == "opened"]
+                await insert_statements(conn, routing.id, new)
+                await federation.store_cards(conn, keep, now)
+                if meta.back_to is not None:
+                    await federation.enqueue(conn, meta.back_to, routing.id,
+                                             [s.id for s in new], now)
+        except IntegrityError:
+            return 0  # a concurrent push of the same statements won
+        if new and meta.back_to is not None:
+            self.wake()
+        return len(new)

@@ -1,0 +1,191 @@
+"""Peers, cards of remote signers, and the outbox of pushes to peers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Executable, Table, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .schema import cards, envelopes, members, outbox, peers, statements
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    id: str
+    name: str
+    url: str
+    card: bytes
+    signing_key: bytes
+    added_at: int
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    peer: str
+    envelope_id: str
+    #: None: the envelope itself; else a statement travelling back.
+    statement_id: str | None
+    attempts: int
+    next_attempt_at: int
+    last_error: str | None
+    created_at: int
+
+
+# --- peers ---------------------------------------------------------------------------
+
+async def get_peer(conn: AsyncConnection, peer_id: str) -> PeerRow | None:
+    row = (await conn.execute(select(peers).where(peers.c.id == peer_id))).first()
+    return PeerRow(**row._mapping) if row is not None else None
+
+
+async def list_peers(conn: AsyncConnection) -> list[PeerRow]:
+    rows = await conn.execute(select(peers).order_by(peers.c.added_at, peers.c.id))
+    return [PeerRow(**row._mapping) for row in rows]
+
+
+async def insert_peer(conn: AsyncConnection, *, id: str, name: str, url: str, card: bytes,
+                      signing_key: bytes, added_at: int) -> None:
+    await conn.execute(insert(peers).values(id=id, name=name, url=url, card=card,
+                                            signing_key=signing_key, added_at=added_at))
+
+
+async def update_peer(conn: AsyncConnection, *, id: str, name: str, url: str,
+                      card: bytes) -> None:
+    await conn.execute(update(peers).where(peers.c.id == id)
+                       .values(name=name, url=url, card=card))
+
+
+async def delete_peer(conn: AsyncConnection, peer_id: str) -> bool:
+    result = await conn.execute(delete(peers).where(peers.c.id == peer_id))
+    return result.rowcount == 1
+
+
+# --- cards ---------------------------------------------------------------------------
+
+def _insert_ignore(conn: AsyncConnection, table: Table) -> Executable:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+async def store_cards(conn: AsyncConnection, bodies: dict[str, bytes], now: int) -> None:
+    """Remember cards (by identity id) not yet known; a known id keeps its card (the
+    id is derived from the key, so both cards carry the same key)."""
+    if not bodies:
+        return
+    await conn.execute(_insert_ignore(conn, cards),
+                       [{"id": i, "card": b, "added_at": now} for i, b in bodies.items()])
+
+
+async def card_bodies(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, bytes]:
+    """Cards for ``ids`` among the members, the peers and the cards met through
+    federation (the node's own card is the caller's to add)."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    found: dict[str, bytes] = {}
+    for table in (members, peers, cards):
+        missing = [i for i in wanted if i not in found]
+        if not missing:
+            break
+        rows = await conn.execute(select(table.c.id, table.c.card)
+                                  .where(table.c.id.in_(missing)))
+        found.update({row.id: row.card for row in rows})
+    return found
+
+
+# --- statements ----------------------------------------------------------------------
+
+async def known_statements(conn: AsyncConnection, ids: Sequence[str],
+                           kind: str | None = None) -> set[str]:
+    if not ids:
+        return set()
+    query = select(statements.c.id).where(statements.c.id.in_(list(ids)))
+    if kind is not None:
+        query = query.where(statements.c.kind == kind)
+    return {row.id for row in await conn.execute(query)}
+
+
+async def statements_by_id(conn: AsyncConnection, ids: Sequence[str]
+                           ) -> dict[str, tuple[str, bytes]]:
+    """``id -> (signer, body)``."""
+    rows = await conn.execute(select(statements.c.id, statements.c.signer, statements.c.body)
+                              .where(statements.c.id.in_(list(ids))))
+    return {row.id: (row.signer, row.body) for row in rows}
+
+
+async def statements_of_kinds(conn: AsyncConnection, envelope_id: str,
+                              kinds: Sequence[str]) -> list[tuple[str, bytes]]:
+    """``(signer, body)`` of the envelope's statements of ``kinds``, in storage order."""
+    rows = await conn.execute(select(statements.c.signer, statements.c.body)
+                              .where(statements.c.envelope_id == envelope_id,
+                                     statements.c.kind.in_(list(kinds)))
+                              .order_by(statements.c.seq))
+    return [(row.signer, row.body) for row in rows]
+
+
+async def signers_of(conn: AsyncConnection, envelope_id: str) -> list[str]:
+    rows = await conn.execute(select(statements.c.signer).distinct()
+                              .where(statements.c.envelope_id == envelope_id))
+    return [row.signer for row in rows]
+
+
+# --- outbox --------------------------------------------------------------------------
+
+async def enqueue(conn: AsyncConnection, peer: str, envelope_id: str,
+                  statement_ids: Sequence[str | None], now: int) -> None:
+    if not statement_ids:
+        return
+    await conn.execute(insert(outbox), [
+        {"peer": peer, "envelope_id": envelope_id, "statement_id": sid, "attempts": 0,
+         "next_attempt_at": now, "last_error": None, "created_at": now}
+        for sid in statement_ids])
+
+
+async def due(conn: AsyncConnection, now: int, limit: int) -> list[OutboxRow]:
+    rows = await conn.execute(select(outbox).where(outbox.c.next_attempt_at <= now)
+                              .order_by(outbox.c.seq).limit(limit))
+    return [OutboxRow(**row._mapping) for row in rows]
+
+
+async def pending_for(conn: AsyncConnection, peer: str, envelope_id: str) -> list[OutboxRow]:
+    """Every statement row still to push to ``peer`` for the envelope, due or not: a
+    push carries them all, in order, so that the far side never sees a later statement
+    without an earlier one."""
+    rows = await conn.execute(select(outbox).where(outbox.c.peer == peer,
+                                                   outbox.c.envelope_id == envelope_id,
+                                                   outbox.c.statement_id.is_not(None))
+                              .order_by(outbox.c.seq))
+    return [OutboxRow(**row._mapping) for row in rows]
+
+
+async def next_due(conn: AsyncConnection) -> int | None:
+    value = (await conn.execute(select(func.min(outbox.c.next_attempt_at)))).scalar()
+    return int(value) if value is not None else None
+
+
+async def delete_rows(conn: AsyncConnection, seqs: Sequence[int]) -> None:
+    await conn.execute(delete(outbox).where(outbox.c.seq.in_(list(seqs))))
+
+
+async def reschedule(conn: AsyncConnection, seqs: Sequence[int], *, next_attempt_at: int,
+                     error: str) -> None:
+    await conn.execute(update(outbox).where(outbox.c.seq.in_(list(seqs)))
+                       .values(attempts=outbox.c.attempts + 1,
+                               next_attempt_at=next_attempt_at, last_error=error[:64]))
+
+
+async def outbox_rows(conn: AsyncConnection) -> list[OutboxRow]:
+    rows = await conn.execute(select(outbox).order_by(outbox.c.seq))
+    return [OutboxRow(**row._mapping) for row in rows]
+
+
+async def drop_sealed(conn: AsyncConnection, envelope_id: str) -> None:
+    """Forget the ciphertext of an envelope this node has handed on (or given up on):
+    a node in transit keeps metadata and receipts only."""
+    await conn.execute(update(envelopes).where(envelopes.c.id == envelope_id)
+                       .values(sealed=None))
