@@ -9,9 +9,13 @@
     ``synchronous=FULL``) with *group commit*: requests queue their rows, one
     writer thread commits everything queued as one transaction, and each request is
     answered only after the commit that holds its row.
+``ws``
+    aiohttp WebSocket sessions with the relay's handshake shape (challenge, any
+    answer, ``ready``) and nothing else: no database, no verification, one task
+    per session. The floor for the idle-session memory benchmark.
 
-Usage: ``python -m benchmarks.baseline_server {bare,verify} --port P [--db FILE]
-[--keys FILE] [--loop asyncio|uvloop]``; prints ``baseline: listening on ...``.
+Usage: ``python -m benchmarks.baseline_server {bare,verify,ws} --port P [--db FILE]
+[--keys FILE] [--node ID] [--loop asyncio|uvloop]``; prints ``baseline: listening on ...``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -119,6 +124,23 @@ def verify_app(db: Path, keys_file: Path) -> web.Application:
     return app
 
 
+def ws_app(node_id: str) -> web.Application:
+    async def session(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        await ws.prepare(request)
+        nonce = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+        await ws.send_json({"type": "challenge", "nonce": nonce, "node": node_id})
+        await ws.receive(timeout=10)
+        await ws.send_json({"type": "ready"})
+        async for _msg in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/ws", session)
+    return app
+
+
 def bare_app() -> web.Application:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/{tail:.*}", bare)
@@ -143,16 +165,19 @@ async def serve(app: web.Application, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_server")
-    parser.add_argument("kind", choices=("bare", "verify"))
+    parser.add_argument("kind", choices=("bare", "verify", "ws"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", type=Path)
     parser.add_argument("--keys", type=Path)
+    parser.add_argument("--node", default="baseline", help="node id in the ws challenge")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     if args.kind == "verify":
         if args.db is None or args.keys is None:
             parser.error("verify needs --db and --keys")
         app = verify_app(args.db, args.keys)
+    elif args.kind == "ws":
+        app = ws_app(args.node)
     else:
         app = bare_app()
     if args.loop == "uvloop":

@@ -57,12 +57,25 @@ def _postgres_version() -> str | None:
     return words[2] if len(words) > 2 else (out.strip() or None)
 
 
+#: Set when the benchmarks run from an exported tree (``git archive``), which has no .git.
+COMMIT_ENV = "BACKCHANNEL_BENCH_COMMIT"
+
+
 def _git_commit(root: Path) -> str | None:
-    if shutil.which("git") is None:
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
+    if shutil.which("git") is None or not (root / ".git").exists():
         return None
     out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True, timeout=10, check=False)
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    if not commit:
+        return None
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "keys",
+                            "client", "relay"], capture_output=True, text=True, timeout=10,
+                           check=False).stdout.strip()
+    # Measurements of uncommitted code say so.
+    return commit + (" + uncommitted changes in keys/client/relay" if dirty else "")
 
 
 def _sqlite_version() -> str:
