@@ -100,8 +100,9 @@ class Forwarder:
                 more = False
             if more:
                 continue
+            idle = await self._idle_time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), await self._idle_time())
+                await asyncio.wait_for(self._event.wait(), idle)
 
     async def _idle_time(self) -> float:
         async with self.db.read() as conn:

@@ -221,7 +221,7 @@ async def start_node(database_url: str, *, clock: Clock = SYSTEM_CLOCK,
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = replace(RelayConfig(name="Test node", url=public_url or url), **overrides).check()
-    first = Identity.create("Test node", "node")
+    first = Identity.create(config.name, "node")
     identity = first.reissue(home=HomeNode(first.id, config.url))
     app = create_app(config, node=identity, database_url=database_url, clock=clock)
     runner = web.AppRunner(app, access_log=None)

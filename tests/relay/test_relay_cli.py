@@ -117,3 +117,87 @@ def test_cli_on_postgresql(tmp_path: Path, capsys, pg_server):
     assert code == 0 and parse_invitation(out.splitlines()[-1]).role == "delegation"
     listing = json.loads(run(capsys, "members", "--dir", str(node), "--json")[1])
     assert [i["label"] for i in listing["invitations"]] == ["Kyiv"]
+
+
+# --- peers ---------------------------------------------------------------------------------
+
+def _node_with_card(capsys, tmp_path: Path, name: str, url: str) -> tuple[Path, Path]:
+    node = tmp_path / name
+    code, _out, _err = run(capsys, "init", "--dir", str(node), "--name", f"{name} node",
+                           "--url", url)
+    assert code == 0
+    card = tmp_path / f"{name}.card"
+    assert run(capsys, "card", "--dir", str(node), "--out", str(card), "--armor")[0] == 0
+    return node, card
+
+
+def test_peers_add_list_remove(tmp_path: Path, capsys):
+    geneva, _ = _node_with_card(capsys, tmp_path, "geneva", "https://ge.example")
+    istanbul, istanbul_card = _node_with_card(capsys, tmp_path, "istanbul",
+                                              "https://tr.example:8443")
+    peer = load_card(istanbul_card.read_text(), now=SYSTEM_CLOCK.now())
+    code, out, _ = run(capsys, "peers", "list", "--dir", str(geneva))
+    assert code == 0 and "no peers" in out
+    code, out, _ = run(capsys, "peers", "add", "--dir", str(geneva), str(istanbul_card))
+    assert code == 0, out
+    assert f"pinned peer istanbul node ({peer.id}) at https://tr.example:8443" in out
+    assert f"fingerprint: {peer.fingerprint}" in out
+    code, out, _ = run(capsys, "peers", "add", "--dir", str(geneva), str(istanbul_card))
+    assert code == 0 and out.startswith("already pinned: peer istanbul node")
+    listing = json.loads(run(capsys, "peers", "list", "--dir", str(geneva), "--json")[1])
+    assert listing["peers"] == [{"id": peer.id, "name": "istanbul node",
+                                 "url": "https://tr.example:8443",
+                                 "fingerprint": peer.fingerprint,
+                                 "added": listing["peers"][0]["added"]}]
+    code, out, _ = run(capsys, "peers", "list", "--dir", str(geneva))
+    assert peer.id in out and peer.fingerprint in out
+    # Pinning is per direction: Istanbul has not pinned Geneva.
+    assert json.loads(run(capsys, "peers", "list", "--dir", str(istanbul), "--json")[1]) \
+        == {"peers": []}
+    code, out, _ = run(capsys, "peers", "remove", "--dir", str(geneva), peer.id)
+    assert code == 0 and f"removed peer {peer.id}" in out
+    assert json.loads(run(capsys, "peers", "list", "--dir", str(geneva), "--json")[1]) \
+        == {"peers": []}
+
+
+@pytest.mark.parametrize("what", ["own", "member", "garbage", "missing", "unknown-id"])
+def test_peers_errors_are_one_line(tmp_path: Path, capsys, what: str):
+    from keys.identity import Identity
+
+    node, own_card = _node_with_card(capsys, tmp_path, "geneva", "https://ge.example")
+    member = tmp_path / "member.card"
+    member.write_bytes(Identity.create("Kyiv HQ", "delegation").card.to_json())
+    garbage = tmp_path / "garbage.card"
+    garbage.write_bytes(b'{"payload": "AAAA", "payloadType": "x", "signatures": []}')
+    argv = {
+        "own": ("peers", "add", "--dir", str(node), str(own_card)),
+        "member": ("peers", "add", "--dir", str(node), str(member)),
+        "garbage": ("peers", "add", "--dir", str(node), str(garbage)),
+        "missing": ("peers", "add", "--dir", str(node), str(tmp_path / "nope.card")),
+        "unknown-id": ("peers", "remove", "--dir", str(node), "nobody"),
+    }[what]
+    code, _out, err = run(capsys, *argv)
+    assert code == 1
+    assert err.startswith("backchannel: error: ") and err.count("\n") == 1, err
+    expected = {"own": "own card", "member": "not of a node", "garbage": "not a usable node card",
+                "missing": "cannot read", "unknown-id": "no pinned peer"}[what]
+    assert expected in err
+    assert json.loads(run(capsys, "peers", "list", "--dir", str(node), "--json")[1]) \
+        == {"peers": []}
+
+
+def test_a_peer_card_without_its_own_home_is_refused(tmp_path: Path, capsys):
+    from keys.card import HomeNode
+    from keys.identity import Identity
+
+    node, _ = _node_with_card(capsys, tmp_path, "geneva", "https://ge.example")
+    bare = tmp_path / "bare.card"
+    bare.write_bytes(Identity.create("Bare node", "node").card.to_json())
+    code, _out, err = run(capsys, "peers", "add", "--dir", str(node), str(bare))
+    assert code == 1 and "does not name its own URL" in err
+    other = Identity.create("Other node", "node")
+    lying = Identity.create("Lying node", "node").reissue(
+        home=HomeNode(other.id, "https://other.example"))
+    bare.write_bytes(lying.card.to_json())
+    code, _out, err = run(capsys, "peers", "add", "--dir", str(node), str(bare))
+    assert code == 1 and "does not name its own URL" in err

@@ -1,0 +1,533 @@
+"""Federation between real nodes in one process (each on its own 127.0.0.1 port and
+SQLite file): routing along the sender's route, statements travelling back,
+idempotent acceptance, the outbox, and the attacks a peer can try."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from federation_support import (
+    as_node,
+    chain,
+    eventually,
+    outbox,
+    pin,
+    push_doc,
+    read_and_ack,
+    receipts,
+    routed,
+    sealed_stored,
+    statement_kinds,
+    wake,
+)
+from relay_support import RunningNode
+
+from keys import dsse
+from keys.clock import FixedClock
+from keys.encoding import b64url_encode, json_dumps
+from keys.envelope import parse_routing
+from keys.identity import Identity
+from keys.seal import SealedHeader
+from keys.statements import STATEMENT_TYPE, make_statement, parse_statement
+from relay.backoff import next_attempt, retry_delay, uniform
+from relay.config import load_config
+from relay.errors import ConfigError, StatementInvalid, Unroutable
+from relay.rules import check_carried, check_transit
+
+ROUTE_KINDS = ["accepted", "relayed", "relayed", "relayed", "delivered", "opened",
+               "countersigned", "countersigned"]
+
+
+# --- pure parts ---------------------------------------------------------------------------
+
+def test_backoff_doubles_is_capped_and_jittered():
+    assert retry_delay(1, initial=2, maximum=600, draw=0.0) == 1.0
+    assert retry_delay(1, initial=2, maximum=600, draw=0.999) == pytest.approx(2.0, abs=0.01)
+    assert retry_delay(4, initial=2, maximum=600, draw=0.0) == 8.0
+    assert retry_delay(40, initial=2, maximum=600, draw=0.0) == 300.0  # half the cap
+    assert retry_delay(10**6, initial=2, maximum=600, draw=0.5) == 450.0  # no overflow
+    with pytest.raises(ValueError):
+        retry_delay(0, initial=2, maximum=600, draw=0.0)
+    draws = [uniform(lambda n, i=i: bytes([i]) * n) for i in (0, 128, 255)]
+    assert draws[0] == 0.0 and 0.49 < draws[1] < 0.51 and 0.99 < draws[2] < 1.0
+    # Whole seconds, never sooner than one second after now.
+    assert next_attempt(1000, 1, initial=1, maximum=2, random=lambda n: b"\0" * n) == 1001
+    later = next_attempt(1000, 30, initial=1, maximum=2, random=lambda n: b"\xff" * n)
+    assert later == 1002
+
+
+@pytest.mark.parametrize("key,value", [
+    ("federation_retry_seconds", "0.5"), ("federation_retry_seconds", "nan"),
+    ("federation_retry_max_seconds", "1"), ("federation_timeout_seconds", "0"),
+    ("federation_poll_seconds", "0.01")])
+def test_federation_settings_are_checked(key: str, value: str):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, environ={f"BACKCHANNEL_RELAY_{key.upper()}": value})
+
+
+def _ids(*names: str) -> list[str]:
+    return [f"{name}{'x' * (32 - len(name))}" for name in names]
+
+
+@pytest.fixture(scope="module")
+def four(make_identity) -> tuple[Identity, list[Identity], Identity]:
+    sender, recipient = make_identity("Kyiv HQ"), make_identity("Moscow")
+    nodes = [make_identity(n, "node") for n in ("Kyiv", "Istanbul", "Geneva", "Moscow n")]
+    return sender, nodes, recipient
+
+
+def _routing(sender: Identity, nodes: list[Identity], recipient: Identity):
+    from keys.envelope import make_envelope
+    from keys.seal import seal
+
+    sealed = seal(sender, [recipient.card], "note", {"text": "x"})
+    return make_envelope(sender.signing_key, sealed.data, to=[recipient.id],
+                         origin=nodes[0].id, route=[n.id for n in nodes[1:-1]],
+                         destination=nodes[-1].id)
+
+
+def test_transit_rules(four):
+    sender, nodes, recipient = four
+    routing = _routing(sender, nodes, recipient)
+    k, i, g, m = (n.id for n in nodes)
+    check_transit(routing, node_id=g, pusher=i)
+    check_transit(routing, node_id=m, pusher=g)
+    with pytest.raises(Unroutable, match="skips a hop"):
+        check_transit(routing, node_id=m, pusher=i)
+    with pytest.raises(Unroutable, match="skips a hop"):
+        check_transit(routing, node_id=i, pusher=g)  # backwards
+    with pytest.raises(Unroutable, match="not on the envelope's route"):
+        check_transit(routing, node_id=k, pusher=i)  # the origin takes members' only
+    with pytest.raises(Unroutable, match="not on the envelope's route"):
+        check_transit(routing, node_id=_ids("elsewhere")[0], pusher=k)
+
+
+def test_carried_statement_rules(four):
+    sender, nodes, recipient = four
+    routing = _routing(sender, nodes, recipient)
+    kyiv, ist, gen, mos = nodes
+    k, i, g, m = (n.id for n in nodes)
+    rid = routing.id
+
+    def st(kind: str, who: Identity, **fields: str):
+        return make_statement(kind, rid, who.signing_key, **fields)
+
+    accepted = st("accepted", kyiv, sender=sender.id)
+    relayed_k = st("relayed", kyiv, previous=sender.id, next=i)
+    relayed_i = st("relayed", ist, previous=k, next=g)
+    relayed_g = st("relayed", gen, previous=i, next=m)
+    delivered = st("delivered", mos, recipient=recipient.id)
+    opened = st("opened", recipient, recipient=recipient.id, inner=b64url_encode(b"1" * 32))
+    counter_g = st("countersigned", gen, statement=opened.id)
+    # Forward into Geneva: what stands before it.
+    for good in (accepted, relayed_k, relayed_i):
+        check_carried(good, routing, node_id=g, forward=True)
+    for bad in (relayed_g, delivered, opened, counter_g):
+        with pytest.raises(StatementInvalid):
+            check_carried(bad, routing, node_id=g, forward=True)
+    # Back into Istanbul: what comes after it.
+    for good in (relayed_g, delivered, opened, counter_g):
+        check_carried(good, routing, node_id=i, forward=False)
+    for bad in (accepted, relayed_k, relayed_i,
+                st("relayed", gen, previous=k, next=m),            # wrong previous hop
+                st("relayed", gen, previous=i, next=k),            # wrong next hop
+                st("relayed", mos, previous=g, next=k),            # the destination
+                st("countersigned", mos, statement=opened.id),     # not an intermediary
+                st("delivered", gen, recipient=recipient.id),      # not the destination
+                st("delivered", mos, recipient=sender.id),         # not a recipient
+                st("opened", sender, recipient=recipient.id,
+                   inner=b64url_encode(b"1" * 32)),                # not its own
+                st("failed", gen, next=k, reason="x"),             # wrong next hop
+                make_statement("delivered", b64url_encode(b"2" * 32), mos.signing_key,
+                               recipient=recipient.id)):           # another envelope
+        with pytest.raises(StatementInvalid):
+            check_carried(bad, routing, node_id=i, forward=False)
+
+
+# --- four nodes ---------------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def four_urls(request: pytest.FixtureRequest):
+    """None (SQLite files) or four databases on the throwaway PostgreSQL server."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("pg_server")
+    urls = [await server.create_database() for _ in range(4)]
+    yield urls
+    for url in urls:
+        await server.drop_database(url)
+
+
+async def test_a_list_travels_four_nodes_and_every_receipt_comes_back(tmp_path: Path,
+                                                                      four_urls):
+    nodes = await chain(tmp_path, ["Kyiv", "Istanbul", "Geneva", "Moscow"], urls=four_urls)
+    kyiv, ist, gen, mos = nodes
+    try:
+        ua, ru = await kyiv.join("UA"), await mos.join("RU")
+        routing, sealed = routed(ua, [ru], nodes)
+        reply = await ua.client.submit(routing, sealed)
+        assert reply.status == 201, reply.body
+        first = await eventually(lambda: _inbox(ru), what="delivery at Moscow")
+        assert [item["id"] for item in first] == [routing.id]
+        opened = await read_and_ack(ru, ua, routing.id)
+
+        got = await eventually(lambda: _at_least(ua, routing.id, 8), what="receipts")
+        assert [s.kind for s in got] == ROUTE_KINDS
+        assert [s.by for s in got] == [kyiv.id, kyiv.id, ist.id, gen.id, mos.id, ru.id,
+                                       gen.id, ist.id]
+        assert [(s.fields.get("previous"), s.fields.get("next")) for s in got[1:4]] == [
+            (ua.id, ist.id), (kyiv.id, gen.id), (ist.id, mos.id)]
+        assert {s.fields.get("statement") for s in got[6:]} == {opened.id}
+        # The origin hands out the cards of every signer, nodes it never met included.
+        answer = (await ua.client.receipts(routing.id)).body
+        card_ids = {dsse.Envelope.from_dict(c).signatures[0].keyid for c in answer["cards"]}
+        assert card_ids == {kyiv.id, ist.id, gen.id, mos.id, ru.id}
+
+        # Exactly one of everything; nothing left to push; no ciphertext in transit.
+        for node in nodes:
+            assert await outbox(node) == []
+        for node in (kyiv, ist, gen):
+            assert await sealed_stored(node, routing.id) is None
+        assert await sealed_stored(mos, routing.id) is not None
+        assert (await mos.counts())["deliveries"] == 1
+        assert sorted(await statement_kinds(ist, routing.id)) == sorted(
+            (s.kind, s.by) for s in got)
+
+        # The sender submits again (a retry): the same receipt, nothing pushed again.
+        again = await ua.client.submit(routing, sealed)
+        assert again.status == 200 and again.body == reply.body
+        assert await outbox(kyiv) == []
+        assert len(await receipts(ua, routing.id)) == 8
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def _inbox(member):
+    reply = await member.client.inbox()
+    return reply.body["items"]
+
+
+async def _at_least(member, envelope_id: str, count: int):
+    got = await receipts(member, envelope_id)
+    return got if len(got) >= count else None
+
+
+async def test_two_nodes_without_intermediaries(tmp_path: Path):
+    nodes = await chain(tmp_path, ["North", "South"])
+    try:
+        alice, bob = await nodes[0].join("Alice"), await nodes[1].join("Bob")
+        routing, sealed = routed(alice, [bob], nodes)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+        await eventually(lambda: _inbox(bob), what="delivery")
+        await read_and_ack(bob, alice, routing.id)
+        got = await eventually(lambda: _at_least(alice, routing.id, 4), what="receipts")
+        assert [s.kind for s in got] == ["accepted", "relayed", "delivered", "opened"]
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_origin_refuses_a_first_hop_it_does_not_peer_with(tmp_path: Path):
+    nodes = await chain(tmp_path, ["Kyiv", "Istanbul", "Moscow"])
+    kyiv, ist, mos = nodes
+    try:
+        ua, ru = await kyiv.join("UA"), await mos.join("RU")
+        before = await kyiv.counts()
+        routing, sealed = routed(ua, [ru], [kyiv, mos])  # skips Istanbul: no peering
+        reply = await ua.client.submit(routing, sealed)
+        reply.problem(400, "unroutable")
+        assert "does not peer with the first hop" in reply.body["detail"]
+        # A route that leaves and comes back.
+        looped, looped_sealed = routed(ua, [ru], [kyiv, ist, kyiv])
+        (await ua.client.submit(looped, looped_sealed)).problem(400, "unroutable")
+        assert await kyiv.counts() == before and await outbox(kyiv) == []
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+# --- attacks ------------------------------------------------------------------------------
+
+async def _delivered_chain(tmp_path: Path):
+    nodes = await chain(tmp_path, ["Kyiv", "Istanbul", "Geneva", "Moscow"])
+    kyiv, _ist, _gen, mos = nodes
+    ua, ru = await kyiv.join("UA"), await mos.join("RU")
+    routing, sealed = routed(ua, [ru], nodes)
+    assert (await ua.client.submit(routing, sealed)).status == 201
+    await eventually(lambda: _inbox(ru), what="delivery")
+    await eventually(lambda: _quiet(nodes), what="outboxes to drain")
+    return nodes, ua, ru, routing, sealed
+
+
+async def _snapshot(nodes: list[RunningNode]):
+    return [(await n.counts(), await outbox(n)) for n in nodes]
+
+
+async def test_pushes_from_strangers_and_off_route_nodes_are_refused(tmp_path: Path,
+                                                                     make_identity):
+    nodes, ua, ru, routing, _sealed = await _delivered_chain(tmp_path)
+    kyiv, _ist, gen, mos = nodes
+    try:
+        fresh, fresh_sealed = routed(ua, [ru], nodes, text="another list")
+        stranger = Identity.create("Rogue node", "node")
+        before = await _snapshot(nodes)
+        # An unpinned node pushes an envelope (and statements).
+        client = await as_node(stranger, gen)
+        reply = await client.call("POST", "/v1/federation/envelopes",
+                                  push_doc(fresh, fresh_sealed, cards=[ua.card]))
+        reply.problem(403, "not-a-peer")
+        assert "does not peer with the signing key" in reply.body["detail"]
+        reply = await client.call("POST", "/v1/federation/statements",
+                                  {"envelope": routing.id, "statements": []})
+        reply.problem(403, "not-a-peer")
+        # A member's key is no peer either.
+        (await (await as_node(ua.identity, gen)).call(
+            "POST", "/v1/federation/envelopes",
+            push_doc(fresh, fresh_sealed, cards=[ua.card]))).problem(403, "not-a-peer")
+        # A pinned peer that is not on the route (Kyiv pins Geneva for this).
+        await pin(mos, kyiv)
+        reply = await (await as_node(kyiv, mos)).call(
+            "POST", "/v1/federation/envelopes", push_doc(fresh, fresh_sealed, cards=[ua.card]))
+        reply.problem(400, "unroutable")
+        assert "skips a hop" in reply.body["detail"]
+        # Unsigned.
+        (await client.send("POST", "/v1/federation/envelopes",
+                           body=json.dumps(push_doc(fresh, fresh_sealed)).encode())
+         ).problem(401, "signature-missing")
+        assert await _snapshot(nodes) == before
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_an_intermediary_cannot_alter_the_route_or_skip_a_hop(tmp_path: Path):
+    nodes, ua, ru, _routing, _sealed = await _delivered_chain(tmp_path)
+    kyiv, ist, gen, mos = nodes
+    try:
+        fresh, fresh_sealed = routed(ua, [ru], nodes, text="another list")
+        from_istanbul = await as_node(ist, gen)
+        newcomer = await kyiv.join("UA 2")
+        before = await _snapshot(nodes)
+        # Istanbul rewrites the route (here: Geneva is to deliver to Istanbul's friend),
+        # keeping the sender's signature: it no longer verifies.
+        payload = json.loads(fresh.envelope.payload)
+        payload["destination"] = Identity.create("Friend node", "node").id
+        forged = dataclasses.replace(fresh.envelope, payload=json_dumps(payload))
+        forged_routing = parse_routing(forged)
+        reply = await from_istanbul.call("POST", "/v1/federation/envelopes",
+                                         push_doc(forged_routing, fresh_sealed,
+                                                  cards=[ua.card]))
+        reply.problem(400, "envelope-invalid")
+        assert "altered on the way" in reply.body["detail"]
+        # Istanbul drops Geneva and pushes straight to Moscow (Moscow pins Istanbul).
+        await pin(mos, ist)
+        reply = await (await as_node(ist, mos)).call(
+            "POST", "/v1/federation/envelopes", push_doc(fresh, fresh_sealed, cards=[ua.card]))
+        reply.problem(400, "unroutable")
+        assert f"only from the node before it on the route ({gen.id})" in reply.body["detail"]
+        # Istanbul swaps in other sealed bytes.
+        _other, other_sealed = routed(ua, [ru], nodes, text="other bytes")
+        reply = await from_istanbul.call("POST", "/v1/federation/envelopes",
+                                         push_doc(fresh, other_sealed, cards=[ua.card]))
+        reply.problem(400, "envelope-invalid")
+        # From a sender Geneva has never met, without the sender's card: refused.
+        unknown, unknown_sealed = routed(newcomer, [ru], nodes)
+        reply = await from_istanbul.call("POST", "/v1/federation/envelopes",
+                                         push_doc(unknown, unknown_sealed))
+        reply.problem(400, "envelope-invalid")
+        assert "sender's card did not come" in reply.body["detail"]
+        # A forged "relayed" by Kyiv carried along: Istanbul signs it with its own key.
+        body = {"v": 1, "type": "relayed", "envelope": fresh.id, "by": kyiv.id,
+                "at": "2026-11-23T09:00:00Z", "previous": ua.id, "next": ist.id}
+        fake = parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
+                                         ist.identity.signing_key))
+        reply = await from_istanbul.call(
+            "POST", "/v1/federation/envelopes",
+            push_doc(fresh, fresh_sealed, statements=[fake], cards=[ua.card, kyiv.identity.card]))
+        reply.problem(400, "statement-invalid")
+        assert "does not verify" in reply.body["detail"]
+        assert await _snapshot(nodes) == before
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_replays_are_idempotent_or_refused(tmp_path: Path):
+    nodes, ua, ru, routing, sealed = await _delivered_chain(tmp_path)
+    _kyiv, ist, gen, mos = nodes
+    try:
+        await eventually(lambda: _quiet(nodes), what="outboxes to drain")
+        before = await _snapshot(nodes)
+        from_istanbul = await as_node(ist, gen)
+        doc = push_doc(routing, sealed, cards=[ua.card])
+        data = json.dumps(doc).encode()
+        headers = from_istanbul.signed_headers("POST", "/v1/federation/envelopes", data)
+        # Istanbul replays the old envelope: accepted as already stored, nothing happens.
+        first = await from_istanbul.send("POST", "/v1/federation/envelopes", body=data,
+                                         headers=headers)
+        assert first.status == 200 and first.body == {"id": routing.id, "stored": False}
+        # The very same signed request again: a replay.
+        (await from_istanbul.send("POST", "/v1/federation/envelopes", body=data,
+                                  headers=headers)).problem(401, "replay")
+        assert await _snapshot(nodes) == before
+        assert (await mos.counts())["deliveries"] == 1
+        # An old envelope that has expired (and been forgotten) is refused as expired.
+        clock = FixedClock(datetime.now(UTC).replace(microsecond=0) - timedelta(days=2))
+        old, old_sealed = routed(ua, [ru], nodes, clock=clock, lifetime_seconds=3600)
+        (await from_istanbul.call("POST", "/v1/federation/envelopes",
+                                  push_doc(old, old_sealed, cards=[ua.card]))
+         ).problem(400, "expired")
+        assert await _snapshot(nodes) == before
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def _quiet(nodes):
+    return all([await outbox(n) == [] for n in nodes])
+
+
+async def test_receipts_cannot_be_forged_or_rewritten_on_the_way_back(tmp_path: Path):
+    nodes, ua, ru, routing, _sealed = await _delivered_chain(tmp_path)
+    kyiv, ist, gen, mos = nodes
+    try:
+        await read_and_ack(ru, ua, routing.id)
+        await eventually(lambda: _at_least(ua, routing.id, 8), what="receipts")
+        await eventually(lambda: _quiet(nodes), what="outboxes to drain")
+        genuine = {s.kind: s for s in await receipts(ua, routing.id)}
+        before = await _snapshot(nodes)
+        from_geneva = await as_node(gen, ist)
+
+        async def push(statements, cards):
+            return await from_geneva.call("POST", "/v1/federation/statements", {
+                "envelope": routing.id,
+                "statements": [json.loads(s.to_json()) if hasattr(s, "to_json") else s
+                               for s in statements],
+                "cards": [c.envelope.to_dict() for c in cards]})
+
+        # Geneva forges a "relayed" in Moscow's name (signed with its own key).
+        body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
+                "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}
+        forged = parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
+                                           gen.identity.signing_key))
+        reply = await push([forged], [mos.identity.card])
+        reply.problem(400, "statement-invalid")
+        # ... or a relayed of its own that hides Istanbul (previous hop: Kyiv).
+        own = make_statement("relayed", routing.id, gen.identity.signing_key,
+                             previous=kyiv.id, next=mos.id)
+        reply = await push([own], [])
+        reply.problem(400, "statement-invalid")
+        assert "wrong previous hop" in reply.body["detail"]
+        # Geneva rewrites Moscow's delivered receipt (to another recipient), keeping the
+        # signature.
+        delivered = genuine["delivered"].signed
+        payload = json.loads(delivered.payload)
+        payload["recipient"] = ua.id
+        rewritten = dataclasses.replace(delivered, payload=json_dumps(payload))
+        reply = await push([rewritten.to_dict()], [mos.identity.card])
+        reply.problem(400, "statement-invalid")
+        # ... or its time.
+        payload = json.loads(delivered.payload)
+        payload["at"] = "2026-11-23T09:00:00Z"
+        rewritten = dataclasses.replace(delivered, payload=json_dumps(payload))
+        (await push([rewritten.to_dict()], [mos.identity.card])).problem(400,
+                                                                         "statement-invalid")
+        # A countersignature of an opened statement nobody has seen.
+        stray = make_statement("countersigned", routing.id, gen.identity.signing_key,
+                               statement=b64url_encode(b"\x07" * 32))
+        (await push([stray], [])).problem(400, "statement-invalid")
+        # Statements from a node that is not the next hop (Moscow pushes to Istanbul).
+        await pin(ist, mos)
+        reply = await (await as_node(mos, ist)).call(
+            "POST", "/v1/federation/statements",
+            {"envelope": routing.id, "statements": [json.loads(genuine["delivered"].to_json())]})
+        reply.problem(403, "forbidden")
+        # The genuine statements again: nothing new is stored, nothing countersigned twice.
+        again = await push([genuine["delivered"], genuine["opened"]], [])
+        assert again.status == 200 and again.body == {"stored": 0}
+        assert await _snapshot(nodes) == before
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+# --- failures travel back -----------------------------------------------------------------
+
+async def test_an_unreachable_next_hop_until_expiry_gives_failed(tmp_path: Path):
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+    nodes = await chain(tmp_path, ["Kyiv", "Istanbul", "Geneva", "Moscow"], clock=clock)
+    kyiv, ist, gen, mos = nodes
+    try:
+        ua, ru = await kyiv.join("UA"), await mos.join("RU")
+        await gen.stop()  # Geneva is down
+        routing, sealed = routed(ua, [ru], nodes, clock=clock, lifetime_seconds=600)
+        assert (await ua.client.submit(routing, sealed)).status == 201
+
+        async def tried():
+            rows = [r for r in await outbox(ist) if r.statement_id is None]
+            return rows if rows and rows[0].attempts >= 1 else None
+
+        rows = await eventually(tried, what="a failed push to Geneva")
+        assert rows[0].peer == gen.id and rows[0].last_error == "ClientConnectorError"
+        assert rows[0].next_attempt_at > int(clock.now().timestamp())
+        assert await sealed_stored(ist, routing.id) is not None  # waits in the outbox
+        clock.advance(seconds=601)
+        wake(ist)
+        got = await eventually(lambda: _kinds(ua, routing.id, "failed"), what="failed")
+        failed = got["failed"]
+        assert failed.by == ist.id and failed.fields["next"] == gen.id
+        assert "before the envelope expired" in failed.fields["reason"]
+        assert "ClientConnectorError" in failed.fields["reason"]
+        assert await outbox(ist) == [] and await sealed_stored(ist, routing.id) is None
+    finally:
+        for node in (kyiv, ist, mos):
+            await node.stop()
+
+
+async def _kinds(member, envelope_id: str, wanted: str):
+    got = {s.kind: s for s in await receipts(member, envelope_id)}
+    return got if wanted in got else None
+
+
+async def test_a_refusal_by_the_next_hop_gives_failed(tmp_path: Path):
+    nodes = await chain(tmp_path, ["North", "South"])
+    north, south = nodes
+    try:
+        alice, bob = await north.join("Alice"), await south.join("Bob")
+        await south.membership().revoke(bob.id)
+        routing, sealed = routed(alice, [bob], nodes)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+        got = await eventually(lambda: _kinds(alice, routing.id, "failed"), what="failed")
+        assert got["failed"].by == north.id and got["failed"].fields["next"] == south.id
+        assert got["failed"].fields["reason"] == "the next hop refused the envelope (not-found)"
+        assert (await south.counts())["envelopes"] == 0
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+def test_sealed_header_is_checked_at_every_hop():
+    # check_fresh is shared with submissions; one case is enough here.
+    from relay.errors import BadRequest
+    from relay.rules import check_fresh
+
+    routing = parse_routing(_routing_for_header())
+    header = SealedHeader(b"", b"", (), b"")
+    with pytest.raises(BadRequest, match="recipients differ"):
+        check_fresh(routing, header, now=routing.created)
+
+
+def _routing_for_header():
+    from keys.envelope import make_envelope
+    from keys.seal import seal
+
+    sender, recipient = Identity.create("S", "delegation"), Identity.create("R", "delegation")
+    sealed = seal(sender, [recipient.card], "note", {"text": "x"})
+    return make_envelope(sender.signing_key, sealed.data, to=[recipient.id], origin="a",
+                         destination="b").envelope
