@@ -29,13 +29,26 @@ Verification (:func:`verify_bundle`) runs these steps and reports each:
 3. cards: each card's self-signature and key; no duplicate, none unused;
 4. envelope: signed by the sender it names, whose card is present;
 5. statements: each names this envelope, is signed by the card of its ``by``,
-   was made while that card was valid, and comes from the right party --
-   *accepted* by the origin node, *delivered* by the destination node to a listed
-   recipient, *opened* by a listed recipient itself, *relayed*/*failed* by a node on
-   the route (adjacent hops where stated), *countersigned* naming a statement in the
-   bundle;
-6. times: in order (accepted, then delivered, then opened) within ``skew``, and
-   nothing accepted or delivered after the envelope expired.
+   was made while that card was valid, and comes from the right party at the right
+   place -- *accepted* by the origin node, *relayed* by a node on the route other
+   than the destination naming its neighbours (the sender before the origin),
+   *failed* by such a node naming the next hop, *delivered* by the destination node
+   to a listed recipient, *opened* by a listed recipient itself, *countersigned* by
+   an intermediary naming an *opened* statement of the bundle;
+6. times: each statement no earlier (within ``skew``) than the ones it follows on
+   the route (accepted, relayed hop by hop, delivered, opened, countersigned from
+   the last intermediary back to the first), none before the envelope was created,
+   nothing accepted, relayed or delivered after it expired;
+7. route: the statements form the route the sender signed, without gaps or
+   repeats -- at most one of each (per hop, per recipient); anything at all needs
+   the origin's *accepted*; a statement from a hop needs the *relayed* of every hop
+   before it, a *delivered* needs all of them, an *opened* the *delivered* to that
+   recipient; an *opened* statement is countersigned by every intermediary (it came
+   back to the origin along the route) or by none (it has not travelled yet).
+
+Statements are stored in route order (by :func:`route_rank`, then time), so that
+the file reads as the journey: accepted, relayed hop by hop, delivered and opened,
+then the countersignatures from the last intermediary back to the first.
 
 What a bundle does *not* show is what was inside the message: an *opened*
 statement carries the digest of the signed inner message, which only the sender and
@@ -77,10 +90,28 @@ class Bundle:
     cards: tuple[Card, ...]
 
 
-def _order(statements: Iterable[Statement]) -> tuple[Statement, ...]:
+def route_rank(statement: Statement, routing: Routing) -> tuple[int, int]:
+    """Where a statement stands on the envelope's journey: accepted (0); relayed or
+    failed by the hop at index i (1, i); delivered and opened (2); countersigned by
+    the hop at index i (3, -i: they are made on the way back); anything else last."""
+    hops = routing.hops
+    kind = statement.kind
+    if kind == "accepted":
+        return (0, 0)
+    if kind in ("relayed", "failed") and statement.by in hops:
+        return (1, hops.index(statement.by))
+    if kind in ("delivered", "opened"):
+        return (2, 0)
+    if kind == "countersigned" and statement.by in hops:
+        return (3, -hops.index(statement.by))
+    return (4, 0)
+
+
+def _order(statements: Iterable[Statement], routing: Routing) -> tuple[Statement, ...]:
     unique = {s.id: s for s in statements}
     return tuple(sorted(unique.values(),
-                        key=lambda s: (s.at, KIND_ORDER[s.kind], s.by, s.id)))
+                        key=lambda s: (route_rank(s, routing), s.at, KIND_ORDER[s.kind],
+                                       s.by, s.id)))
 
 
 def make_bundle(routing: Routing, statements: Iterable[Statement],
@@ -89,7 +120,7 @@ def make_bundle(routing: Routing, statements: Iterable[Statement],
     needed (the sender's, then each signer's). Raises ``ValueError`` if a needed card
     is not among ``cards``."""
     by_id = {c.id: c for c in cards}
-    ordered = _order(statements)
+    ordered = _order(statements, routing)
     needed = list(dict.fromkeys([routing.sender, *(s.by for s in ordered)]))
     missing = [i for i in needed if i not in by_id]
     if missing:
@@ -186,20 +217,24 @@ def parse_bundle_unverified(data: bytes) -> tuple[dsse.Envelope, list[dsse.Envel
     return envelope, signed, card_envelopes
 
 
-def _hops_ok(statement: Statement, routing: Routing) -> bool:
+def _place_problem(statement: Statement, routing: Routing) -> str | None:
+    """For *relayed* and *failed*: ``None`` if the signer is a node of the route that
+    hands on (not the destination) and names its neighbours; else why not."""
     hops = routing.hops
-    if statement.by not in hops:
-        return False
+    kind = statement.kind
+    if statement.by not in hops or statement.by == hops[-1]:
+        return f"{kind} by a node that does not hand the envelope on along its route"
     index = hops.index(statement.by)
-    previous = statement.fields.get("previous")
-    nxt = statement.fields.get("next")
-    if previous is not None and index > 0 and previous != hops[index - 1]:
-        return False
-    return not (nxt is not None and index < len(hops) - 1 and nxt != hops[index + 1])
+    if statement.fields["next"] != hops[index + 1]:
+        return f"{kind} names another next hop than the route the sender signed"
+    previous = routing.sender if index == 0 else hops[index - 1]
+    if kind == "relayed" and statement.fields["previous"] != previous:
+        return "relayed names another previous hop than the route the sender signed"
+    return None
 
 
 def _party_check(statement: Statement, signer: Card, routing: Routing,
-                 statement_ids: set[str]) -> str | None:
+                 opened_ids: set[str]) -> str | None:
     """``None`` if the right kind of party signed ``statement``; else why not."""
     kind, fields = statement.kind, statement.fields
     if kind == "accepted":
@@ -218,36 +253,143 @@ def _party_check(statement: Statement, signer: Card, routing: Routing,
         if signer.role == "node":
             return "an opened statement must come from the recipient, not a node"
     elif kind in ("relayed", "failed"):
-        if signer.role != "node" or not _hops_ok(statement, routing):
-            return f"{kind} by a node that is not on the envelope's route at that place"
+        if signer.role != "node":
+            return f"{kind}, but not by a node"
+        return _place_problem(statement, routing)
     elif kind == "countersigned":
-        if statement.by not in routing.hops or signer.role != "node":
-            return "countersigned by a node that is not on the envelope's route"
-        if fields["statement"] not in statement_ids:
-            return "countersigns a statement that is not in the bundle"
+        if statement.by not in routing.route or signer.role != "node":
+            return "countersigned by a node that is not an intermediary of the route"
+        if fields["statement"] not in opened_ids:
+            return "countersigns a statement that is not an opened statement of the bundle"
     return None
 
 
 def _time_checks(routing: Routing, events: Sequence[Event], skew: timedelta) -> list[str]:
     problems: list[str] = []
-    first: dict[tuple[str, str | None], datetime] = {}
+    hops = routing.hops
+    accepted: list[datetime] = []
+    relayed: dict[int, datetime] = {}
+    delivered: dict[str, datetime] = {}
+    opened: dict[str, datetime] = {}
     for event in events:
-        key = (event.statement.kind, event.subject)
-        first.setdefault(key, event.statement.at)
-    accepted = [e.statement.at for e in events if e.statement.kind == "accepted"]
+        st = event.statement
+        if st.kind == "accepted":
+            accepted.append(st.at)
+        elif st.kind == "relayed":
+            relayed.setdefault(hops.index(st.by), st.at)
+        elif st.kind == "delivered":
+            delivered.setdefault(st.fields["recipient"], st.at)
+        elif st.kind == "opened":
+            opened.setdefault(st.id, st.at)
+
+    def before(earlier: datetime | None, later: datetime, text: str) -> None:
+        if earlier is not None and later < earlier - skew:
+            problems.append(text)
+
+    first_accepted = min(accepted) if accepted else None
     for event in events:
         st, at = event.statement, event.statement.at
         if at < routing.created - skew:
             problems.append(f"{st.kind} statement dated before the envelope was created")
         if st.kind in ("accepted", "delivered", "relayed") and at > routing.expires + skew:
             problems.append(f"{st.kind} statement dated after the envelope expired")
-        if st.kind == "delivered" and accepted and at < min(accepted) - skew:
-            problems.append("delivered before it was accepted")
-        if st.kind == "opened":
-            delivered = first.get(("delivered", st.by))
-            if delivered is not None and at < delivered - skew:
-                problems.append("opened before it was delivered")
+        if st.kind == "relayed":
+            index = hops.index(st.by)
+            before(first_accepted, at, "relayed before it was accepted")
+            before(relayed.get(index - 1), at, "relayed before the previous hop relayed it")
+        elif st.kind == "failed":
+            before(relayed.get(hops.index(st.by)), at, "failed before it was relayed")
+        elif st.kind == "delivered":
+            before(first_accepted, at, "delivered before it was accepted")
+            before(relayed.get(len(hops) - 2), at, "delivered before the last hop relayed it")
+        elif st.kind == "opened":
+            before(delivered.get(st.by), at, "opened before it was delivered")
+        elif st.kind == "countersigned":
+            target = st.fields["statement"]
+            index = hops.index(st.by)
+            before(opened.get(target), at, "countersigned before it was opened")
+            later_hops = [e.statement.at for e in events
+                          if e.statement.kind == "countersigned"
+                          and e.statement.fields["statement"] == target
+                          and hops.index(e.statement.by) == index + 1]
+            before(min(later_hops, default=None), at,
+                   "countersigned before the next intermediary countersigned it")
     return list(dict.fromkeys(problems))
+
+
+def _step_key(st: Statement) -> tuple[str, str]:
+    """What a statement is the one step of: per hop, per recipient, per countersigned
+    statement and intermediary."""
+    if st.kind in ("delivered", "opened"):
+        return (st.kind, st.fields["recipient"])
+    if st.kind == "countersigned":
+        return (st.kind, f"{st.by} {st.fields['statement']}")
+    return (st.kind, st.by)
+
+
+def _route_checks(routing: Routing, events: Sequence[Event]) -> list[str]:
+    """Step 7: the statements form the route the sender signed, without gaps."""
+    problems: list[str] = []
+    hops = routing.hops
+    kinds = [e.statement for e in events]
+    counts: dict[tuple[str, str], int] = {}
+    for st in kinds:
+        key = _step_key(st)
+        counts[key] = counts.get(key, 0) + 1
+    if any(n > 1 for n in counts.values()):
+        problems.append("a hop or a recipient appears twice for the same step")
+    if not kinds:
+        return problems
+    if not any(st.kind == "accepted" for st in kinds):
+        problems.append("no accepted statement by the origin, although the bundle shows "
+                        "the envelope further on")
+    relayed = {hops.index(st.by) for st in kinds if st.kind == "relayed"}
+    reach = 0
+    for st in kinds:
+        if st.kind == "relayed":
+            reach = max(reach, hops.index(st.by))
+        elif st.kind == "failed":
+            reach = max(reach, hops.index(st.by) + 1)
+        elif st.kind in ("delivered", "opened", "countersigned"):
+            reach = max(reach, len(hops) - 1)
+    missing = [hops[i] for i in range(reach) if i not in relayed]
+    if missing:
+        problems.append(f"a hop is missing: no relayed statement by {', '.join(missing)}, "
+                        "although the envelope went further")
+    delivered = {st.fields["recipient"] for st in kinds if st.kind == "delivered"}
+    if any(st.kind == "opened" and st.by not in delivered for st in kinds):
+        problems.append("opened, but the bundle has no delivered statement for that "
+                        "recipient")
+    intermediaries = set(routing.route)
+    for st in kinds:
+        if st.kind != "opened":
+            continue
+        signers = {c.by for c in kinds
+                   if c.kind == "countersigned" and c.fields["statement"] == st.id}
+        if signers and signers != intermediaries:
+            absent = sorted(intermediaries - signers)
+            problems.append(f"an opened statement is countersigned by some intermediaries "
+                            f"but not by {', '.join(absent)}")
+    return problems
+
+
+def _route_summary(routing: Routing, events: Sequence[Event], cards: dict[str, Card]) -> str:
+    def name(ident: str) -> str:
+        card = cards.get(ident)
+        return card.name if card is not None else ident[:12] + "…"
+
+    kinds = [e.statement for e in events]
+    path = " → ".join(name(h) for h in routing.hops)
+    relayed = len({st.by for st in kinds if st.kind == "relayed"})
+    parts = [f"route {path}, as the sender signed it"]
+    if len(routing.hops) > 1:
+        parts.append(f"relayed by {relayed} of {len(routing.hops) - 1} nodes")
+    done = [k for k in ("delivered", "opened", "failed") if any(st.kind == k for st in kinds)]
+    parts.extend(done)
+    if routing.route and any(st.kind == "opened" for st in kinds):
+        signers = {st.by for st in kinds if st.kind == "countersigned"}
+        parts.append(f"countersigned by {len(signers)} of {len(routing.route)} intermediaries")
+    return "; ".join(parts)
 
 
 def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
@@ -299,7 +441,7 @@ def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
         card_problems.append(f"{len(unused)} card(s) sign nothing in the bundle")
 
     # Step 2: canonical form (recomputed from everything parsed).
-    ordered = _order(statements)
+    ordered = _order(statements, routing)
     wanted = dict.fromkeys([routing.sender, *(s.by for s in ordered)])
     canonical_cards = tuple(cards[i] for i in wanted if i in cards)
     canonical = encode_bundle(Bundle(routing, ordered, canonical_cards))
@@ -325,8 +467,8 @@ def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
     # Step 5: statements.
     events: list[Event] = []
     rejected: list[str] = []
-    ids = {s.id for s in statements}
-    for statement in _order(statements):
+    opened_ids = {s.id for s in statements if s.kind == "opened"}
+    for statement in ordered:
         label = f"{statement.kind} statement {statement.id[:12]}…"
         signer = cards.get(statement.by)
         problem: str | None = None
@@ -343,7 +485,7 @@ def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
                 if not signer.created - skew <= statement.at <= signer.expires:
                     problem = "made while the signer's card was not valid"
                 else:
-                    problem = _party_check(statement, signer, routing, ids)
+                    problem = _party_check(statement, signer, routing, opened_ids)
         if problem is None and signer is not None:
             events.append(Event(statement, signer))
             check(5, True, f"{label}: signed by {signer.name} ({signer.role})")
@@ -355,6 +497,11 @@ def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
     time_problems = _time_checks(routing, events, skew)
     check(6, not time_problems, "; ".join(time_problems) if time_problems else
           f"times: consistent within {int(skew.total_seconds() // 60)} minutes")
+
+    # Step 7: the route.
+    route_problems = _route_checks(routing, events)
+    check(7, not route_problems, "route: " + "; ".join(route_problems) if route_problems
+          else _route_summary(routing, events, cards))
     return BundleReport(routing.id, routing, sender, cards, tuple(events), tuple(checks),
                         tuple(rejected))
 

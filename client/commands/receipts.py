@@ -75,8 +75,11 @@ def _detail(kind: str, fields: dict[str, str], names: dict[str, str]) -> str:
         return f"to {names.get(recipient, recipient)}"
     if kind == "opened":
         return f"digest {fields['inner'][:8]}…"
-    if kind in ("relayed", "failed"):
-        return f"next {names.get(fields['next'], fields['next'])}"
+    if kind == "relayed":
+        previous, nxt = fields["previous"], fields["next"]
+        return f"{names.get(previous, previous)} → {names.get(nxt, nxt)}"
+    if kind == "failed":
+        return f"next {names.get(fields['next'], fields['next'])}: {fields['reason']}"
     return f"statement {fields.get('statement', '')[:12]}…"
 
 
@@ -207,7 +210,7 @@ def run_verify(args: argparse.Namespace) -> int:
     report = verify_bundle(data, now=SYSTEM_CLOCK.now())
     signers = {e.statement.by for e in report.events} | (
         {report.sender.id} if report.sender else set())
-    pinned = [Check(7, c.id in signers,
+    pinned = [Check(8, c.id in signers,
                     f"{c.name} ({c.fingerprint}) {'signed' if c.id in signers else 'DID NOT sign'}"
                     " in this bundle") for c in cards]
     report = BundleReport(report.envelope_id, report.routing, report.sender, report.cards,
