@@ -162,6 +162,23 @@ class ContactBook:
                                f"--alias {alias}")
         return contact
 
+    def for_routing(self, alias: str, *, now: datetime) -> Contact:
+        """A node to route through (``send --via``). Raises :class:`UnknownContact`,
+        :class:`ContactKeyChanged`, or :class:`ContactError` (not a node's card, or
+        expired). An *unverified* node is returned: the caller warns."""
+        contact = self.get(alias)
+        if contact.state == CHANGED:
+            raise ContactKeyChanged(alias)
+        if contact.card.role != "node":
+            raise ContactError(f"{alias!r} is a {contact.card.role}, not a node: --via names "
+                               "relay nodes (add their node cards with backchannel contacts "
+                               "add FILE --alias ALIAS)")
+        if contact.card.expires <= now:
+            raise ContactError(f"the card of node {alias!r} expired on "
+                               f"{format_time(contact.card.expires)}: ask its operator for "
+                               "a new one")
+        return contact
+
     def to_dict(self) -> dict[str, Any]:
         return {"v": 1, "contacts": [c.to_dict() for c in self]}
 

@@ -13,14 +13,14 @@ from datetime import datetime
 
 from keys.card import Card, HomeNode
 from keys.encoding import b64url_decode, b64url_encode, format_time
-from keys.envelope import Routing, make_envelope, verify_routing
+from keys.envelope import MAX_ROUTE, Routing, make_envelope, verify_routing
 from keys.errors import BackchannelError, DecodeError, OpenError, VerificationError
 from keys.seal import open_sealed, seal
 from keys.statements import Statement, make_statement, verify_statement
 
 from .bodies import Outgoing
 from .bundle import BundleReport, encode_bundle, make_bundle, verify_bundle
-from .contacts import Contact
+from .contacts import Contact, ContactBook
 from .errors import (
     AlreadyRegistered,
     ClientError,
@@ -90,19 +90,39 @@ class Sent:
 
 
 def destination_of(contact: Contact, pin: NodePin) -> str:
+    """The recipient's home node, as its card names it (our own node if it names none)."""
     home = contact.card.home
-    if home is None or home.node == pin.card.id:
-        return pin.card.id
-    raise ClientError(f"{contact.alias} is a member of another node ({home.node}); this "
-                      "node does not forward to other nodes yet")
+    return pin.card.id if home is None else home.node
+
+
+def route_of(book: ContactBook, via: Sequence[str], *, origin: str, destination: str,
+             now: datetime) -> tuple[Contact, ...]:
+    """The intermediary nodes named by ``via`` (node contacts), in order. Raises
+    :class:`ClientError` for a node named twice, or for the sender's or the
+    recipients' own node (they are the ends of the route, not intermediaries)."""
+    nodes = tuple(book.for_routing(alias, now=now) for alias in via)
+    ids = [c.card.id for c in nodes]
+    if len(set(ids)) != len(ids):
+        raise ClientError("a node appears twice in --via: name each intermediary once")
+    for contact in nodes:
+        if contact.card.id in (origin, destination):
+            end = "your own node" if contact.card.id == origin else "the recipients' node"
+            raise ClientError(f"{contact.alias} is {end}: --via names only the nodes in "
+                              "between")
+    if len(nodes) > MAX_ROUTE:
+        raise ClientError(f"a route has at most {MAX_ROUTE} intermediaries")
+    return nodes
 
 
 async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
                outgoing: Outgoing, *, upload: Meter = NO_METER,
-               allow_classical: bool = False) -> Sent:
+               allow_classical: bool = False, via: Sequence[str] = ()) -> Sent:
     """Seal ``outgoing`` to the contacts named and submit it.
 
-    1. Every alias is a contact that may receive (unknown, changed key, expired: refused).
+    1. Every alias is a contact that may receive (unknown, changed key, expired: refused);
+       they share one home node, the destination; every ``via`` alias is a node
+       contact, and the route (origin, the ``via`` nodes in order, destination) is
+       signed into the envelope: no node can change it.
     2. The node still presents the pinned key (nothing is sealed or sent otherwise).
     3. Seal to the recipients' cards, sign the routing envelope, check the size limit.
     4. Submit; the node's *accepted* statement verifies with the pinned key.
@@ -116,7 +136,9 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
     destinations = {destination_of(c, pin) for c in contacts}
     if len(destinations) != 1:
         raise ClientError("all recipients of one message must be on the same node")
-    unverified = tuple(c.alias for c in contacts if c.state != "verified")
+    destination = destinations.pop()
+    route = route_of(book, via, origin=pin.card.id, destination=destination, now=now)
+    unverified = tuple(c.alias for c in (*contacts, *route) if c.state != "verified")
     # Step 2.
     info = await client.check_pin()
     # Step 3.
@@ -130,8 +152,8 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
                               f"accepts at most {limit:,}: split the list", status=413,
                               slug="too-large")
     routing = make_envelope(identity.signing_key, sealed.data, to=[c.id for c in cards],
-                            origin=pin.card.id, destination=destinations.pop(),
-                            clock=opened.clock)
+                            origin=pin.card.id, route=[c.card.id for c in route],
+                            destination=destination, clock=opened.clock)
     # Step 4.
     submitted = await client.submit(routing, sealed.data, upload=upload)
     # Step 5.
@@ -335,7 +357,11 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
     statements = list(cached)
     if client is not None:
         await client.check_pin()
-        statements.extend(await client.receipts(envelope_id))
+        fetched, node_cards = await client.receipts_and_cards(envelope_id)
+        statements.extend(fetched)
+        # Nodes further along a route are known to our node, not to us.
+        for card in node_cards:
+            cards.setdefault(card.id, card)
     unknown = []
     for statement in statements:
         if statement.by not in cards and client is not None:
@@ -360,8 +386,12 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
     matches = {e.statement.id: e.statement.fields.get("inner") == digest
                for e in report.events if e.statement.kind == "opened"}
     if isinstance(record, SentRecord) and client is not None:
+        # Keep the signers' cards too, so that the bundle can be rebuilt offline.
+        kept = {c.id: c for c in record.cards}
+        for event in report.events:
+            kept.setdefault(event.signer.id, event.signer)
         fresh = SentRecord(record.routing, record.message_id, record.kind, record.body,
-                           record.inner_digest, record.recipients, record.cards,
+                           record.inner_digest, record.recipients, tuple(kept.values()),
                            record.accepted, record.sent,
                            tuple(e.statement for e in report.events))
         opened.save_message_data(envelope_id, fresh.to_dict())

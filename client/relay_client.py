@@ -359,14 +359,31 @@ class RelayClient:
     async def receipts(self, envelope_id: str) -> list[Statement]:
         """The statements the node holds for the envelope (parsed, not yet verified:
         the caller knows which keys to trust)."""
+        return (await self.receipts_and_cards(envelope_id))[0]
+
+    async def receipts_and_cards(self, envelope_id: str) -> tuple[list[Statement], list[Card]]:
+        """The statements, and the cards the node holds for their signers (nodes
+        further along a route, recipients on other nodes). A card is self-signed and
+        its id derives from its key, so the node cannot pass off a key as another
+        identity's; whose key it is, the fingerprints tell."""
         _, answer = await self._call("GET", f"/v1/envelopes/{envelope_id}/receipts")
-        raw = self._object(answer, "statements")["statements"]
+        obj = self._object(answer, "statements")
+        raw, raw_cards = obj["statements"], obj.get("cards", [])
         if not isinstance(raw, list) or len(raw) > MAX_STATEMENTS:
             raise NodeProtocolError("the node's receipt list is malformed")
+        if not isinstance(raw_cards, list) or len(raw_cards) > MAX_STATEMENTS:
+            raise NodeProtocolError("the node's card list is malformed")
         try:
-            return [load_statement(s) for s in raw]
+            statements = [load_statement(s) for s in raw]
         except DecodeError as exc:
             raise NodeProtocolError(f"the node sent a malformed statement ({exc})") from None
+        try:
+            cards = [load_card(dsse.Envelope.from_dict(c, max_payload=MAX_CARD_BYTES),
+                               now=self.clock.now(), allow_expired=True, check_created=False)
+                     for c in raw_cards]
+        except BackchannelError as exc:
+            raise NodeProtocolError(f"the node sent an invalid card ({exc})") from None
+        return statements, cards
 
     # --- push ----------------------------------------------------------------------
 

@@ -90,7 +90,11 @@ def run_add(args: argparse.Namespace) -> int:
             result.outcome]
         ui.out().print(Text(f"{verb} {contact.alias}: {card.name} ({card.role}), "
                             f"fingerprint {card.fingerprint}"))
-        if contact.state != VERIFIED:
+        if contact.state != VERIFIED and card.role == "node":
+            ui.out().print(f"A relay node: route through it with send --via {contact.alias}. "
+                           "Not verified yet: compare its fingerprint with the node's "
+                           f"operator, then run backchannel contacts verify {contact.alias}")
+        elif contact.state != VERIFIED:
             ui.out().print(f"Not verified yet: compare the safety number with them, then run "
                            f"backchannel contacts verify {contact.alias}")
     return 0

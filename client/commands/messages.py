@@ -44,6 +44,10 @@ def register(sub: SubParsers) -> None:
                     "`backchannel read ID`, you follow it with `backchannel receipts ID`.")
     parser.add_argument("--to", action="append", required=True, metavar="ALIAS",
                         help="a contact (repeat for several recipients)")
+    parser.add_argument("--via", action="append", default=[], metavar="NODE",
+                        help="an intermediary node (a node card in your contacts) the message "
+                             "must pass through; repeat in order: --via TR --via ICRC. The "
+                             "route is signed into the envelope")
     parser.add_argument("--kind", choices=KINDS, default="namelist",
                         help="what FILE holds (default: namelist)")
     parser.add_argument("file", metavar="FILE", help="the file to send ('-' for stdin)")
@@ -104,12 +108,18 @@ def run_send(args: argparse.Namespace) -> int:
         if contact.state != "verified":
             ui.warn(f"{alias} is not verified: compare the safety number with them "
                     f"(backchannel contacts verify {alias}); sending anyway")
+    for alias in args.via:
+        node = book.for_routing(alias, now=opened.clock.now())
+        if node.state != "verified":
+            ui.warn(f"node {alias} is not verified: compare its fingerprint with its "
+                    f"operator (backchannel contacts verify {alias}); sending anyway")
 
     async def work() -> messaging.Sent:
         async with connected(opened) as client:
             with ui.Meter("uploading") as meter:
                 return await messaging.send(opened, client, args.to, outgoing, upload=meter,
-                                            allow_classical=args.allow_classical)
+                                            allow_classical=args.allow_classical,
+                                            via=args.via)
 
     sent = run_async(work())
     record = sent.record
@@ -118,11 +128,13 @@ def run_send(args: argparse.Namespace) -> int:
                        "summary": outgoing.summary(),
                        "to": [{"alias": a, "id": i} for a, i in record.recipients],
                        "size": record.routing.size,
+                       "route": list(record.routing.route),
                        "accepted": format_time(record.accepted.at),
                        "expires": format_time(record.routing.expires), "new": sent.new})
         return 0
     to = ", ".join(a for a, _ in record.recipients)
-    print(f"Sent {outgoing.summary()} to {to}: sealed {record.routing.size:,} bytes, "
+    via = f" via {', '.join(args.via)}" if args.via else ""
+    print(f"Sent {outgoing.summary()} to {to}{via}: sealed {record.routing.size:,} bytes, "
           f"accepted by the node at {format_time(record.accepted.at)}.")
     print("Follow it with: backchannel receipts ID")
     print(record.routing.id)
