@@ -238,16 +238,17 @@ class Report:
         parts = [f"{verify['rate'] / max(relay['rate'], 1e-9):.0f}× slower than the baseline "
                  f"doing the same durable work; server CPU {relay['server_cpu_ms_per_request']:.1f}"
                  f" ms/request vs {verify['server_cpu_ms_per_request']:.2f}"]
-        busy = _share(profile, "workers", "waiting for SQLite's write lock")
-        handoff = _share(profile, "loop", "aiosqlite")
-        sqla = _share(profile, "loop", "SQLAlchemy")
-        idle = _share(profile, "loop", "idle")
-        if busy is not None:
-            parts.append(f"database threads spend {_pct(busy)} of their time asleep in "
+        if profile and profile.get("available"):
+            cpu = profile["cpu"]
+            busy = _share(profile, "workers", "waiting for SQLite's write lock")
+            handoff = _share(profile, "loop", "aiosqlite")
+            sqla = _share(profile, "loop", "SQLAlchemy")
+            parts.append(f"the database threads spend {_pct(busy)} of their time asleep in "
                          "SQLite's busy handler waiting for the write lock")
-            parts.append(f"the event loop is idle {_pct(idle)} of the time and spends "
-                         f"{_pct(handoff)} on aiosqlite thread hand-offs and {_pct(sqla)} in "
-                         "SQLAlchemy")
+            loop_ms = cpu["loop_user_ms_per_request"] + cpu["loop_system_ms_per_request"]
+            parts.append(f"the event loop burns {loop_ms:.1f} ms of CPU per request, "
+                         f"{_pct(handoff)} of it handing statements to aiosqlite threads "
+                         f"and {_pct(sqla)} in SQLAlchemy")
         return "; ".join(parts) + " (see Profile)"
 
     @staticmethod
@@ -308,25 +309,38 @@ class Report:
         if not profile.get("available"):
             self.add(f"Not available: {profile.get('reason')}", "")
             return
-        self.add(f"`{profile['tool']}` sampled the relay process at 100 Hz for "
-                 f"{profile['seconds']} s while the load generator ran the submit workload "
-                 f"({profile['rate_while_profiled']:,.0f} req/s while profiled, "
-                 f"{profile['requests']:,} requests). Shares are of wall time, idle "
-                 "included.", "")
-        self.add("**Event-loop thread** (each sample charged to the innermost known "
-                 "component):", "")
-        self.add(*_table(["component", "share of loop time"],
+        cpu = profile["cpu"]
+        self.add(f"One relay process (SQLite, fresh database) under the section-1 workload, "
+                 f"in three phases of {profile['seconds']} s or so, each with envelopes of "
+                 "its own.", "")
+        self.add(f"**CPU by thread** (from /proc, no profiler attached; {cpu['rate']:,.0f} "
+                 f"req/s): the event-loop thread used {_pct(cpu['loop_core_share'])} of a core, "
+                 f"**{cpu['loop_user_ms_per_request']:.2f} ms user + "
+                 f"{cpu['loop_system_ms_per_request']:.2f} ms system per request**; all other "
+                 f"threads together {cpu['other_threads_ms_per_request']:.2f} ms per request; "
+                 f"{cpu['threads_seen']} threads were seen (the event loop, aiosqlite's one "
+                 "thread per pooled connection, and the default executor).", "")
+        self.add(f"**Event-loop thread, where its CPU goes** (`py-spy record --gil`: samples "
+                 f"while it holds the GIL; {profile['loop_samples']:,} samples at 100 Hz, "
+                 f"{profile['rate_while_profiled']:,.0f} req/s while profiled; each sample "
+                 "charged to the innermost known component):", "")
+        self.add(*_table(["component", "share of loop CPU"],
                          [[r["what"], _pct(r["share"])] for r in profile["loop"]]), "")
-        self.add(f"**Database threads** ({profile['worker_threads']} aiosqlite connection "
-                 "threads were seen during the sample — one per pooled SQLite connection, "
-                 "created and closed as the pool overflows):", "")
-        self.add(*_table(["state", "share of thread time"],
-                         [[r["what"], _pct(r["share"])] for r in profile["workers"]]), "")
+        self.add("**Hottest source lines on the loop thread** (innermost Python frame):", "")
+        self.add(*_table(["line", "share of loop CPU"],
+                         [[f"`{r['what']}`", _pct(r["share"])]
+                          for r in profile.get("loop_lines", [])[:8]]), "")
         self.add("**relay/ and keys/ functions on the loop thread** (inclusive: the "
-                 "function and everything it awaits while running on the loop):", "")
-        self.add(*_table(["file:function", "share of loop time"],
+                 "function and what it calls while it runs on the loop):", "")
+        self.add(*_table(["file:function", "share of loop CPU"],
                          [[f"`{r['what']}`", _pct(r["share"])]
                           for r in profile["loop_functions"][:15]]), "")
+        self.add(f"**Database threads over wall time** (`py-spy record --native --idle`; "
+                 f"{profile['worker_threads']} aiosqlite connection threads were seen in "
+                 f"{profile['seconds']} s — connections beyond the pool size are opened and "
+                 "closed as the pool overflows):", "")
+        self.add(*_table(["state", "share of thread time"],
+                         [[r["what"], _pct(r["share"])] for r in profile["workers"]]), "")
 
     def e2e_section(self) -> None:
         e2e = self.result("e2e")
