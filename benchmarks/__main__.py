@@ -13,7 +13,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -80,12 +83,29 @@ async def _bench(name: str, ctx: Context, results: Path, fresh: dict[str, Any]) 
     if name == "multihop":
         from .multihop import bench_multihop
 
-        return bench_multihop()
+        return await bench_multihop(ctx)
     if name == "postgres":
         from .postgres import bench_postgres
 
         return await bench_postgres(ctx)
     raise ValueError(name)
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so that every server process started is killed.
+    raise KeyboardInterrupt
+
+
+def _cpu_sample() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its
+    reaped children) — their difference over an interval is other people's load."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = os.sysconf("SC_CLK_TCK")
+    values = [int(v) for v in fields]
+    busy = (sum(values) - values[3] - values[4]) / ticks  # minus idle and iowait
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = args.doc or (DOC if results == RESULTS else None)
     results.mkdir(parents=True, exist_ok=True)
     raise_fd_limit()
+    signal.signal(signal.SIGTERM, _terminate)
     ctx = Context(settings, workdir)
     machine = machine_info(ROOT)
     fresh: dict[str, Any] = {}
@@ -122,11 +143,21 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             begun = time.perf_counter()
             ctx.say(f"--- {name}")
+            busy0, own0 = _cpu_sample()
+            load0 = os.getloadavg()[0]
             result = _run(_bench(name, ctx, results, fresh))
+            busy1, own1 = _cpu_sample()
+            elapsed = time.perf_counter() - begun
             fresh[name] = result
+            # Other processes on the machine (other users' tests, a PostgreSQL server)
+            # disturb the figures: say how much.
+            foreign = max(0.0, (busy1 - busy0) - (own1 - own0))
             record = {"benchmark": name, "mode": "quick" if settings.quick else "full",
-                      "runs": settings.runs, "seconds": round(time.perf_counter() - begun, 1),
-                      "machine": machine, "result": result}
+                      "runs": settings.runs, "seconds": round(elapsed, 1),
+                      "other_cpu_share": round(foreign / elapsed / (os.cpu_count() or 1), 3),
+                      "load_before": round(load0, 2), "machine": machine, "result": result}
+            ctx.say(f"{name}: other processes used {100 * record['other_cpu_share']:.0f} % "
+                    "of the machine meanwhile")
             path = results / f"{name}.json"
             path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
             ctx.say(f"wrote {path}")

@@ -93,16 +93,16 @@ def _plaintext(index: int) -> str:
     return " ".join(words)[:PLAINTEXT_BYTES]
 
 
-def _make_batch(sender: Exported, receiver_card: bytes, node_id: str, sender_index: int,
-                count: int) -> list[tuple[str, bytes, str]]:
+def _make_batch(sender: Exported, receiver_card: bytes, path: tuple[str, ...],
+                sender_index: int, count: int) -> list[tuple[str, bytes, str]]:
     me = import_identity(sender)
     card = load_card(receiver_card, now=datetime.now(UTC))
     out = []
     for k in range(count):
         sealed = seal(me, [card], "note",
                       {"v": 1, "text": _plaintext(sender_index * 100_003 + k)})
-        routing = make_envelope(me.signing_key, sealed.data, to=[card.id], origin=node_id,
-                                destination=node_id)
+        routing = make_envelope(me.signing_key, sealed.data, to=[card.id], origin=path[0],
+                                route=path[1:-1], destination=path[-1])
         body = json_dumps({"envelope": json.loads(routing.envelope.to_json()),
                            "sealed": b64url_encode(sealed.data)})
         sig = base64.b64encode(me.signing_key.sign(body)).decode("ascii")
@@ -110,12 +110,15 @@ def _make_batch(sender: Exported, receiver_card: bytes, node_id: str, sender_ind
     return out
 
 
-def make_submissions(cast: Cast, node_id: str, per_sender: int,
+def make_submissions(cast: Cast, node_id: str, per_sender: int, *,
+                     path: tuple[str, ...] | None = None,
                      workers: int | None = None) -> list[list[Submission]]:
     """``per_sender`` sealed envelopes from each sender to its receiver, for node
-    ``node_id``; returns one list per sender."""
+    ``node_id`` (or along ``path``: origin, intermediaries, destination); returns one
+    list per sender."""
     workers = workers or min(len(cast.senders), os.cpu_count() or 1)
-    jobs = [(export_identity(s), cast.receiver_of(i).card.to_json(), node_id, i, per_sender)
+    route = path or (node_id,)
+    jobs = [(export_identity(s), cast.receiver_of(i).card.to_json(), route, i, per_sender)
             for i, s in enumerate(cast.senders)]
     if workers <= 1 or per_sender * len(jobs) < 200:
         results = [_make_batch(*job) for job in jobs]

@@ -48,14 +48,22 @@ class NodeHome:
         return self.card.id
 
 
-def init_node(path: Path) -> NodeHome:
-    """``backchannel relay init`` (fast key derivation: this keystore protects nothing)."""
+def init_node(path: Path, *, url: str = "http://127.0.0.1:8470",
+              name: str = "Benchmark node") -> NodeHome:
+    """``backchannel relay init`` (fast key derivation: this keystore protects nothing).
+    ``url`` goes on the node's card: peers push to it."""
     env = {**os.environ, "BACKCHANNEL_PASSPHRASE": PASSPHRASE}
-    subprocess.run(python_argv("-m", "relay", "init", "--dir", str(path), "--name",
-                               "Benchmark node", "--url", "http://127.0.0.1:8470",
-                               "--kdf-floor"),
+    subprocess.run(python_argv("-m", "relay", "init", "--dir", str(path), "--name", name,
+                               "--url", url, "--kdf-floor"),
                    check=True, capture_output=True, env=env, timeout=120)
     return NodeHome(path, read_card(NodeDir(path)))
+
+
+def pin_peer(home: NodeHome, peer: NodeHome) -> None:
+    """``backchannel relay peers add`` on ``home`` with ``peer``'s card file."""
+    subprocess.run(python_argv("-m", "relay", "peers", "add", "--dir", str(home.path),
+                               str(NodeDir(peer.path).card)),
+                   check=True, capture_output=True, env={**os.environ}, timeout=120)
 
 
 def relay_server(home: NodeHome, *, port: int, database: str, public_url: str, log: Path,
