@@ -108,6 +108,23 @@ def _cpu_sample() -> tuple[float, float]:
     return busy, own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _wait_quiet(ctx: Context, limit: float, *, share: float = 0.15) -> float:
+    """Wait (at most ``limit`` seconds) until other processes use less than ``share``
+    of the machine over two seconds; return the last share seen."""
+    deadline = time.monotonic() + limit
+    while True:
+        busy0, own0 = _cpu_sample()
+        time.sleep(2.0)
+        busy1, own1 = _cpu_sample()
+        other = max(0.0, (busy1 - busy0) - (own1 - own0)) / 2.0 / (os.cpu_count() or 1)
+        if other < share or time.monotonic() > deadline:
+            if other >= share:
+                ctx.say(f"the machine is still busy ({100 * other:.0f} % used by other "
+                        "processes); measuring anyway")
+            return other
+        ctx.say(f"waiting for a quiet machine ({100 * other:.0f} % used by other processes)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="directory for the JSON results")
     parser.add_argument("--doc", type=Path, help="Markdown file to regenerate")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--wait-quiet", type=float, default=None, metavar="SECONDS",
+                        help="before each benchmark, wait up to this long for other "
+                             "processes to go quiet (default 120 s, quick 0)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:
@@ -143,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             begun = time.perf_counter()
             ctx.say(f"--- {name}")
+            wait = args.wait_quiet if args.wait_quiet is not None else (
+                0.0 if settings.quick else 120.0)
+            if wait > 0:
+                _wait_quiet(ctx, wait)
             busy0, own0 = _cpu_sample()
             load0 = os.getloadavg()[0]
             result = _run(_bench(name, ctx, results, fresh))
