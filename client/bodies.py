@@ -44,9 +44,20 @@ Body = NameList | Note | Other
 
 
 @dataclass(frozen=True)
+class Document:
+    """A negotiation document (client.negotiation builds the body: DSSE envelopes only)."""
+
+    body_value: dict[str, Any]
+    label: str
+
+    def to_body(self) -> dict[str, Any]:
+        return self.body_value
+
+
+@dataclass(frozen=True)
 class Outgoing:
     kind: str
-    content: NameList | Note
+    content: NameList | Note | Document
     warnings: tuple[str, ...]
 
     def body(self) -> dict[str, Any]:
@@ -56,6 +67,8 @@ class Outgoing:
         if isinstance(self.content, NameList):
             count = len(self.content)
             return f"name list of {count:,} {'entry' if count == 1 else 'entries'}"
+        if isinstance(self.content, Document):
+            return self.content.label
         return f"note of {len(self.content.text):,} characters"
 
 

@@ -1,5 +1,9 @@
-"""Negotiation commands: ``reconcile`` (offline) and, as they are wired, the
-proposal/agreement/handover commands of issue 6.
+"""Negotiation commands: ``propose``, ``accept``, ``countersign``, ``thread`` (with
+``--export`` for offline verification) and ``reconcile`` (offline).
+
+Documents travel as sealed messages of the kinds in :mod:`client.negotiation`. A
+command that needs the other side's documents first reads every new message in the
+inbox (as ``backchannel read`` would: opened, stored locally, acknowledged).
 
 ``reconcile LIST_A LIST_B`` reads two name lists exactly as ``send`` would
 (:func:`client.namelist.load_namelist`) and prints the suggestions of
@@ -12,18 +16,116 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from keys.agreement import (
+    Agreement,
+    accept_proposal,
+    agreement_status,
+    confirm_agreement,
+    countersign_agreement,
+)
+from keys.card import Card
 from keys.clock import SYSTEM_CLOCK
+from keys.cosigning import SignatureStatus
+from keys.encoding import format_time, parse_time
+from keys.errors import BackchannelError
+from keys.exported import bundle_kind, export_agreement, verify_exported
+from keys.listref import salt_list
+from keys.proposal import CATEGORIES, Counts, Decision, Proposal, Terms, Transfer, make_proposal
+from keys.thread import Thread
 
-from .. import ui
-from ..errors import BodyError, ClientError
-from ..namelist import Entry, NameList, load_namelist
+from .. import messaging, ui
+from ..errors import BodyError, BundleInvalid, ClientError
+from ..namelist import Entry, NameList, encode_body, load_namelist
+from ..negotiation import (
+    Collected,
+    collect,
+    known_keys,
+    outgoing,
+    save_salted,
+    verify_thread_keys,
+)
+from ..profile import OpenProfile
 from ..reconcile import Reconciliation, reconcile
-from .common import SubParsers, read_input, write_output
+from ..relay_client import RelayClient
+from .common import (
+    SubParsers,
+    common_options,
+    connected,
+    open_profile,
+    read_input,
+    run_async,
+    write_output,
+)
 
 
 def register(sub: SubParsers) -> None:
+    common = common_options()
+    parser = sub.add_parser(
+        "propose", parents=[common], help="propose an exchange to another delegation",
+        description="Salts and digests both name lists (the names never leave this "
+                    "profile), signs the terms and sends the proposal to the other "
+                    "delegation and to every guarantor.")
+    parser.add_argument("--to", required=True, metavar="ALIAS",
+                        help="the other delegation (a contact)")
+    parser.add_argument("--guarantor", action="append", default=[], metavar="ALIAS",
+                        help="a guarantor who must co-sign the agreement (repeatable)")
+    parser.add_argument("--quorum", type=int, metavar="N",
+                        help="only N of the guarantors need to co-sign (default: all)")
+    parser.add_argument("--give", required=True, metavar="FILE",
+                        help="the name list of those you hand over (CSV or JSON)")
+    parser.add_argument("--receive", required=True, metavar="FILE",
+                        help="the name list of those you receive (CSV or JSON)")
+    parser.add_argument("--give-as", default="pow", choices=CATEGORIES, metavar="CATEGORY",
+                        help=f"category of everyone in --give ({', '.join(CATEGORIES)}; "
+                             "default pow)")
+    parser.add_argument("--receive-as", default="pow", choices=CATEGORIES,
+                        metavar="CATEGORY", help="category of everyone in --receive")
+    parser.add_argument("--place", required=True, metavar="TEXT")
+    parser.add_argument("--window", required=True, metavar="FROM/TO",
+                        help="dates (YYYY-MM-DD, UTC) or RFC 3339 times")
+    parser.add_argument("--expires", metavar="WHEN",
+                        help="when the offer lapses (default: in 3 days)")
+    parser.add_argument("--text", metavar="FILE", help="conditions, as UTF-8 text")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_propose)
+
+    parser = sub.add_parser(
+        "accept", parents=[common], help="accept the latest proposal of a thread",
+        description="Checks the whole thread, signs an acceptance and the agreement "
+                    "(the exact bytes of the proposal) and sends both to the proposer "
+                    "and the guarantors.")
+    parser.add_argument("id", metavar="ID", help="the proposal id (backchannel thread)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_accept)
+
+    parser = sub.add_parser(
+        "countersign", parents=[common], help="sign an agreement as a party or guarantor",
+        description="The proposer confirms an accepted agreement; a guarantor co-signs "
+                    "the same bytes once both parties have signed. The signed copy goes "
+                    "to every other party and guarantor.")
+    parser.add_argument("id", metavar="ID", help="the agreement id or its proposal's id")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_countersign)
+
+    parser = sub.add_parser(
+        "thread", parents=[common], help="a negotiation as a timeline",
+        description="Every proposal and decision of the thread, in order, checked "
+                    "(signatures, chain of digests, expiry), and the agreement's "
+                    "signatures present and missing.")
+    parser.add_argument("id", metavar="ID", help="any message id of the thread, or the "
+                                                 "agreement id")
+    parser.add_argument("--export", metavar="FILE",
+                        help="write the agreement and thread for backchannel verify FILE")
+    parser.add_argument("--offline", action="store_true",
+                        help="do not fetch new messages first")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_thread)
+
     parser = sub.add_parser(
         "reconcile", help="match two name lists written in different scripts",
         description="Suggests which entries of LIST_A and LIST_B name the same person "
@@ -108,4 +210,310 @@ def run_reconcile(args: argparse.Namespace) -> int:
                   + ", ".join(f"A{i + 1}" for i in result.unmatched_left), markup=False)
     console.print(f"Only in {args.list_b} ({len(result.unmatched_right)}): "
                   + ", ".join(f"B{j + 1}" for j in result.unmatched_right), markup=False)
+    return 0
+
+
+# --- propose / accept / countersign / thread ----------------------------------------
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+def parse_when(value: str, *, field: str, end_of_day: bool = False) -> datetime:
+    """An RFC 3339 time, or a date (UTC; the end of that day when ``end_of_day``)."""
+    text = value.strip()
+    if _DATE.fullmatch(text):
+        text += "T23:59:59Z" if end_of_day else "T00:00:00Z"
+    try:
+        return parse_time(text, field=field)
+    except BackchannelError:
+        raise ClientError(f"{field} {value[:40]!r} is not a date (YYYY-MM-DD) or an RFC 3339 "
+                          "time") from None
+
+
+def parse_window(value: str) -> tuple[datetime, datetime]:
+    start, sep, end = value.partition("/")
+    if not sep:
+        raise ClientError("--window is FROM/TO, e.g. 2026-12-01/2026-12-03")
+    return (parse_when(start, field="--window start"),
+            parse_when(end, field="--window end", end_of_day=True))
+
+
+def _counts(category: str, entries: int) -> Counts:
+    return Counts(**{category: entries})
+
+
+def _aliases(opened: OpenProfile, ids: Sequence[str]) -> list[str]:
+    """The contacts to send a document to (everyone named, except ourselves)."""
+    book = opened.contacts()
+    aliases = []
+    for identity_id in ids:
+        if identity_id == opened.identity.id:
+            continue
+        contact = book.by_id(identity_id)
+        if contact is None:
+            ui.warn(f"{identity_id} is not in your contacts: not sent to them")
+            continue
+        aliases.append(contact.alias)
+    return aliases
+
+
+def _names(opened: OpenProfile) -> dict[str, str]:
+    names = {c.card.id: c.alias for c in opened.contacts()}
+    names[opened.identity.id] = "you"
+    return names
+
+
+async def _fetch_new(opened: OpenProfile, client: RelayClient) -> None:
+    """Read every new message (stored locally and acknowledged, as read does)."""
+    for listed in await messaging.inbox(opened, client):
+        try:
+            await messaging.read(opened, client, listed.item.routing.id)
+        except BackchannelError as exc:
+            ui.warn(f"message {listed.item.routing.id} could not be read: {exc}")
+
+
+def _collect(opened: OpenProfile) -> Collected:
+    found = collect(opened, messaging.local_messages(opened))
+    for what in found.damaged:
+        ui.warn(f"{what}: not a valid negotiation document (ignored)")
+    return found
+
+
+def run_propose(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    now = opened.clock.now()
+    book = opened.contacts()
+    other = book.for_sending(args.to, now=now)
+    guarantors = [book.for_sending(alias, now=now) for alias in args.guarantor]
+    window_from, window_to = parse_window(args.window)
+    expires = (parse_when(args.expires, field="--expires", end_of_day=True) if args.expires
+               else now + timedelta(days=3))
+    give = _load(args.give)
+    receive = _load(args.receive)
+    conditions = ""
+    if args.text:
+        try:
+            conditions = read_input(args.text, max_bytes=64 * 1024, what="text").decode()
+        except UnicodeDecodeError:
+            raise ClientError(f"{args.text} is not UTF-8 text") from None
+    salted_give = salt_list(encode_body(give), len(give))
+    salted_receive = salt_list(encode_body(receive), len(receive))
+    me = opened.identity.id
+    terms = Terms(
+        parties=(me, other.card.id),
+        transfers=(Transfer(me, other.card.id, (salted_give.ref(),),
+                            _counts(args.give_as, len(give))),
+                   Transfer(other.card.id, me, (salted_receive.ref(),),
+                            _counts(args.receive_as, len(receive)))),
+        place=args.place, window_from=window_from, window_to=window_to, expires=expires,
+        conditions=conditions, guarantors=tuple(g.card.id for g in guarantors),
+        quorum=args.quorum)
+    proposal = make_proposal(opened.identity.signing_key, terms, clock=opened.clock)
+    save_salted(opened, salted_give)
+    save_salted(opened, salted_receive)
+
+    async def work() -> str | None:
+        async with connected(opened) as client:
+            aliases = _aliases(opened, [*terms.parties, *terms.guarantors])
+            sent = await messaging.send(
+                opened, client, aliases,
+                outgoing("proposal", f"proposal {proposal.id}", proposal=proposal.envelope))
+            return sent.record.routing.id
+
+    envelope_id = run_async(work())
+    return _report_sent(args, "proposal", proposal.id, envelope_id,
+                        f"Proposed: {len(give):,} for {len(receive):,} at {args.place}, "
+                        f"{format_time(window_from)} to {format_time(window_to)}; the offer "
+                        f"expires {format_time(expires)}.")
+
+
+def _report_sent(args: argparse.Namespace, what: str, ident: str, envelope_id: str | None,
+                 summary: str, extra: dict[str, Any] | None = None) -> int:
+    if args.json:
+        ui.print_json({"kind": what, "id": ident, "message": envelope_id, **(extra or {})})
+        return 0
+    print(summary)
+    if envelope_id:
+        print(f"Sent as message {envelope_id}.")
+    print(f"{what.capitalize()} id: {ident}")
+    return 0
+
+
+def run_accept(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+
+    async def work() -> tuple[Agreement, str]:
+        async with connected(opened) as client:
+            await _fetch_new(opened, client)
+            found = _collect(opened)
+            keys = known_keys(opened)
+            thread = found.thread_of(args.id)
+            verify_thread_keys(thread, keys)
+            decision, thread, agreement = accept_proposal(
+                thread, args.id, opened.identity.signing_key, clock=opened.clock)
+            proposal = thread.find(args.id)
+            assert isinstance(proposal, Proposal)  # accept_proposal checked it
+            sent = await messaging.send(
+                opened, client,
+                _aliases(opened, [proposal.author, *agreement.terms.guarantors]),
+                outgoing("acceptance", f"acceptance of {args.id}",
+                         acceptance=decision.envelope, agreement=agreement.envelope))
+            return agreement, sent.record.routing.id
+
+    agreement, envelope_id = run_async(work())
+    return _report_sent(args, "agreement", agreement.id, envelope_id,
+                        "Accepted; you signed the agreement. The proposer confirms it with "
+                        "backchannel countersign, then the guarantors co-sign.",
+                        {"proposal": args.id})
+
+
+def run_countersign(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+
+    async def work() -> tuple[Agreement, SignatureStatus, str]:
+        async with connected(opened) as client:
+            await _fetch_new(opened, client)
+            found = _collect(opened)
+            keys = known_keys(opened)
+            agreement = found.agreement(args.id, keys)
+            me = opened.identity
+            thread: Thread | None = None
+            if me.id in agreement.terms.parties:
+                thread = found.thread_of(agreement.proposal_id)
+                verify_thread_keys(thread, keys)
+                agreement = confirm_agreement(agreement, thread, me.signing_key, keys)
+            else:
+                agreement = countersign_agreement(agreement, me.signing_key, keys)
+            status = agreement_status(agreement, keys)
+            envelopes = list(thread.envelopes()) if thread else []
+            sent = await messaging.send(
+                opened, client,
+                _aliases(opened, [*agreement.terms.parties, *agreement.terms.guarantors]),
+                outgoing("agreement", f"agreement {agreement.id}",
+                         agreement=agreement.envelope, thread=envelopes))
+            return agreement, status, sent.record.routing.id
+
+    agreement, status, envelope_id = run_async(work())
+    names = _names(opened)
+    state = "complete" if status.complete else (
+        f"missing {', '.join(names.get(i, i) for i in status.missing)}")
+    return _report_sent(args, "agreement", agreement.id, envelope_id,
+                        f"Signed. Signatures: {len(status.present)} present; {state}.",
+                        {"signatures": status.to_dict()})
+
+
+def _timeline(thread: Thread, names: dict[str, str], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for number, message in enumerate(thread.messages, start=1):
+        row: dict[str, Any] = {"n": number, "id": message.id, "kind": message.kind,
+                               "author": message.author,
+                               "author_alias": names.get(message.author),
+                               "created": format_time(message.created)}
+        if isinstance(message, Proposal):
+            terms = message.terms
+            row.update({"supersedes": message.supersedes, "place": terms.place,
+                        "window": [format_time(terms.window_from),
+                                   format_time(terms.window_to)],
+                        "expires": format_time(terms.expires),
+                        "transfers": [{"from": t.giver, "to": t.receiver,
+                                       "entries": t.counts.total,
+                                       "counts": {c: t.counts.get(c) for c in CATEGORIES},
+                                       "lists": [r.digest for r in t.lists]}
+                                      for t in terms.transfers],
+                        "guarantors": list(terms.guarantors), "quorum": terms.quorum,
+                        "conditions": terms.conditions})
+        elif isinstance(message, Decision):
+            row.update({"proposal": message.proposal, "reason": message.reason})
+        rows.append(row)
+    return rows
+
+
+def run_thread(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    if not args.offline:
+        async def work() -> None:
+            async with connected(opened) as client:
+                await _fetch_new(opened, client)
+        run_async(work())
+    found = _collect(opened)
+    keys = known_keys(opened)
+    agreement: Agreement | None = None
+    ident = args.id
+    if ident not in found.messages:
+        agreement = found.agreement(ident, keys)
+        ident = agreement.proposal_id
+    thread = found.thread_of(ident)
+    verify_thread_keys(thread, keys)
+    if agreement is None:
+        for proposal in (m for m in thread.messages if isinstance(m, Proposal)):
+            try:
+                agreement = found.agreement(proposal.id, keys)
+            except ClientError:
+                continue
+    now = opened.clock.now()
+    names = _names(opened)
+    status = agreement_status(agreement, keys) if agreement else None
+    if args.export:
+        if agreement is None:
+            raise ClientError("this thread has no agreement to export yet")
+        write_output(args.export, export_agreement(agreement, keys.values(), thread) + b"\n",
+                     what="export")
+    timeline = _timeline(thread, names, now)
+    if args.json:
+        ui.print_json({"thread": thread.id, "state": thread.state(now).value,
+                       "messages": timeline,
+                       "agreement": None if agreement is None else {
+                           "id": agreement.id, "proposal": agreement.proposal_id,
+                           "signatures": status.to_dict() if status else None}})
+        return 0
+    print(f"Thread {thread.id}: {thread.state(now).value}")
+    for row in timeline:
+        who = row["author_alias"] or row["author"]
+        line = f"  {row['n']}. {row['created']}  {row['kind']:<10} by {who}  {row['id']}"
+        print(line)
+        if row["kind"] == "proposal":
+            for t in row["transfers"]:
+                counts = ", ".join(f"{c} {n}" for c, n in t["counts"].items() if n)
+                print(f"       {names.get(t['from'], t['from'])} -> "
+                      f"{names.get(t['to'], t['to'])}: {t['entries']} ({counts})")
+            print(f"       at {row['place']}, {row['window'][0]} to {row['window'][1]}; "
+                  f"expires {row['expires']}")
+        elif row.get("reason"):
+            print(f"       reason: {row['reason']}")
+    if agreement is not None and status is not None:
+        print(f"Agreement {agreement.id}: "
+              + ("complete" if status.complete else "incomplete"))
+        print("  signed by: " + (", ".join(names.get(i, i) for i in status.present) or "-"))
+        if status.missing:
+            print("  missing:   " + ", ".join(names.get(i, i) for i in status.missing))
+    if args.export:
+        print(f"Exported to {args.export}: check it with backchannel verify {args.export}")
+    return 0
+
+
+# --- backchannel verify FILE, for exported agreements and handover records -----------
+
+def is_exported(data: bytes) -> bool:
+    """Whether ``verify`` should read ``data`` as an exported agreement or record."""
+    try:
+        return bundle_kind(data) is not None
+    except BackchannelError:
+        return False
+
+
+def verify_exported_file(args: argparse.Namespace, data: bytes, cards: Sequence[Card]
+                         ) -> int:
+    """Offline: every check, and the signatures present and missing. Cards given with
+    ``--card`` are pinned (their key must be the one in the file) and name the ids."""
+    report = verify_exported(data, pinned={c.id: c.verify_key for c in cards})
+    names = {c.id: f"{c.name} ({c.role})" for c in cards}
+    if args.json:
+        ui.print_json(report.to_dict())
+    else:
+        for line in report.lines(names):
+            print(line)
+    if not report.ok:
+        first = report.failures()[0]
+        raise BundleInvalid(f"{args.file}: {first.name}"
+                            + (f": {first.detail}" if first.detail else ""))
     return 0

@@ -192,6 +192,9 @@ def _cards(paths: list[str]) -> list[Card]:
 def run_verify(args: argparse.Namespace) -> int:
     data = read_input(args.file, max_bytes=MAX_BUNDLE_FILE, what="file")
     cards = _cards(args.card)
+    from .negotiation import is_exported, verify_exported_file
+    if is_exported(data):
+        return verify_exported_file(args, data, cards)
     if BUNDLE_KIND.encode() not in data[:200] and b'"payloadType"' in data:
         statement = verify_single_statement(data, cards)
         st = statement.statement

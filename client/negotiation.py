@@ -1,0 +1,174 @@
+"""Negotiation documents on a delegation's profile: what travels, what is kept.
+
+Documents travel as sealed messages of their own kinds; every body holds DSSE
+envelopes only (:mod:`keys.proposal`, :mod:`keys.agreement`), never a name::
+
+    proposal     {"v": 1, "proposal": <envelope>}                  (also a counter-proposal)
+    acceptance   {"v": 1, "acceptance": <envelope>, "agreement": <envelope>}
+    rejection    {"v": 1, "rejection": <envelope>}
+    agreement    {"v": 1, "agreement": <envelope>, "thread": [<envelope>, ...]}
+
+Guarantors receive the same bodies: terms, list digests and counts. The lists
+themselves stay with the delegation that salted them (box ``negsalts/<digest>``),
+so the digests open for nobody else.
+
+There is no separate negotiation store: the local copies of sent and received
+messages (:mod:`client.records`) *are* the store, and :func:`collect` rebuilds the
+threads and agreements from them every time (an agreement's copies are merged,
+signature by signature, with :func:`keys.agreement.add_signatures`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from keys import dsse
+from keys.agreement import Agreement, add_signatures, parse_agreement
+from keys.ed25519 import VerifyKey
+from keys.encoding import b64url_decode, b64url_encode
+from keys.errors import BackchannelError
+from keys.listref import SaltedList
+from keys.proposal import Message, parse_message, verify_message
+from keys.thread import Thread, order_messages
+
+from .bodies import Document, Outgoing
+from .errors import ClientError
+from .profile import OpenProfile
+from .records import ReceivedRecord, Record
+
+KINDS: Final = ("proposal", "acceptance", "rejection", "agreement")
+#: A negotiation envelope carries terms, digests and counts: small.
+MAX_PAYLOAD: Final = 256 * 1024
+#: Longest thread accepted from a body (a negotiation of 200 rounds is not one).
+MAX_THREAD: Final = 200
+
+
+class NegotiationNotFound(ClientError):
+    def __init__(self, what: str, ident: str) -> None:
+        super().__init__(f"no {what} {ident[:60]!r} in this profile's messages: fetch new "
+                         "messages with backchannel inbox, or check the id with "
+                         "backchannel thread")
+
+
+def _envelope(value: object) -> dsse.Envelope:
+    return dsse.Envelope.from_dict(value, max_payload=MAX_PAYLOAD)
+
+
+def outgoing(kind: str, label: str, **envelopes: dsse.Envelope | list[dsse.Envelope]
+             ) -> Outgoing:
+    body: dict[str, Any] = {"v": 1}
+    for name, value in envelopes.items():
+        body[name] = ([e.to_dict() for e in value] if isinstance(value, list)
+                      else value.to_dict())
+    return Outgoing(kind, Document(body, label), ())
+
+
+def _kind_and_body(record: Record) -> tuple[str, Any]:
+    if isinstance(record, ReceivedRecord):
+        return record.message.kind, record.message.body
+    return record.kind, record.body
+
+
+@dataclass
+class Collected:
+    """Every negotiation document found in the profile's messages."""
+
+    messages: dict[str, Message] = field(default_factory=dict)
+    agreement_envelopes: list[dsse.Envelope] = field(default_factory=list)
+    #: Bodies that did not parse (kind, envelope id): shown, never used.
+    damaged: list[str] = field(default_factory=list)
+
+    def thread_of(self, message_id: str) -> Thread:
+        """The whole thread containing ``message_id``, checked by order_messages."""
+        start = self.messages.get(message_id)
+        if start is None:
+            raise NegotiationNotFound("proposal or decision", message_id)
+        root = start
+        seen = {root.id}
+        while root.previous is not None:
+            previous = self.messages.get(root.previous)
+            if previous is None or previous.id in seen:
+                break
+            root = previous
+            seen.add(root.id)
+        members: list[Message] = [root]
+        frontier = {root.id}
+        while frontier:
+            nxt = [m for m in self.messages.values() if m.previous in frontier]
+            members.extend(nxt)
+            frontier = {m.id for m in nxt}
+        return order_messages(members)
+
+    def agreement(self, ident: str, keys: Mapping[str, VerifyKey]) -> Agreement:
+        """The agreement named by its id or by its proposal's id, every copy merged."""
+        copies = [parse_agreement(e) for e in self.agreement_envelopes]
+        wanted = [a for a in copies if ident in (a.id, a.proposal_id)]
+        if not wanted:
+            raise NegotiationNotFound("agreement", ident)
+        merged = wanted[0]
+        for other in wanted[1:]:
+            merged = add_signatures(merged, other.envelope, keys)
+        return merged
+
+
+def collect(opened: OpenProfile, records: Iterable[Record]) -> Collected:
+    found = Collected()
+    for record in records:
+        kind, body = _kind_and_body(record)
+        if kind not in KINDS:
+            continue
+        try:
+            if not isinstance(body, dict) or body.get("v") != 1:
+                raise ClientError("malformed")
+            for name in ("proposal", "acceptance", "rejection"):
+                if name in body:
+                    message = parse_message(_envelope(body[name]))
+                    found.messages[message.id] = message
+            if "agreement" in body:
+                found.agreement_envelopes.append(_envelope(body["agreement"]))
+            thread = body.get("thread", [])
+            if not isinstance(thread, list) or len(thread) > MAX_THREAD:
+                raise ClientError("malformed")
+            for value in thread:
+                message = parse_message(_envelope(value))
+                found.messages.setdefault(message.id, message)
+        except BackchannelError:
+            found.damaged.append(f"{kind} {record.routing.id}")
+    return found
+
+
+def known_keys(opened: OpenProfile) -> dict[str, VerifyKey]:
+    """Identity id -> key for this profile and every contact whose key did not change."""
+    keys = {opened.identity.id: opened.identity.signing_key.public}
+    for contact in opened.contacts():
+        if contact.state != "changed":
+            keys[contact.card.id] = contact.card.verify_key
+    return keys
+
+
+def verify_thread_keys(thread: Thread, keys: Mapping[str, VerifyKey]) -> None:
+    """Every message of the thread is signed by its author (a contact, or us)."""
+    for message in thread.messages:
+        key = keys.get(message.author)
+        if key is None:
+            raise ClientError(f"the author {message.author} of {message.id} is not in your "
+                              "contacts: add and verify their card first")
+        verify_message(message, key)
+
+
+def save_salted(opened: OpenProfile, salted: SaltedList) -> None:
+    with opened.profile.locked():
+        opened.store.write(f"negsalts/{salted.digest}",
+                           {"salt": b64url_encode(salted.salt),
+                            "data": b64url_encode(salted.data), "entries": salted.entries})
+
+
+def load_salted(opened: OpenProfile, digest: str) -> SaltedList | None:
+    value = opened.store.read(f"negsalts/{digest}")
+    if value is None:
+        return None
+    return SaltedList(b64url_decode(value["salt"], max_bytes=32, exact=32, field="salt"),
+                      b64url_decode(value["data"], max_bytes=64 * 1024 * 1024, field="data"),
+                      int(value["entries"]))
