@@ -397,6 +397,8 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
         opened.save_message_data(envelope_id, fresh.to_dict())
     aliases = {c.card.id: c.alias for c in opened.contacts()}
     names = {pin.card.id: f"node {pin.card.name}", opened.identity.id: "you", **aliases}
+    for card in report.cards.values():  # nodes further along the route, by their name
+        names.setdefault(card.id, f"node {card.name}" if card.role == "node" else card.name)
     return Receipts(record, report, bundle, tuple(unknown), matches, names, aliases)
 
 

@@ -1,0 +1,186 @@
+"""Real relay nodes as subprocesses (``backchannel relay serve``) and the
+``backchannel`` command, for the multi-node end-to-end tests.
+
+Nodes retry their peers fast (``BACKCHANNEL_RELAY_FEDERATION_*`` in their
+environment: 1 s, at most 2 s), so that a peer coming back is reached at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+NODE_PASSPHRASE = "node passphrase"
+#: A node starts in about a second; 60 s bounds a hung start on a loaded machine.
+START_TIMEOUT = 60
+FAST_FEDERATION = {"BACKCHANNEL_RELAY_FEDERATION_RETRY_SECONDS": "1",
+                   "BACKCHANNEL_RELAY_FEDERATION_RETRY_MAX_SECONDS": "2",
+                   "BACKCHANNEL_RELAY_FEDERATION_POLL_SECONDS": "1",
+                   "BACKCHANNEL_RELAY_FEDERATION_TIMEOUT_SECONDS": "5"}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def error_line(self) -> str:
+        lines = self.err.strip().splitlines()
+        assert self.code == 1, (self.code, self.out, self.err)
+        assert len(lines) == 1, self.err
+        assert lines[0].startswith("backchannel: error: "), self.err
+        return lines[0].removeprefix("backchannel: error: ")
+
+
+@dataclass
+class Env:
+    """A clean environment: HOME inside the test directory, fast key derivation."""
+
+    root: Path
+    base: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
+        env.update({"HOME": str(self.root / "home"), "BACKCHANNEL_KDF": "floor",
+                    "PYTHONUNBUFFERED": "1", "COLUMNS": "160"})
+        self.base = env
+
+    def run(self, *args: str, home: str | None = None, passphrase: str | None = None,
+            timeout: float = 120) -> Result:
+        env = dict(self.base)
+        if home is not None:
+            env["BACKCHANNEL_HOME"] = str(self.root / home)
+        if passphrase is not None:
+            env["BACKCHANNEL_PASSPHRASE"] = passphrase
+        proc = subprocess.run([sys.executable, "-m", "client", *args], env=env, input="",
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, home: str | None = None, passphrase: str | None = None,
+           timeout: float = 120) -> Result:
+        result = self.run(*args, home=home, passphrase=passphrase, timeout=timeout)
+        assert result.code == 0, (args, result.out, result.err)
+        return result
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Node:
+    env: Env
+    directory: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory.parent / f"{self.directory.name}.log"
+
+    @property
+    def card(self) -> Path:
+        """The node's card as ``relay init`` wrote it (what ``relay card`` prints)."""
+        return self.directory / "node-card.json"
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "relay.db"
+
+    def init(self, name: str) -> str:
+        """Create the node; returns its id."""
+        out = self.env.ok("relay", "init", "--dir", str(self.directory), "--name", name,
+                          "--url", self.url, "--port", str(self.port),
+                          passphrase=NODE_PASSPHRASE).out
+        return out.split("node id:", 1)[1].split()[0]
+
+    def peer(self, other: Node) -> Result:
+        return self.env.ok("relay", "peers", "add", "--dir", str(self.directory),
+                           str(other.card))
+
+    def start(self) -> None:
+        env = {**self.env.base, **FAST_FEDERATION, "BACKCHANNEL_PASSPHRASE": NODE_PASSPHRASE}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "client", "relay", "serve", "--dir",
+                 str(self.directory)], env=env, stdout=subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        timer = threading.Timer(START_TIMEOUT, self.proc.kill)
+        timer.start()
+        try:
+            line = self.proc.stdout.readline()
+        finally:
+            timer.cancel()
+        assert line.startswith(b"relay: listening on"), (line, self.log.read_text())
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no checkpoint of the WAL."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        """Read the node's SQLite database (a WAL reader never blocks the node)."""
+        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+        try:
+            return list(conn.execute(sql, params))
+        finally:
+            conn.close()
+
+    def files(self) -> list[Path]:
+        """The database with its -wal and -shm files (when present), and the log."""
+        candidates = [self.database, self.database.with_name("relay.db-wal"),
+                      self.database.with_name("relay.db-shm"), self.log]
+        return [p for p in candidates if p.exists()]
+
+
+def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0,
+               what: str = "condition", interval: float = 0.1) -> T:
+    """Poll ``probe`` (bounded) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def parallel(*calls: Callable[[], T]) -> list[T]:
+    """Run independent commands at once (each is a subprocess: threads suffice)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
