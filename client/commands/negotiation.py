@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +37,7 @@ from keys.errors import BackchannelError
 from keys.exported import bundle_kind, export_agreement, verify_exported
 from keys.listref import salt_list
 from keys.proposal import CATEGORIES, Counts, Decision, Proposal, Terms, Transfer, make_proposal
-from keys.thread import Thread
+from keys.thread import Thread, counter, reject
 
 from .. import messaging, ui
 from ..errors import BodyError, BundleInvalid, ClientError
@@ -93,6 +94,31 @@ def register(sub: SubParsers) -> None:
     parser.add_argument("--text", metavar="FILE", help="conditions, as UTF-8 text")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_propose)
+
+    parser = sub.add_parser(
+        "counter", parents=[common], help="answer a proposal with changed terms",
+        description="Signs a counter-proposal that supersedes the thread's last message. "
+                    "Terms not given are kept from the latest proposal; --give and "
+                    "--receive are from your side.")
+    parser.add_argument("id", metavar="ID", help="the proposal answered (its thread's last)")
+    parser.add_argument("--give", metavar="FILE")
+    parser.add_argument("--receive", metavar="FILE")
+    parser.add_argument("--give-as", default="pow", choices=CATEGORIES, metavar="CATEGORY")
+    parser.add_argument("--receive-as", default="pow", choices=CATEGORIES,
+                        metavar="CATEGORY")
+    parser.add_argument("--place", metavar="TEXT")
+    parser.add_argument("--window", metavar="FROM/TO")
+    parser.add_argument("--expires", metavar="WHEN", help="default: in 3 days")
+    parser.add_argument("--text", metavar="FILE", help="new conditions, as UTF-8 text")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_counter)
+
+    parser = sub.add_parser(
+        "reject", parents=[common], help="reject the latest proposal (closes the thread)")
+    parser.add_argument("id", metavar="ID", help="the proposal id")
+    parser.add_argument("--reason", required=True, metavar="TEXT")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_reject)
 
     parser = sub.add_parser(
         "accept", parents=[common], help="accept the latest proposal of a thread",
@@ -337,6 +363,94 @@ def _report_sent(args: argparse.Namespace, what: str, ident: str, envelope_id: s
         print(f"Sent as message {envelope_id}.")
     print(f"{what.capitalize()} id: {ident}")
     return 0
+
+
+def _conditions(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return read_input(path, max_bytes=64 * 1024, what="text").decode()
+    except UnicodeDecodeError:
+        raise ClientError(f"{path} is not UTF-8 text") from None
+
+
+def run_counter(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    now = opened.clock.now()
+    changes: dict[str, Any] = {
+        "expires": (parse_when(args.expires, field="--expires", end_of_day=True)
+                    if args.expires else now + timedelta(days=3))}
+    if args.window:
+        changes["window_from"], changes["window_to"] = parse_window(args.window)
+    if args.place:
+        changes["place"] = args.place
+    conditions = _conditions(args.text)
+    if conditions is not None:
+        changes["conditions"] = conditions
+    lists = [(side, _load(path), category) for side, path, category in
+             (("give", args.give, args.give_as), ("receive", args.receive, args.receive_as))
+             if path]
+    me = opened.identity
+
+    async def work() -> tuple[Proposal, str]:
+        async with connected(opened) as client:
+            await _fetch_new(opened, client)
+            found = _collect(opened)
+            keys = known_keys(opened)
+            thread = found.thread_of(args.id)
+            verify_thread_keys(thread, keys)
+            if isinstance(thread.latest, Proposal) and thread.latest.id != args.id:
+                raise ClientError(f"{args.id} is not the last message of its thread "
+                                  f"({thread.latest.id} is): answer that one")
+            latest = thread.latest_proposal
+            transfers = list(latest.terms.transfers)
+            salted = []
+            for side, namelist, category in lists:
+                s_list = salt_list(encode_body(namelist), len(namelist))
+                salted.append(s_list)
+                for i, t in enumerate(transfers):
+                    if (t.giver == me.id) == (side == "give"):
+                        transfers[i] = Transfer(t.giver, t.receiver, (s_list.ref(),),
+                                                _counts(category, len(namelist)))
+            terms = replace(latest.terms, transfers=tuple(transfers), **changes)
+            proposal, thread = counter(thread, me.signing_key, terms, clock=opened.clock)
+            for s_list in salted:
+                save_salted(opened, s_list)
+            sent = await messaging.send(
+                opened, client, _aliases(opened, [*terms.parties, *terms.guarantors]),
+                outgoing("proposal", f"counter-proposal {proposal.id}",
+                         proposal=proposal.envelope))
+            return proposal, sent.record.routing.id
+
+    proposal, envelope_id = run_async(work())
+    return _report_sent(args, "proposal", proposal.id, envelope_id,
+                        f"Counter-proposal sent; it supersedes {args.id}.",
+                        {"supersedes": args.id})
+
+
+def run_reject(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+
+    async def work() -> tuple[Decision, str]:
+        async with connected(opened) as client:
+            await _fetch_new(opened, client)
+            found = _collect(opened)
+            keys = known_keys(opened)
+            thread = found.thread_of(args.id)
+            verify_thread_keys(thread, keys)
+            decision, thread = reject(thread, args.id, opened.identity.signing_key,
+                                      args.reason, clock=opened.clock)
+            proposal = thread.find(args.id)
+            assert isinstance(proposal, Proposal)  # reject checked it
+            sent = await messaging.send(
+                opened, client, _aliases(opened, [*proposal.terms.parties,
+                                                  *proposal.terms.guarantors]),
+                outgoing("rejection", f"rejection of {args.id}", rejection=decision.envelope))
+            return decision, sent.record.routing.id
+
+    decision, envelope_id = run_async(work())
+    return _report_sent(args, "rejection", decision.id, envelope_id,
+                        "Rejected; the negotiation is closed.", {"proposal": args.id})
 
 
 def run_accept(args: argparse.Namespace) -> int:

@@ -130,3 +130,38 @@ def test_refusals(world: World) -> None:
     assert "--window is FROM/TO" in env.run(
         "propose", "--to", "RU", "--give", "x", "--receive", "y", "--place", "p",
         "--window", "2030-12-01", home="ua", passphrase=UA_PASSPHRASE).error_line()
+
+
+def test_counter_then_reject(world: World, tmp_path: Path) -> None:
+    env = world.env
+    give, receive, fewer = (tmp_path / n for n in ("give.csv", "receive.csv", "fewer.csv"))
+    give.write_text(GIVE)
+    receive.write_text(RECEIVE)
+    fewer.write_text("family_name,given_names\nПетров,Іван\n")
+    first = json.loads(env.ua(
+        "propose", "--to", "RU", "--guarantor", "ICRC", "--give", str(give),
+        "--receive", str(receive), "--place", "Sumy", "--window", "2030-12-01/2030-12-03",
+        "--json").out)["id"]
+    # Moscow answers with another place and its own (shorter) list.
+    countered = json.loads(env.ru("counter", "--place", "Kharkiv", "--give", str(fewer),
+                                  "--json", "--", first).out)
+    second = countered["id"]
+    assert countered["supersedes"] == first
+    # The superseded proposal can no longer be accepted; the counter can be answered.
+    refused = env.run("accept", "--", first, home="ua", passphrase=UA_PASSPHRASE)
+    assert "superseded" in refused.error_line()
+    env.ua("reject", "--reason", "Kharkiv is not agreed", "--", second)
+    timeline = json.loads(env.ua("thread", "--json", "--", first).out)
+    assert timeline["state"] == "rejected"
+    assert [m["kind"] for m in timeline["messages"]] == ["proposal", "proposal", "rejection"]
+    assert timeline["messages"][1]["place"] == "Kharkiv"
+    assert timeline["messages"][1]["transfers"][1]["entries"] == 1
+    assert timeline["messages"][2]["reason"] == "Kharkiv is not agreed"
+    # Moscow sees the same thread, and nothing can follow a rejection.
+    theirs = json.loads(env.ru("thread", "--json", "--", second).out)
+    assert [m["id"] for m in theirs["messages"]] == [m["id"] for m in timeline["messages"]]
+    late = env.run("accept", "--", second, home="ru", passphrase=RU_PASSPHRASE)
+    assert late.error_line()
+    again = env.run("counter", "--place", "Sumy", "--", second, home="ru",
+                    passphrase=RU_PASSPHRASE)
+    assert "closed" in again.error_line()
