@@ -327,7 +327,13 @@ def _step_key(st: Statement) -> tuple[str, str]:
     return (st.kind, st.by)
 
 
-def _route_checks(routing: Routing, events: Sequence[Event]) -> list[str]:
+def _name(ident: str, cards: dict[str, Card]) -> str:
+    card = cards.get(ident)
+    return f"{card.name} ({ident})" if card is not None else ident
+
+
+def _route_checks(routing: Routing, events: Sequence[Event],
+                  cards: dict[str, Card]) -> list[str]:
     """Step 7: the statements form the route the sender signed, without gaps."""
     problems: list[str] = []
     hops = routing.hops
@@ -352,7 +358,7 @@ def _route_checks(routing: Routing, events: Sequence[Event]) -> list[str]:
             reach = max(reach, hops.index(st.by) + 1)
         elif st.kind in ("delivered", "opened", "countersigned"):
             reach = max(reach, len(hops) - 1)
-    missing = [hops[i] for i in range(reach) if i not in relayed]
+    missing = [_name(hops[i], cards) for i in range(reach) if i not in relayed]
     if missing:
         problems.append(f"a hop is missing: no relayed statement by {', '.join(missing)}, "
                         "although the envelope went further")
@@ -367,7 +373,7 @@ def _route_checks(routing: Routing, events: Sequence[Event]) -> list[str]:
         signers = {c.by for c in kinds
                    if c.kind == "countersigned" and c.fields["statement"] == st.id}
         if signers and signers != intermediaries:
-            absent = sorted(intermediaries - signers)
+            absent = [_name(i, cards) for i in routing.route if i not in signers]
             problems.append(f"an opened statement is countersigned by some intermediaries "
                             f"but not by {', '.join(absent)}")
     return problems
@@ -499,7 +505,7 @@ def verify_bundle(data: bytes, *, now: datetime, skew: timedelta = CLOCK_SKEW
           f"times: consistent within {int(skew.total_seconds() // 60)} minutes")
 
     # Step 7: the route.
-    route_problems = _route_checks(routing, events)
+    route_problems = _route_checks(routing, events, cards)
     check(7, not route_problems, "route: " + "; ".join(route_problems) if route_problems
           else _route_summary(routing, events, cards))
     return BundleReport(routing.id, routing, sender, cards, tuple(events), tuple(checks),
