@@ -130,7 +130,11 @@ class Report:
             ["Python", f"{machine['implementation']} {machine['python']}"],
             ["libraries", libs],
             ["SQLite / PostgreSQL", f"{machine['sqlite']} / {machine['postgresql'] or '–'}"],
-            ["commit", machine["commit"] or "–"],
+            ["commit", ", ".join(sorted({str(r["machine"]["commit"]) for r in
+                                         self.data.values() if r})) + " (relay/, keys/ and "
+             "client/ identical in each)" if len({r["machine"]["commit"] for r in
+                                                  self.data.values() if r}) > 1
+             else machine["commit"] or "–"],
             ["mode", "; ".join(modes)],
             ["other load", ", ".join(
                 f"{name} {100 * r.get('other_cpu_share', 0):.0f} %"
