@@ -7,6 +7,7 @@ envelopes only (:mod:`keys.proposal`, :mod:`keys.agreement`), never a name::
     acceptance   {"v": 1, "acceptance": <envelope>, "agreement": <envelope>}
     rejection    {"v": 1, "rejection": <envelope>}
     agreement    {"v": 1, "agreement": <envelope>, "thread": [<envelope>, ...]}
+    handover     {"v": 1, "handover": <envelope>, "agreement": <envelope>}
 
 Guarantors receive the same bodies: terms, list digests and counts. The lists
 themselves stay with the delegation that salted them (box ``negsalts/<digest>``),
@@ -29,6 +30,7 @@ from keys.agreement import Agreement, add_signatures, parse_agreement
 from keys.ed25519 import VerifyKey
 from keys.encoding import b64url_decode, b64url_encode
 from keys.errors import BackchannelError
+from keys.handover import HandoverRecord, add_handover_signatures, parse_handover
 from keys.listref import SaltedList
 from keys.proposal import Message, parse_message, verify_message
 from keys.thread import Thread, order_messages
@@ -38,7 +40,7 @@ from .errors import ClientError
 from .profile import OpenProfile
 from .records import ReceivedRecord, Record
 
-KINDS: Final = ("proposal", "acceptance", "rejection", "agreement")
+KINDS: Final = ("proposal", "acceptance", "rejection", "agreement", "handover")
 #: A negotiation envelope carries terms, digests and counts: small.
 MAX_PAYLOAD: Final = 256 * 1024
 #: Longest thread accepted from a body (a negotiation of 200 rounds is not one).
@@ -77,6 +79,7 @@ class Collected:
 
     messages: dict[str, Message] = field(default_factory=dict)
     agreement_envelopes: list[dsse.Envelope] = field(default_factory=list)
+    handover_envelopes: list[dsse.Envelope] = field(default_factory=list)
     #: Bodies that did not parse (kind, envelope id): shown, never used.
     damaged: list[str] = field(default_factory=list)
 
@@ -113,6 +116,19 @@ class Collected:
         return merged
 
 
+def handover_of(found: Collected, ident: str, keys: Mapping[str, VerifyKey]
+                ) -> HandoverRecord:
+    """The handover record ``ident``, every copy merged."""
+    copies = [parse_handover(e) for e in found.handover_envelopes]
+    wanted = [r for r in copies if r.id == ident]
+    if not wanted:
+        raise NegotiationNotFound("handover record", ident)
+    merged = wanted[0]
+    for other in wanted[1:]:
+        merged = add_handover_signatures(merged, other.envelope, keys)
+    return merged
+
+
 def collect(opened: OpenProfile, records: Iterable[Record]) -> Collected:
     found = Collected()
     for record in records:
@@ -128,6 +144,8 @@ def collect(opened: OpenProfile, records: Iterable[Record]) -> Collected:
                     found.messages[message.id] = message
             if "agreement" in body:
                 found.agreement_envelopes.append(_envelope(body["agreement"]))
+            if "handover" in body:
+                found.handover_envelopes.append(_envelope(body["handover"]))
             thread = body.get("thread", [])
             if not isinstance(thread, list) or len(thread) > MAX_THREAD:
                 raise ClientError("malformed")

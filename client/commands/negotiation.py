@@ -32,26 +32,39 @@ from keys.agreement import (
 from keys.card import Card
 from keys.clock import SYSTEM_CLOCK
 from keys.cosigning import SignatureStatus
-from keys.encoding import format_time, parse_time
+from keys.encoding import format_time, json_loads, parse_time
 from keys.errors import BackchannelError
-from keys.exported import bundle_kind, export_agreement, verify_exported
-from keys.listref import salt_list
+from keys.exported import bundle_kind, export_agreement, export_handover, verify_exported
+from keys.handover import (
+    EntryRef,
+    HandoverCheck,
+    HandoverRecord,
+    check_handover,
+    countersign_handover,
+    handover_status,
+    make_handover,
+    parse_handover,
+    sign_handover,
+)
+from keys.listref import check_list, salt_list
 from keys.proposal import CATEGORIES, Counts, Decision, Proposal, Terms, Transfer, make_proposal
 from keys.thread import Thread, counter, reject
 
 from .. import messaging, ui
 from ..errors import BodyError, BundleInvalid, ClientError
-from ..namelist import Entry, NameList, encode_body, load_namelist
+from ..namelist import Entry, NameList, encode_body, from_body, load_namelist
 from ..negotiation import (
     Collected,
     collect,
+    handover_of,
     known_keys,
+    load_salted,
     outgoing,
     save_salted,
     verify_thread_keys,
 )
 from ..profile import OpenProfile
-from ..reconcile import Reconciliation, reconcile
+from ..reconcile import Reconciliation, locate, reconcile
 from ..relay_client import RelayClient
 from .common import (
     SubParsers,
@@ -151,6 +164,36 @@ def register(sub: SubParsers) -> None:
                         help="do not fetch new messages first")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_thread)
+
+    group = sub.add_parser("handover", help="record who was actually handed over")
+    hsub = group.add_subparsers(dest="handover_command", metavar="COMMAND")
+    hsub.required = True
+    parser = hsub.add_parser(
+        "record", parents=[common], help="draft and sign a handover record",
+        description="Finds every person of FILE in the agreed lists (as reconcile does) "
+                    "and records them by list digest and position, signs the record and "
+                    "sends it to the other delegation and the witnesses. Only the "
+                    "delegation holding the lists' salts (the proposer) can record.")
+    parser.add_argument("--agreement", required=True, metavar="ID")
+    parser.add_argument("--transferred", required=True, metavar="FILE",
+                        help="name list of those actually handed over, both directions")
+    parser.add_argument("--place", required=True, metavar="TEXT")
+    parser.add_argument("--at", metavar="WHEN", help="time of the handover (default: now)")
+    parser.add_argument("--witness", action="append", default=[], metavar="ALIAS")
+    parser.add_argument("--notes", default="", metavar="TEXT")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_handover_record)
+    parser = hsub.add_parser("sign", parents=[common],
+                             help="the other delegation signs a handover record")
+    parser.add_argument("id", metavar="ID")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_handover_sign)
+    parser = hsub.add_parser("export", parents=[common],
+                             help="write a handover record for backchannel verify FILE")
+    parser.add_argument("id", metavar="ID")
+    parser.add_argument("--out", required=True, metavar="FILE")
+    parser.add_argument("--offline", action="store_true")
+    parser.set_defaults(func=run_handover_export)
 
     parser = sub.add_parser(
         "reconcile", help="match two name lists written in different scripts",
@@ -484,11 +527,20 @@ def run_accept(args: argparse.Namespace) -> int:
 def run_countersign(args: argparse.Namespace) -> int:
     opened = open_profile(args)
 
-    async def work() -> tuple[Agreement, SignatureStatus, str]:
+    async def work() -> tuple[str, str, SignatureStatus, str]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
             keys = known_keys(opened)
+            if any(parse_handover(e).id == args.id for e in found.handover_envelopes):
+                record, agreed, status = countersign_handover_record(opened, client, found,
+                                                                     args.id)
+                sent = await messaging.send(
+                    opened, client,
+                    _aliases(opened, [*agreed.terms.parties, *record.witnesses]),
+                    outgoing("handover", f"handover record {record.id}",
+                             handover=record.envelope, agreement=agreed.envelope))
+                return "handover record", record.id, status, sent.record.routing.id
             agreement = found.agreement(args.id, keys)
             me = opened.identity
             thread: Thread | None = None
@@ -505,13 +557,13 @@ def run_countersign(args: argparse.Namespace) -> int:
                 _aliases(opened, [*agreement.terms.parties, *agreement.terms.guarantors]),
                 outgoing("agreement", f"agreement {agreement.id}",
                          agreement=agreement.envelope, thread=envelopes))
-            return agreement, status, sent.record.routing.id
+            return "agreement", agreement.id, status, sent.record.routing.id
 
-    agreement, status, envelope_id = run_async(work())
+    what, ident, status, envelope_id = run_async(work())
     names = _names(opened)
     state = "complete" if status.complete else (
         f"missing {', '.join(names.get(i, i) for i in status.missing)}")
-    return _report_sent(args, "agreement", agreement.id, envelope_id,
+    return _report_sent(args, what, ident, envelope_id,
                         f"Signed. Signatures: {len(status.present)} present; {state}.",
                         {"signatures": status.to_dict()})
 
@@ -630,4 +682,136 @@ def verify_exported_file(args: argparse.Namespace, data: bytes, cards: Sequence[
         first = report.failures()[0]
         raise BundleInvalid(f"{args.file}: {first.name}"
                             + (f": {first.detail}" if first.detail else ""))
+    return 0
+
+
+# --- handover record / sign / export -------------------------------------------------
+
+def _agreed_lists(opened: OpenProfile, agreement: Agreement
+                  ) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """(giver, category, digest, entries) of every agreed list whose salt we hold."""
+    lists = []
+    for transfer in agreement.terms.transfers:
+        category = next((c for c in CATEGORIES if transfer.counts.get(c)), "pow")
+        for ref in transfer.lists:
+            salted = load_salted(opened, ref.digest)
+            if salted is None:
+                raise ClientError("this profile does not hold the agreed lists (only the "
+                                  "delegation that proposed them does): ask it to record "
+                                  "the handover")
+            check_list(ref.digest, salted.salt, salted.data)
+            lists.append((transfer.giver, category, ref.digest,
+                          [e.to_dict() for e in from_body(json_loads(
+                              salted.data, max_bytes=len(salted.data), what="list")).entries]))
+    return lists
+
+
+def run_handover_record(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    transferred = _load(args.transferred)
+    at = parse_when(args.at, field="--at") if args.at else opened.clock.now()
+    book = opened.contacts()
+    witnesses = [book.for_sending(a, now=opened.clock.now()).card.id for a in args.witness]
+
+    async def work() -> tuple[HandoverRecord, HandoverCheck, str]:
+        async with connected(opened) as client:
+            await _fetch_new(opened, client)
+            found = _collect(opened)
+            keys = known_keys(opened)
+            agreement = found.agreement(args.agreement, keys)
+            lists = _agreed_lists(opened, agreement)
+            located = locate([e.to_dict() for e in transferred.entries],
+                             [(digest, entries) for _, _, digest, entries in lists])
+            unresolved = len(located.ambiguous) + len(located.not_found)
+            if unresolved:
+                raise ClientError(f"{unresolved} of {len(transferred)} persons in "
+                                  f"{args.transferred} are not found with confidence in the "
+                                  "agreed lists: correct the file (backchannel reconcile "
+                                  "shows the candidates)")
+            by_digest = {digest: (giver, category) for giver, category, digest, _ in lists}
+            delivered: dict[str, list[EntryRef]] = {}
+            for digest, index, _ in located.found.values():
+                giver, category = by_digest[digest]
+                delivered.setdefault(giver, []).append(EntryRef(digest, index, category))
+            for refs in delivered.values():
+                refs.sort(key=lambda r: (r.list, r.index))
+            record = make_handover(opened.identity.signing_key, agreement, place=args.place,
+                                   at=at, delivered=delivered, witnesses=witnesses,
+                                   notes=args.notes, clock=opened.clock)
+            check = check_handover(record, agreement)
+            sent = await messaging.send(
+                opened, client, _aliases(opened, [*agreement.terms.parties, *witnesses]),
+                outgoing("handover", f"handover record {record.id}",
+                         handover=record.envelope, agreement=agreement.envelope))
+            return record, check, sent.record.routing.id
+
+    record, check, envelope_id = run_async(work())
+    if not args.json:
+        for line in check.lines(_names(opened)):
+            print(line)
+    return _report_sent(args, "handover record", record.id, envelope_id,
+                        "Recorded and signed; the other delegation signs with backchannel "
+                        "handover sign, then the witnesses countersign.",
+                        {"check": check.to_dict()})
+
+
+def _handover_and_agreement(opened: OpenProfile, found: Collected, ident: str
+                            ) -> tuple[HandoverRecord, Agreement]:
+    keys = known_keys(opened)
+    record = handover_of(found, ident, keys)
+    return record, found.agreement(record.agreement, keys)
+
+
+def run_handover_sign(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+
+    async def work() -> tuple[HandoverRecord, HandoverCheck, str]:
+        async with connected(opened) as client:
+            await _fetch_new(opened, client)
+            record, agreement = _handover_and_agreement(opened, _collect(opened), args.id)
+            record = sign_handover(record, agreement, opened.identity.signing_key)
+            check = check_handover(record, agreement)
+            sent = await messaging.send(
+                opened, client,
+                _aliases(opened, [*agreement.terms.parties, *record.witnesses]),
+                outgoing("handover", f"handover record {record.id}",
+                         handover=record.envelope, agreement=agreement.envelope))
+            return record, check, sent.record.routing.id
+
+    record, check, envelope_id = run_async(work())
+    if not args.json:
+        for line in check.lines(_names(opened)):
+            print(line)
+    return _report_sent(args, "handover record", record.id, envelope_id, "Signed.",
+                        {"check": check.to_dict()})
+
+
+def countersign_handover_record(opened: OpenProfile, client: RelayClient, found: Collected,
+                                ident: str) -> Any:
+    """``countersign ID`` for a handover record: a witness's countersignature."""
+    keys = known_keys(opened)
+    record, agreement = _handover_and_agreement(opened, found, ident)
+    record = countersign_handover(record, agreement, opened.identity.signing_key, keys)
+    return record, agreement, handover_status(record, agreement, keys)
+
+
+def run_handover_export(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    if not args.offline:
+        async def work() -> None:
+            async with connected(opened) as client:
+                await _fetch_new(opened, client)
+        run_async(work())
+    found = _collect(opened)
+    record, agreement = _handover_and_agreement(opened, found, args.id)
+    keys = known_keys(opened)
+    try:
+        thread: Thread | None = found.thread_of(agreement.proposal_id)
+    except ClientError:
+        thread = None
+    write_output(args.out, export_handover(record, agreement, keys.values(), thread) + b"\n",
+                 what="export")
+    status = handover_status(record, agreement, keys)
+    print(f"Handover record {record.id}: " + ("complete" if status.complete else "incomplete"))
+    print(f"Exported to {args.out}: check it with backchannel verify {args.out}")
     return 0

@@ -121,6 +121,29 @@ def test_propose_accept_countersign_export(world: World, tmp_path: Path) -> None
     assert refused.out.splitlines()[0].endswith("NOT VERIFIED")
     assert refused.error_line().startswith(f"{tampered}: ")
 
+    # The handover: who crossed, typed in other scripts; Kyiv records (it holds the
+    # lists' salts), Moscow signs, the ICRC witness countersigns, anyone verifies.
+    crossed = tmp_path / "crossed.csv"
+    crossed.write_text("family_name,given_names,date_of_birth\nShevchenko,Taras,1990-03-09\n"
+                       "Kovalenko,Olena,1985-01-02\nСмирнов,Иван,1979-11-30\n")
+    recorded = json.loads(env.ua(
+        "handover", "record", "--agreement", agreement_id, "--transferred", str(crossed),
+        "--place", "Sumy border crossing", "--at", "2030-12-02T10:00:00Z",
+        "--witness", "ICRC", "--json").out)
+    record_id = recorded["id"]
+    early = env.run("countersign", "--", record_id, home="icrc", passphrase=ICRC_PASSPHRASE)
+    assert early.error_line()  # a witness signs only after both parties
+    env.ru("handover", "sign", "--", record_id)
+    witnessed = json.loads(world.icrc("countersign", "--json", "--", record_id).out)
+    assert witnessed["kind"] == "handover record" and witnessed["signatures"]["complete"]
+    handover_file = tmp_path / "handover.json"
+    exported = env.ua("handover", "export", "--out", str(handover_file), "--", record_id).out
+    assert f"Handover record {record_id}: complete" in exported
+    checked = env.ok("verify", str(handover_file)).out
+    assert checked.startswith(f"handover {record_id}: VERIFIED"), checked
+    report = verify_exported(handover_file.read_bytes())
+    assert report.ok and all(s.complete for s in report.signatures.values())
+
 
 def test_refusals(world: World) -> None:
     env = world.env
