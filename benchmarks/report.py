@@ -130,17 +130,20 @@ class Report:
             ["Python", f"{machine['implementation']} {machine['python']}"],
             ["libraries", libs],
             ["SQLite / PostgreSQL", f"{machine['sqlite']} / {machine['postgresql'] or '–'}"],
-            ["commit", ", ".join(sorted({str(r["machine"]["commit"]) for r in
-                                         self.data.values() if r})) + " (relay/, keys/ and "
-             "client/ identical in each)" if len({r["machine"]["commit"] for r in
-                                                  self.data.values() if r}) > 1
-             else machine["commit"] or "–"],
+            ["commit", self._commits(machine)],
             ["mode", "; ".join(modes)],
             ["other load", ", ".join(
                 f"{name} {100 * r.get('other_cpu_share', 0):.0f} %"
                 for name, r in self.data.items() if r) + " of the machine used by other "
              "processes while each benchmark ran (PostgreSQL's server counts as other)"],
         ]), "")
+
+    def _commits(self, machine: dict[str, Any]) -> str:
+        commits = sorted({str(r["machine"]["commit"]) for r in self.data.values() if r})
+        if len(commits) <= 1:
+            return str(machine["commit"] or "–")
+        return (", ".join(commits) + " (benchmarks run at different commits: see "
+                "`machine.commit` in each JSON file)")
 
     def targets(self) -> None:
         submit, e2e, idle = self.result("submit"), self.result("e2e"), self.result("idle")
