@@ -205,11 +205,16 @@ def _tampered_bundles_fail(auditor: Env, bundle: Path, tmp_path: Path) -> None:
 
     assert encode(doc) == original  # the canonical form, so edits below are the only change
     tampered = tmp_path / "tampered.json"
-    # One bit changed: a sample through the CLI, then every 37th byte in process.
+    # One bit changed: a sample through the CLI, then every 37th byte in process. The
+    # sample flips the case bit (0x20) of a letter in Istanbul's countersignature, which
+    # keeps the base64 well-formed: the signature itself must fail.
     flipped = bytearray(original)
-    flipped[len(original) // 2] ^= 0x01
+    start = original.rindex(b'"sig": "', 0, original.index(b'"cards"')) + len(b'"sig": "')
+    position = next(i for i in range(start, start + 88) if chr(original[i]).isalpha())
+    flipped[position] ^= 0x20
     tampered.write_bytes(bytes(flipped))
-    assert "does not verify" in auditor.run("verify", str(tampered)).error_line()
+    line = auditor.run("verify", str(tampered)).error_line()
+    assert "step 5: countersigned statement" in line and "does not verify" in line, line
     for position in range(0, len(original), 37):
         changed = bytearray(original)
         changed[position] ^= 0x01
