@@ -144,6 +144,17 @@ def test_propose_accept_countersign_export(world: World, tmp_path: Path) -> None
     report = verify_exported(handover_file.read_bytes())
     assert report.ok and all(s.complete for s in report.signatures.values())
 
+    # Refused, one line each, nothing sent: a person on no agreed list; the accepting
+    # side (it never held the salts of the lists).
+    stranger = tmp_path / "stranger.csv"
+    stranger.write_text("family_name,given_names,date_of_birth\nNowak,Jan,1966-06-06\n")
+    refused = env.run("handover", "record", "--agreement", agreement_id, "--transferred",
+                      str(stranger), "--place", "Sumy", home="ua", passphrase=UA_PASSPHRASE)
+    assert "1 of 1 persons" in refused.error_line()
+    no_salts = env.run("handover", "record", "--agreement", agreement_id, "--transferred",
+                       str(crossed), "--place", "Sumy", home="ru", passphrase=RU_PASSPHRASE)
+    assert "does not hold the agreed lists" in no_salts.error_line()
+
 
 def test_refusals(world: World) -> None:
     env = world.env
