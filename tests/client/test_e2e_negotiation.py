@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
+from securesystemslib.dsse import Envelope as SslibEnvelope
+from securesystemslib.signer import SSlibKey
 
+from keys.encoding import b64url_decode
 from keys.exported import verify_exported
 
 pytestmark = pytest.mark.slow
@@ -143,6 +146,14 @@ def test_propose_accept_countersign_export(world: World, tmp_path: Path) -> None
     assert checked.startswith(f"handover {record_id}: VERIFIED"), checked
     report = verify_exported(handover_file.read_bytes())
     assert report.ok and all(s.complete for s in report.signatures.values())
+    # An independent DSSE implementation accepts every signature on both exports.
+    exported = json.loads(handover_file.read_bytes())
+    keys = [SSlibKey(keyid=i, keytype="ed25519", scheme="ed25519",
+                     keyval={"public": b64url_decode(k, max_bytes=32).hex()})
+            for i, k in exported["keys"].items()]
+    for name in ("agreement", "handover"):
+        envelope = SslibEnvelope.from_dict(exported[name])
+        assert len(envelope.verify(keys, threshold=3)) == 3
 
     # Refused, one line each, nothing sent: a person on no agreed list; the accepting
     # side (it never held the salts of the lists).
