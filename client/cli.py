@@ -10,6 +10,7 @@ Every error the user can cause ends in one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -44,8 +45,33 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: An envelope, statement or document id: 43 characters of unpadded base64url. One in
+#: 64 begins with "-", which argparse would take for an option.
+_DASH_ID = re.compile(r"-[A-Za-z0-9_-]{42}")
+
+
+def protect_dash_ids(arguments: Sequence[str]) -> list[str]:
+    """Rewrite the command line so that ids beginning with ``-`` reach argparse as
+    values: ``--agreement -Ab…`` becomes ``--agreement=-Ab…``, and a positional
+    ``-Ab…`` moves after a ``--`` at the end. No option is 43 characters long, so
+    nothing else can match; a command line that already has ``--`` is left alone."""
+    if "--" in arguments:
+        return list(arguments)
+    out: list[str] = []
+    moved: list[str] = []
+    for arg in arguments:
+        if _DASH_ID.fullmatch(arg):
+            if out and out[-1].startswith("--") and "=" not in out[-1]:
+                out[-1] = f"{out[-1]}={arg}"
+            else:
+                moved.append(arg)
+        else:
+            out.append(arg)
+    return [*out, "--", *moved] if moved else out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    arguments = protect_dash_ids(sys.argv[1:] if argv is None else argv)
     parser = build_parser(arguments)
     args = parser.parse_args(arguments)
     try:
