@@ -170,9 +170,16 @@ class Mailbox:
         return bodies, [cards[s] for s in sorted(cards)]
 
     async def member_card(self, caller: Caller, member_id: str) -> bytes:
-        """A member's card, for members. Unknown and revoked give the same 404."""
+        """A member's card, for members; or the card of a sender on another node, for
+        the recipients of that sender's envelopes (it came with them). Unknown and
+        revoked give the same 404."""
         async with self.db.read() as conn:
             row = await members.get_member(conn, member_id) if len(member_id) <= 64 else None
+            if row is None and len(member_id) <= 64 \
+                    and await mailbox.sent_to(conn, sender=member_id, recipient=caller.id):
+                remote = await federation.remote_card(conn, member_id)
+                if remote is not None:
+                    return remote
         if row is None or not row.active:
             raise errors.NotFound("no such member")
         return row.card

@@ -98,6 +98,11 @@ async def card_bodies(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, by
     return found
 
 
+async def remote_card(conn: AsyncConnection, identity_id: str) -> bytes | None:
+    """A card met through federation (not a member's)."""
+    return (await conn.execute(select(cards.c.card).where(cards.c.id == identity_id))).scalar()
+
+
 # --- statements ----------------------------------------------------------------------
 
 async def known_statements(conn: AsyncConnection, ids: Sequence[str],

@@ -104,6 +104,15 @@ async def recipients_of(conn: AsyncConnection, envelope_id: str) -> list[Deliver
     return [Delivery(**row._mapping) for row in rows]
 
 
+async def sent_to(conn: AsyncConnection, *, sender: str, recipient: str) -> bool:
+    """Has ``sender`` an envelope delivered to ``recipient`` here?"""
+    query = (select(deliveries.c.cursor)
+             .join(envelopes, envelopes.c.id == deliveries.c.envelope_id)
+             .where(deliveries.c.recipient == recipient, envelopes.c.sender == sender)
+             .limit(1))
+    return (await conn.execute(query)).first() is not None
+
+
 async def get_delivery(conn: AsyncConnection, envelope_id: str,
                        recipient: str) -> Delivery | None:
     row = (await conn.execute(select(deliveries).where(

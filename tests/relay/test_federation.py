@@ -531,3 +531,19 @@ def _routing_for_header():
     sealed = seal(sender, [recipient.card], "note", {"text": "x"})
     return make_envelope(sender.signing_key, sealed.data, to=[recipient.id], origin="a",
                          destination="b").envelope
+
+
+async def test_recipients_may_look_up_a_remote_sender_others_may_not(tmp_path: Path):
+    nodes, ua, ru, _routing, _sealed = await _delivered_chain(tmp_path)
+    mos = nodes[-1]
+    try:
+        reply = await ru.client.card_of(ua.id)
+        assert reply.status == 200
+        assert dsse.Envelope.from_dict(reply.body["card"]).signatures[0].keyid == ua.id
+        bystander = await mos.join("Bystander")
+        (await bystander.client.card_of(ua.id)).problem(404, "not-found")
+        # Nodes on the route are not members either.
+        (await ru.client.card_of(nodes[1].id)).problem(404, "not-found")
+    finally:
+        for node in nodes:
+            await node.stop()
