@@ -14,70 +14,38 @@ is presented. The secret is shown nowhere and never written to the profile.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
-from urllib.parse import urlsplit
 
+from keys import invitation as wire
 from keys.card import Card
-from keys.encoding import b64url_decode, expect_object, expect_str, json_loads, parse_time
 from keys.errors import DecodeError
 
 from .errors import InvalidInvitation, InvitationExpired, NodeKeyMismatch
 
-PREFIX: Final = "bcinv1."
-SECRET_BYTES: Final = 32
-ROLES: Final = ("delegation", "intermediary")
-MAX_INVITATION_CHARS: Final = 4096
-_FP_RE = re.compile(r"[0-9]{30}")
 
-
-@dataclass(frozen=True)
-class Invitation:
-    url: str
-    node: str
-    fingerprint: str
-    secret: bytes
-    role: str
-    expires: datetime
+@dataclass(frozen=True, repr=False)
+class Invitation(wire.Invitation):
     #: The string as given (sent to the node, which accepts it whole).
-    text: str
-
-    def __repr__(self) -> str:  # never show the secret
-        return f"Invitation(node={self.node!r}, role={self.role!r})"
+    text: str = ""
 
 
 def parse_invitation(text: str) -> Invitation:
     """Raises :class:`InvalidInvitation`."""
-    text = "".join(text.split())  # line breaks from e-mail clients
-    if len(text) > MAX_INVITATION_CHARS or not text.startswith(PREFIX):
+    compact = "".join(text.split())  # line breaks from e-mail clients
+    if len(compact) > wire.MAX_INVITATION_CHARS or not compact.startswith(wire.PREFIX):
         raise InvalidInvitation("this is not a Backchannel invitation (those start with "
                                 "bcinv1.); copy the whole last line the operator sent")
     try:
-        raw = b64url_decode(text[len(PREFIX):], max_bytes=MAX_INVITATION_CHARS,
-                            field="invitation")
-        obj = expect_object(json_loads(raw, max_bytes=MAX_INVITATION_CHARS, what="invitation"),
-                            required=("url", "node", "fp", "secret", "role", "expires"),
-                            what="invitation")
-        url = expect_str(obj, "url", what="invitation", max_len=2048, min_len=1)
-        node = expect_str(obj, "node", what="invitation", max_len=64, min_len=1)
-        fp = expect_str(obj, "fp", what="invitation", max_len=30, min_len=30)
-        if not _FP_RE.fullmatch(fp):
-            raise DecodeError("the fingerprint must be 30 digits")
-        secret = b64url_decode(obj["secret"], max_bytes=SECRET_BYTES, exact=SECRET_BYTES,
-                               field="secret")
-        role = obj["role"]
-        if role not in ROLES:
-            raise DecodeError("unknown role")
-        expires = parse_time(obj["expires"], field="expires")
+        parsed = wire.parse_invitation(compact)
     except DecodeError as exc:
+        if "http(s)" in str(exc):
+            raise InvalidInvitation(
+                "the invitation's node address is not an http(s) URL") from None
         raise InvalidInvitation(f"the invitation is damaged or incomplete ({exc}); copy "
                                 "it again, in one piece") from None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInvitation("the invitation's node address is not an http(s) URL")
-    return Invitation(url.rstrip("/"), node, fp, secret, str(role), expires, text)
+    return Invitation(parsed.url.rstrip("/"), parsed.node, parsed.fingerprint, parsed.secret,
+                      parsed.role, parsed.expires, compact)
 
 
 def check_not_expired(invitation: Invitation, now: datetime) -> None:

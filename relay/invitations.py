@@ -1,91 +1,31 @@
-"""Invitation strings: what an operator hands to a future member, out of band.
-
-Format (one line, printed alone on the last line by ``backchannel relay invite``)::
-
-    bcinv1.<b64url(JSON {"url": node URL, "node": node id,
-                         "fp": node fingerprint, 30 digits without spaces,
-                         "secret": b64url 32 random bytes,
-                         "role": "delegation" | "intermediary", "expires": time})>
-
-The URL, node id and fingerprint let the joining client pin the node key at first
-contact. The node stores only SHA-256 of the secret, so a copy of its database
-cannot be used to join.
+"""Invitations on the node side: the hash the node stores and the secret a joining
+client presents. The string format itself is :mod:`keys.invitation`, shared with the
+client. The node stores only SHA-256 of the secret, so a copy of its database cannot
+be used to join.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Final
 
-from keys.encoding import (
-    b64url_decode,
-    b64url_encode,
-    expect_object,
-    expect_str,
-    format_time,
-    json_dumps,
-    json_loads,
-    parse_time,
-)
+from keys.encoding import b64url_decode
 from keys.errors import DecodeError
+from keys.invitation import (
+    MAX_INVITATION_CHARS,
+    PREFIX,
+    ROLES,
+    SECRET_BYTES,
+    Invitation,
+    encode_invitation,
+    parse_invitation,
+)
 
-PREFIX: Final = "bcinv1."
-SECRET_BYTES: Final = 32
-ROLES: Final = ("delegation", "intermediary")
-#: The JSON is about 250 bytes; 4 KiB bounds a hostile paste.
-MAX_INVITATION_CHARS: Final = 4096
-_FP_RE = re.compile(r"\d{30}")
-
-
-@dataclass(frozen=True)
-class Invitation:
-    url: str
-    node: str
-    fingerprint: str
-    secret: bytes
-    role: str
-    expires: datetime
-
-    def __repr__(self) -> str:  # never show the secret
-        return f"Invitation(node={self.node!r}, role={self.role!r})"
+__all__ = ["MAX_INVITATION_CHARS", "PREFIX", "ROLES", "SECRET_BYTES", "Invitation",
+           "encode_invitation", "parse_invitation", "presented_secret", "secret_hash"]
 
 
 def secret_hash(secret: bytes) -> bytes:
     return hashlib.sha256(secret).digest()
-
-
-def encode_invitation(invitation: Invitation) -> str:
-    body = json_dumps({"url": invitation.url, "node": invitation.node,
-                       "fp": invitation.fingerprint.replace(" ", ""),
-                       "secret": b64url_encode(invitation.secret), "role": invitation.role,
-                       "expires": format_time(invitation.expires)})
-    return PREFIX + b64url_encode(body)
-
-
-def parse_invitation(text: str) -> Invitation:
-    """Parse an invitation string. Raises :class:`DecodeError`."""
-    text = text.strip()
-    if len(text) > MAX_INVITATION_CHARS or not text.startswith(PREFIX):
-        raise DecodeError("this is not a Backchannel invitation (it starts with bcinv1.)")
-    raw = b64url_decode(text[len(PREFIX):], max_bytes=MAX_INVITATION_CHARS, field="invitation")
-    obj = expect_object(json_loads(raw, max_bytes=MAX_INVITATION_CHARS, what="invitation"),
-                        required=("url", "node", "fp", "secret", "role", "expires"),
-                        what="invitation")
-    url = expect_str(obj, "url", what="invitation", max_len=2048, min_len=1)
-    node = expect_str(obj, "node", what="invitation", max_len=64, min_len=1)
-    fp = expect_str(obj, "fp", what="invitation", max_len=30, min_len=30)
-    if not _FP_RE.fullmatch(fp):
-        raise DecodeError("invitation: the fingerprint must be 30 digits")
-    secret = b64url_decode(obj["secret"], max_bytes=SECRET_BYTES, exact=SECRET_BYTES,
-                           field="invitation.secret")
-    role = obj["role"]
-    if role not in ROLES:
-        raise DecodeError("invitation: unknown role")
-    return Invitation(url, node, fp, secret, str(role),
-                      parse_time(obj["expires"], field="invitation.expires"))
 
 
 def presented_secret(value: object) -> bytes:
