@@ -7,7 +7,6 @@ environment: 1 s, at most 2 s), so that a peer coming back is reached at once.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -15,72 +14,29 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from cli_process import NODE_PASSPHRASE, START_TIMEOUT, Result, free_port
+from cli_process import Env as BaseEnv
+
+__all__ = ["NODE_PASSPHRASE", "Env", "Node", "Result", "eventually", "free_port", "parallel"]
+
 T = TypeVar("T")
 
-NODE_PASSPHRASE = "node passphrase"
-#: A node starts in about a second; 60 s bounds a hung start on a loaded machine.
-START_TIMEOUT = 60
 FAST_FEDERATION = {"BACKCHANNEL_RELAY_FEDERATION_RETRY_SECONDS": "1",
                    "BACKCHANNEL_RELAY_FEDERATION_RETRY_MAX_SECONDS": "2",
                    "BACKCHANNEL_RELAY_FEDERATION_POLL_SECONDS": "1",
                    "BACKCHANNEL_RELAY_FEDERATION_TIMEOUT_SECONDS": "5"}
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def error_line(self) -> str:
-        lines = self.err.strip().splitlines()
-        assert self.code == 1, (self.code, self.out, self.err)
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("backchannel: error: "), self.err
-        return lines[0].removeprefix("backchannel: error: ")
-
-
-@dataclass
-class Env:
-    """A clean environment: HOME inside the test directory, fast key derivation."""
-
-    root: Path
-    base: dict[str, str] = field(default_factory=dict)
+class Env(BaseEnv):
+    """Wide terminal, so that timelines are not wrapped in assertions."""
 
     def __post_init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
-        env.update({"HOME": str(self.root / "home"), "BACKCHANNEL_KDF": "floor",
-                    "PYTHONUNBUFFERED": "1", "COLUMNS": "160"})
-        self.base = env
-
-    def run(self, *args: str, home: str | None = None, passphrase: str | None = None,
-            timeout: float = 120) -> Result:
-        env = dict(self.base)
-        if home is not None:
-            env["BACKCHANNEL_HOME"] = str(self.root / home)
-        if passphrase is not None:
-            env["BACKCHANNEL_PASSPHRASE"] = passphrase
-        proc = subprocess.run([sys.executable, "-m", "client", *args], env=env, input="",
-                              capture_output=True, text=True, timeout=timeout, check=False)
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def ok(self, *args: str, home: str | None = None, passphrase: str | None = None,
-           timeout: float = 120) -> Result:
-        result = self.run(*args, home=home, passphrase=passphrase, timeout=timeout)
-        assert result.code == 0, (args, result.out, result.err)
-        return result
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        super().__post_init__()
+        self.base["COLUMNS"] = "160"
 
 
 @dataclass
