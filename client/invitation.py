@@ -38,10 +38,9 @@ def parse_invitation(text: str) -> Invitation:
                                 "bcinv1.); copy the whole last line the operator sent")
     try:
         parsed = wire.parse_invitation(compact)
+    except wire.BadNodeAddress:
+        raise InvalidInvitation("the invitation's node address is not an http(s) URL") from None
     except DecodeError as exc:
-        if "http(s)" in str(exc):
-            raise InvalidInvitation(
-                "the invitation's node address is not an http(s) URL") from None
         raise InvalidInvitation(f"the invitation is damaged or incomplete ({exc}); copy "
                                 "it again, in one piece") from None
     return Invitation(parsed.url.rstrip("/"), parsed.node, parsed.fingerprint, parsed.secret,

@@ -42,6 +42,10 @@ MAX_INVITATION_CHARS: Final = 4096
 _FP_RE = re.compile(r"[0-9]{30}")
 
 
+class BadNodeAddress(DecodeError):
+    """The invitation's node URL is not an http(s) URL."""
+
+
 @dataclass(frozen=True)
 class Invitation:
     url: str
@@ -76,7 +80,7 @@ def parse_invitation(text: str) -> Invitation:
     url = expect_str(obj, "url", what="invitation", max_len=2048, min_len=1)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise DecodeError("invitation: the node address is not an http(s) URL")
+        raise BadNodeAddress("invitation: the node address is not an http(s) URL")
     node = expect_str(obj, "node", what="invitation", max_len=64, min_len=1)
     fp = expect_str(obj, "fp", what="invitation", max_len=30, min_len=30)
     if not _FP_RE.fullmatch(fp):

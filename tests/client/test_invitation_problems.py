@@ -148,3 +148,14 @@ def test_any_answer_becomes_a_typed_error(status: int, ctype: str, body: bytes) 
     error = error_from_response(status, ctype, body)
     assert isinstance(error, RelayRejected | NodeProtocolError)
     assert "\n" not in str(error)
+
+
+def test_invitation_with_a_non_http_node_address_is_refused_plainly():
+    from client.errors import InvalidInvitation
+    from keys.encoding import b64url_encode, json_dumps
+
+    body = {"url": "ftp://relay.example", "node": "n" * 32, "fp": "1" * 30,
+            "secret": b64url_encode(bytes(32)), "role": "delegation",
+            "expires": "2030-01-01T00:00:00Z"}
+    with pytest.raises(InvalidInvitation, match=r"node address is not an http\(s\) URL"):
+        parse_invitation("bcinv1." + b64url_encode(json_dumps(body)))

@@ -8,7 +8,13 @@ import pytest
 
 from keys.encoding import b64url_encode, json_dumps
 from keys.errors import DecodeError
-from keys.invitation import PREFIX, Invitation, encode_invitation, parse_invitation
+from keys.invitation import (
+    PREFIX,
+    BadNodeAddress,
+    Invitation,
+    encode_invitation,
+    parse_invitation,
+)
 
 EXPIRES = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -33,6 +39,11 @@ def raw(**changes) -> str:
             "expires": "2026-12-01T09:00:00Z"}
     body.update(changes)
     return PREFIX + b64url_encode(json_dumps(body))
+
+
+def test_bad_node_address_has_its_own_type():
+    with pytest.raises(BadNodeAddress):
+        parse_invitation(raw(url="javascript:x"))
 
 
 @pytest.mark.parametrize("changes", [
