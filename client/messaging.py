@@ -7,7 +7,7 @@ security argument, so each is numbered.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -223,8 +223,17 @@ def check_envelope_id(envelope_id: str) -> str:
     return envelope_id
 
 
+class OtherKind(MessageError):
+    """``read(..., kinds=...)`` opened a message of another kind: it was neither stored
+    nor acknowledged, and stays in the inbox for ``backchannel read``."""
+
+    def __init__(self, envelope_id: str, kind: str) -> None:
+        super().__init__(f"message {envelope_id} is a {kind}")
+        self.kind = kind
+
+
 async def read(opened: OpenProfile, client: RelayClient | None, envelope_id: str, *,
-               download: Meter = NO_METER) -> Read:
+               download: Meter = NO_METER, kinds: Collection[str] | None = None) -> Read:
     """A message by envelope id: from the local store when it was read before (no
     network), else fetched, opened, verified, stored and acknowledged.
 
@@ -287,6 +296,8 @@ async def read(opened: OpenProfile, client: RelayClient | None, envelope_id: str
 
     opened_message = open_sealed(sealed, me, resolve, envelope_to=routing.to,
                                  envelope_from=routing.sender)
+    if kinds is not None and opened_message.message.kind not in kinds:
+        raise OtherKind(envelope_id, opened_message.message.kind)
     # Step 5.
     statement = make_statement("opened", envelope_id, me.signing_key, clock=opened.clock,
                                recipient=me.id,
