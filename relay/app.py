@@ -35,7 +35,7 @@ from .services.registration import Registration
 from .services.retention import Retention
 from .services.submission import Submission
 from .storage.database import Database
-from .websocket import websocket
+from .websocket import recheck_members, websocket
 
 log = logging.getLogger("relay.http")
 
@@ -92,10 +92,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await listener.start()
     purger = asyncio.create_task(_purge_loop(app), name="relay-retention")
     forwarder = asyncio.create_task(app[appkeys.FORWARDER].run(), name="relay-forwarder")
+    recheck = asyncio.create_task(recheck_members(app), name="relay-ws-recheck")
     try:
         yield
     finally:
-        for task in (forwarder, purger):
+        for task in (recheck, forwarder, purger):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -1,13 +1,14 @@
 """Waking WebSocket clients when a delivery is committed.
 
-:class:`Notifier` fans out, inside one process, to the queues of the member's open
-WebSocket sessions. With SQLite (one process) the submission service dispatches
-after its commit. With PostgreSQL the submission transaction issues ``pg_notify``
-(delivered by the server only if, and when, the transaction commits) and every
-process LISTENs (:class:`PgListener`), so a delivery submitted through one process
-reaches sessions held by another; the submitting process hears its own notice too.
+:class:`Notifier` fans out, inside one process, to the member's open WebSocket
+sessions (:class:`Subscription`: a list of pending notices and a wake-up call). With
+SQLite (one process) the submission service dispatches after its commit. With
+PostgreSQL the submission transaction issues ``pg_notify`` (delivered by the server
+only if, and when, the transaction commits) and every process LISTENs
+(:class:`PgListener`), so a delivery submitted through one process reaches sessions
+held by another; the submitting process hears its own notice too.
 
-Notices are hints: a client that reconnects or overflows its queue catches up from
+Notices are hints: a client that reconnects or falls behind (overflow) catches up from
 the inbox by cursor, which is the source of truth.
 """
 
@@ -18,7 +19,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import text
@@ -37,12 +38,53 @@ class Notice:
     envelope_id: str
 
 
-@dataclass(eq=False)
+#: Why a subscription ended: the session fell too far behind, or its member was revoked.
+OVERFLOW: Final = "overflow"
+REVOKED: Final = "revoked"
+
+
 class Subscription:
-    member: str
-    queue: asyncio.Queue[Notice]
-    #: Set when the queue overflowed: the session must end (the client re-syncs).
-    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    """One session's notices not yet sent, kept small because a node holds thousands
+    of idle sessions: no queue, no event, no task; the session overrides :meth:`wake`,
+    which is called whenever there is something to send or the session must end."""
+
+    __slots__ = ("ended", "limit", "member", "outstanding", "pending")
+
+    def __init__(self, member: str, limit: int) -> None:
+        self.member = member
+        self.limit = limit
+        #: Notices offered and not yet taken (:meth:`take`), oldest first.
+        self.pending: list[Notice] = []
+        #: Offered and not yet sent (:meth:`sent`): what overflow is judged on.
+        self.outstanding = 0
+        #: ``None`` while the session should live; else :data:`OVERFLOW` or :data:`REVOKED`.
+        self.ended: str | None = None
+
+    def wake(self) -> None:
+        """Something to do (override): send :meth:`take`, then end if :attr:`ended`."""
+
+    def offer(self, notice: Notice) -> None:
+        if self.ended is not None:
+            return
+        if self.outstanding >= self.limit:
+            self.end(OVERFLOW)
+            return
+        self.pending.append(notice)
+        self.outstanding += 1
+        self.wake()
+
+    def take(self) -> list[Notice]:
+        batch, self.pending = self.pending, []
+        return batch
+
+    def sent(self) -> None:
+        self.outstanding -= 1
+
+    def end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+            self.pending = []
+            self.wake()
 
 
 class Notifier:
@@ -50,17 +92,17 @@ class Notifier:
 
     def __init__(self, *, queue_max: int = 1000) -> None:
         self.queue_max = queue_max
-        self._subs: dict[str, set[Subscription]] = {}
+        # A list per member: most members hold one or two sessions.
+        self._subs: dict[str, list[Subscription]] = {}
 
-    def subscribe(self, member: str) -> Subscription:
-        sub = Subscription(member, asyncio.Queue(self.queue_max))
-        self._subs.setdefault(member, set()).add(sub)
-        return sub
+    def add(self, sub: Subscription) -> None:
+        self._subs.setdefault(sub.member, []).append(sub)
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def remove(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.member)
         if subs is not None:
-            subs.discard(sub)
+            with contextlib.suppress(ValueError):
+                subs.remove(sub)
             if not subs:
                 del self._subs[sub.member]
 
@@ -68,12 +110,17 @@ class Notifier:
     def sessions(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
+    def members(self) -> set[str]:
+        """Members holding at least one session."""
+        return set(self._subs)
+
+    def end_member(self, member: str, reason: str) -> None:
+        for sub in tuple(self._subs.get(member, ())):
+            sub.end(reason)
+
     def dispatch(self, notice: Notice) -> None:
         for sub in tuple(self._subs.get(notice.member, ())):
-            try:
-                sub.queue.put_nowait(notice)
-            except asyncio.QueueFull:
-                sub.overflowed.set()
+            sub.offer(notice)
 
 
 class Announcer:

@@ -11,14 +11,15 @@
    Otherwise ``{"type": "ready"}``, then ``{"type": "envelope", "cursor", "id"}``
    for each delivery committed from then on. A client catches up on anything
    older from the inbox, by cursor.
-4. Every ``ws_recheck_seconds`` the session re-reads the membership: a member
-   revoked meanwhile (perhaps by another process) is disconnected with 4403.
+4. Every ``ws_recheck_seconds`` the node re-reads the membership of everyone
+   connected (one task and one read for all sessions, :func:`recheck_members`): a
+   member revoked meanwhile (perhaps by another process) is disconnected with 4403.
+5. A session more than ``ws_queue_max`` notices behind is closed with 4429.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Final
@@ -31,6 +32,8 @@ from keys.errors import BackchannelError
 
 from . import appkeys
 from .logs import note
+from .metrics import Metrics
+from .notify import OVERFLOW, REVOKED, Subscription
 from .storage import members
 
 AUTH_DOMAIN: Final = b"backchannel/v1/ws-auth\x00"
@@ -41,6 +44,9 @@ CLOSE_OVERFLOW: Final = 4429
 CLOSE_REVOKED: Final = 4403
 #: The auth message is about 200 bytes; clients send nothing else.
 MAX_MESSAGE: Final = 4096
+#: Member ids per query of the shared re-check (well under every driver's bound on
+#: bound parameters).
+RECHECK_CHUNK: Final = 500
 log = logging.getLogger("relay.ws")
 
 
@@ -80,9 +86,53 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse, nonce: 
     return member_id
 
 
+class _Session(Subscription):
+    """A session's push side. Idle, it costs this object and the handler's task (which
+    reads the socket); a short-lived task sends while there is something to send."""
+
+    __slots__ = ("live", "metrics", "task", "ws")
+
+    def __init__(self, member: str, limit: int, ws: web.WebSocketResponse,
+                 metrics: Metrics) -> None:
+        super().__init__(member, limit)
+        self.ws = ws
+        self.metrics = metrics
+        #: False until ``ready`` is on the wire: nothing may overtake it.
+        self.live = False
+        self.task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        if self.live and self.task is None:
+            self.task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while batch := self.take():
+                for notice in batch:
+                    await self.ws.send_str(json.dumps({"type": "envelope",
+                                                       "cursor": notice.cursor,
+                                                       "id": notice.envelope_id}))
+                    self.sent()
+                    self.metrics.ws_pushed.inc()
+                    if self.ended is not None:
+                        break
+            if self.ended == OVERFLOW:
+                await self.ws.close(code=CLOSE_OVERFLOW, message=b"too far behind; resync")
+            elif self.ended == REVOKED:
+                await self.ws.close(code=CLOSE_REVOKED, message=b"membership revoked")
+        except (ConnectionError, RuntimeError):
+            # The client went away while we were writing; the reader sees the close.
+            self.ended = self.ended or "gone"
+            self.pending = []
+        finally:
+            self.task = None
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_MESSAGE)
+    # No compression: notices are ~100 bytes, and a deflate context costs far more
+    # memory per session than it could ever save.
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_MESSAGE, compress=False)
     await ws.prepare(request)
     app[appkeys.SOCKETS].add(ws)
     nonce = app[appkeys.RANDOM](NONCE_BYTES)
@@ -94,56 +144,55 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     note(member=member)
     notifier = app[appkeys.NOTIFIER]
     metrics = app[appkeys.METRICS]
-    sub = notifier.subscribe(member)
+    # Subscribed before ``ready``: every delivery committed after it is pushed.
+    session = _Session(member, notifier.queue_max, ws, metrics)
+    notifier.add(session)
     metrics.ws_sessions.inc()
-    reader = asyncio.create_task(_drain(ws))
-    overflow = asyncio.create_task(sub.overflowed.wait())
-    revoked = asyncio.create_task(_until_revoked(request, member))
     try:
         await ws.send_json({"type": "ready"})
-        while not ws.closed:
-            getter = asyncio.create_task(sub.queue.get())
-            done, _ = await asyncio.wait({getter, reader, overflow, revoked},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                if overflow in done:
-                    await ws.close(code=CLOSE_OVERFLOW, message=b"too far behind; resync")
-                elif revoked in done:
-                    await ws.close(code=CLOSE_REVOKED, message=b"membership revoked")
-                break
-            notice = getter.result()
-            await ws.send_json({"type": "envelope", "cursor": notice.cursor,
-                                "id": notice.envelope_id})
-            metrics.ws_pushed.inc()
+        session.live = True
+        if session.pending or session.ended is not None:
+            session.wake()
+        # Clients send nothing after auth; reading answers pings and sees the close
+        # (whether the client's, or ours from the push side).
+        async for _msg in ws:
+            pass
     except (ConnectionError, RuntimeError):
         pass  # the client went away while we were writing
     finally:
-        notifier.unsubscribe(sub)
+        notifier.remove(session)
         metrics.ws_sessions.dec()
-        for task in (reader, overflow, revoked):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task = session.task
+        if task is not None:
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
     return ws
 
 
-async def _until_revoked(request: web.Request, member: str) -> None:
-    app = request.app
+async def recheck_members(app: web.Application) -> None:
+    """Runs for the node's lifetime: every ``ws_recheck_seconds``, one read of the
+    members table for all sessions; members revoked meanwhile (perhaps by another
+    process) are disconnected with 4403."""
     interval = app[appkeys.CONFIG].ws_recheck_seconds
+    notifier = app[appkeys.NOTIFIER]
     while True:
         await asyncio.sleep(interval)
+        connected = sorted(notifier.members())
+        if not connected:
+            continue
+        active: set[str] = set()
         try:
             async with app[appkeys.DB].read() as conn:
-                row = await members.get_member(conn, member)
-        except Exception:  # a database hiccup is not a revocation; check again later
-            log.warning("membership recheck failed", extra={"event": "ws.recheck_error"})
+                for i in range(0, len(connected), RECHECK_CHUNK):
+                    active |= await members.active_among(conn,
+                                                         connected[i:i + RECHECK_CHUNK])
+        except Exception as exc:  # a database hiccup is not a revocation; check again later
+            log.warning("membership recheck failed", extra={
+                "event": "ws.recheck_error", "error": type(exc).__name__})
             continue
-        if row is None or not row.active:
-            return
-
-
-async def _drain(ws: web.WebSocketResponse) -> None:
-    """Consume client frames (pings are answered by aiohttp) until the socket closes."""
-    async for _msg in ws:
-        pass
+        for member in connected:
+            if member not in active:
+                notifier.end_member(member, REVOKED)
