@@ -8,10 +8,22 @@ envelopes only (:mod:`keys.proposal`, :mod:`keys.agreement`), never a name::
     rejection    {"v": 1, "rejection": <envelope>}
     agreement    {"v": 1, "agreement": <envelope>, "thread": [<envelope>, ...]}
     handover     {"v": 1, "handover": <envelope>, "agreement": <envelope>}
+    disclosure   {"v": 1, "about": "<proposal or agreement id>",
+                  "disclosures": [<disclosure envelope>, ...]}
 
-Guarantors receive the same bodies: terms, list digests and counts. The lists
-themselves stay with the delegation that salted them (box ``negsalts/<digest>``),
-so the digests open for nobody else.
+Guarantors receive the same bodies: terms, list digests and counts. A list and its
+salt travel only in a **disclosure** (:mod:`keys.listref`), sealed to one recipient:
+
+* to the other delegation, automatically, with every proposal or counter-proposal
+  that brings a new list (both lists of the exchange: the other side must know whom
+  it hands over and whom it receives). So both delegations hold every agreed list
+  and either can draft the handover record;
+* to a guarantor, only when a delegation chooses to (``backchannel disclose``).
+
+The recipient keeps nothing separately: a disclosure is checked (signature of a
+party, addressed to us, digest and count of an agreed list) every time it is used
+(:func:`check_disclosure`). The delegation that salted a list keeps it in the box
+``negsalts/<digest>``.
 
 There is no separate negotiation store: the local copies of sent and received
 messages (:mod:`client.records`) *are* the store, and :func:`collect` rebuilds the
@@ -31,8 +43,14 @@ from keys.ed25519 import VerifyKey
 from keys.encoding import b64url_decode, b64url_encode
 from keys.errors import BackchannelError
 from keys.handover import HandoverRecord, add_handover_signatures, parse_handover
-from keys.listref import SaltedList
-from keys.proposal import Message, parse_message, verify_message
+from keys.listref import (
+    MAX_DISCLOSURE_BYTES,
+    SaltedList,
+    parse_disclosure,
+    verify_disclosure,
+)
+from keys.negotiation_errors import ListMismatch
+from keys.proposal import Message, Terms, parse_message, verify_message
 from keys.thread import Thread, order_messages
 
 from .bodies import Document, Outgoing
@@ -40,7 +58,10 @@ from .errors import ClientError
 from .profile import OpenProfile
 from .records import ReceivedRecord, Record
 
-KINDS: Final = ("proposal", "acceptance", "rejection", "agreement", "handover")
+KINDS: Final = ("proposal", "acceptance", "rejection", "agreement", "handover",
+                "disclosure")
+#: Disclosures per message: the lists of one exchange (16 per direction at most).
+MAX_DISCLOSURES: Final = 32
 #: A negotiation envelope carries terms, digests and counts: small.
 MAX_PAYLOAD: Final = 256 * 1024
 #: Longest thread accepted from a body (a negotiation of 200 rounds is not one).
@@ -58,9 +79,11 @@ def _envelope(value: object) -> dsse.Envelope:
     return dsse.Envelope.from_dict(value, max_payload=MAX_PAYLOAD)
 
 
-def outgoing(kind: str, label: str, **envelopes: dsse.Envelope | list[dsse.Envelope]
-             ) -> Outgoing:
+def outgoing(kind: str, label: str, *, about: str | None = None,
+             **envelopes: dsse.Envelope | list[dsse.Envelope]) -> Outgoing:
     body: dict[str, Any] = {"v": 1}
+    if about is not None:
+        body["about"] = about
     for name, value in envelopes.items():
         body[name] = ([e.to_dict() for e in value] if isinstance(value, list)
                       else value.to_dict())
@@ -80,6 +103,8 @@ class Collected:
     messages: dict[str, Message] = field(default_factory=dict)
     agreement_envelopes: list[dsse.Envelope] = field(default_factory=list)
     handover_envelopes: list[dsse.Envelope] = field(default_factory=list)
+    #: Disclosures received or sent: (about, sender id, envelope), unchecked.
+    disclosures: list[tuple[str, str, dsse.Envelope]] = field(default_factory=list)
     #: Bodies that did not parse (kind, envelope id): shown, never used.
     damaged: list[str] = field(default_factory=list)
 
@@ -146,6 +171,14 @@ def collect(opened: OpenProfile, records: Iterable[Record]) -> Collected:
                 found.agreement_envelopes.append(_envelope(body["agreement"]))
             if "handover" in body:
                 found.handover_envelopes.append(_envelope(body["handover"]))
+            if kind == "disclosure":
+                about, items = body.get("about"), body.get("disclosures")
+                if not isinstance(about, str) or not isinstance(items, list) or not (
+                        0 < len(items) <= MAX_DISCLOSURES):
+                    raise ClientError("malformed")
+                for value in items:
+                    envelope = dsse.Envelope.from_dict(value, max_payload=MAX_DISCLOSURE_BYTES)
+                    found.disclosures.append((about, record.routing.sender, envelope))
             thread = body.get("thread", [])
             if not isinstance(thread, list) or len(thread) > MAX_THREAD:
                 raise ClientError("malformed")
@@ -183,6 +216,14 @@ def save_salted(opened: OpenProfile, salted: SaltedList) -> None:
                             "data": b64url_encode(salted.data), "entries": salted.entries})
 
 
+def save_entry(opened: OpenProfile, digest: str, salt: bytes, data: bytes) -> None:
+    """The salt and bytes of a person handed over unlisted (named by ``digest`` in a
+    handover record), kept so that this delegation can open the digest later."""
+    with opened.profile.locked():
+        opened.store.write(f"negentries/{digest}", {"salt": b64url_encode(salt),
+                                                     "data": b64url_encode(data)})
+
+
 def load_salted(opened: OpenProfile, digest: str) -> SaltedList | None:
     value = opened.store.read(f"negsalts/{digest}")
     if value is None:
@@ -190,3 +231,78 @@ def load_salted(opened: OpenProfile, digest: str) -> SaltedList | None:
     return SaltedList(b64url_decode(value["salt"], max_bytes=32, exact=32, field="salt"),
                       b64url_decode(value["data"], max_bytes=64 * 1024 * 1024, field="data"),
                       int(value["entries"]))
+
+
+# --- disclosures -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Disclosed:
+    """A disclosed list checked against the terms: who hands it over, and the list."""
+
+    sender: str
+    giver: str
+    salted: SaltedList
+
+
+def check_disclosure(envelope: dsse.Envelope, sender: str, terms: Terms, me: str,
+                     keys: Mapping[str, VerifyKey]) -> Disclosed:
+    """A disclosure received from ``sender`` (the message's signed sender), checked:
+
+    1. it parses and its salt and list open the digest it names (else the list was
+       altered on the way, or is not the one that was digested);
+    2. it is signed by ``sender``, a party of ``terms``, and addressed to ``me``;
+    3. its digest is one of the lists of ``terms`` and its entry count is the agreed one.
+
+    Counting the entries of the list bytes is the caller's job (they are a name list).
+    Raises :class:`ListMismatch`, :class:`ClientError` or a ``keys`` error."""
+    disclosure = parse_disclosure(envelope)
+    if sender not in terms.parties or disclosure.sender != sender:
+        raise ListMismatch("the disclosure is not signed by a party of the agreement")
+    key = keys.get(sender)
+    if key is None:
+        raise ClientError(f"the discloser {sender} is not in your contacts")
+    if disclosure.recipient != me:
+        raise ListMismatch("the disclosure is addressed to someone else")
+    for transfer in terms.transfers:
+        for ref in transfer.lists:
+            if ref.digest == disclosure.digest:
+                salted = verify_disclosure(disclosure, key, expected_digest=ref.digest)
+                if salted.entries != ref.entries:
+                    raise ListMismatch(f"the disclosure counts {salted.entries} entries; "
+                                       f"the agreed list has {ref.entries}")
+                return Disclosed(sender, transfer.giver, salted)
+    raise ListMismatch("the disclosed list is not a list of this agreement (its digest "
+                       "is none of the agreed lists')")
+
+
+def salted_list(opened: OpenProfile, found: Collected, digest: str, terms: Terms
+                ) -> SaltedList | None:
+    """A list of ``terms`` with its salt: our own (we salted it), else one disclosed to
+    us by a party (checked by :func:`check_disclosure`); ``None`` if neither."""
+    own = load_salted(opened, digest)
+    if own is not None:
+        return own
+    keys = known_keys(opened)
+    for _, sender, envelope in found.disclosures:
+        if sender == opened.identity.id:
+            continue
+        try:
+            disclosed = check_disclosure(envelope, sender, terms, opened.identity.id, keys)
+        except BackchannelError:
+            continue
+        if disclosed.salted.digest == digest:
+            return disclosed.salted
+    return None
+
+
+# --- which inbox messages a negotiation command opened and left ------------------------
+
+def skipped(opened: OpenProfile) -> set[str]:
+    """Envelope ids opened by a negotiation command and found to be of another kind."""
+    value = opened.store.read("negskipped")
+    return set(value) if isinstance(value, list) else set()
+
+
+def save_skipped(opened: OpenProfile, ids: Iterable[str]) -> None:
+    with opened.profile.locked():
+        opened.store.write("negskipped", sorted(ids))

@@ -35,7 +35,7 @@ every named guarantor, or the stated quorum of guarantors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -44,7 +44,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .cosigning import SignatureStatus, merge_signatures, signature_status
 from .ed25519 import SigningKey, VerifyKey
 from .encoding import b64url_encode
-from .errors import DecodeError
+from .errors import DecodeError, PolicyNotMet
 from .negotiation_errors import NotAcceptable, NotASigner, TermsMismatch
 from .policy import AllOf, AtLeast, Policy, Signer
 from .proposal import (
@@ -196,11 +196,22 @@ def countersign_agreement(agreement: Agreement, signer: SigningKey,
     :class:`~keys.errors.PolicyNotMet` or :class:`~keys.errors.VerificationError`."""
     if signer.id not in agreement.terms.guarantors:
         raise NotASigner("you are not named as a guarantor of this agreement")
+    require_parties(agreement.envelope, agreement.terms.parties, "the agreement")
     dsse.verify(agreement.envelope, parties_policy(agreement.terms, keys),
                 payload_type=AGREEMENT_TYPE)
     if signer.id in agreement.envelope.signer_ids():
         return agreement
     return parse_agreement(dsse.cosign(agreement.envelope, signer))
+
+
+def require_parties(envelope: dsse.Envelope, parties: Sequence[str], what: str) -> None:
+    """A plain reason when a co-signer comes before both parties have signed."""
+    present = frozenset(envelope.signer_ids())
+    missing = frozenset(parties) - present
+    if missing:
+        raise PolicyNotMet(f"both parties must sign {what} before a guarantor or witness "
+                           f"does; still missing: {', '.join(sorted(missing))}",
+                           present & frozenset(parties), missing)
 
 
 def add_signatures(agreement: Agreement, returned: dsse.Envelope,

@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from . import dsse
-from .agreement import AGREEMENT_TYPE, Agreement, parties_policy
+from .agreement import AGREEMENT_TYPE, Agreement, parties_policy, require_parties
 from .clock import SYSTEM_CLOCK, Clock
 from .cosigning import SignatureStatus, merge_signatures, signature_status
 from .ed25519 import SigningKey, VerifyKey
@@ -409,6 +409,7 @@ def countersign_handover(record: HandoverRecord, agreement: Agreement, signer: S
     if signer.id not in record.witnesses:
         raise NotASigner("you are not named as a witness of this handover")
     check_handover(record, agreement)
+    require_parties(record.envelope, agreement.terms.parties, "the handover record")
     dsse.verify(record.envelope, parties_policy(agreement.terms, keys),
                 payload_type=HANDOVER_TYPE)
     if signer.id in record.envelope.signer_ids():

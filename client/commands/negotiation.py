@@ -1,9 +1,13 @@
 """Negotiation commands: ``propose``, ``accept``, ``countersign``, ``thread`` (with
 ``--export`` for offline verification) and ``reconcile`` (offline).
 
-Documents travel as sealed messages of the kinds in :mod:`client.negotiation`. A
-command that needs the other side's documents first reads every new message in the
-inbox (as ``backchannel read`` would: opened, stored locally, acknowledged).
+Documents travel as sealed messages of the kinds in :mod:`client.negotiation`, one
+message per destination node (``--via`` routes them like ``send --via``). A command
+that needs the other side's documents first opens the new messages in the inbox: the
+node cannot tell a proposal from a name list (both are sealed), so each new message
+from a contact is opened once; negotiation documents are stored and acknowledged as
+``backchannel read`` would, any other kind is left unacknowledged in the inbox for
+``read`` and remembered (box ``negskipped``) so that it is not opened again.
 
 ``reconcile LIST_A LIST_B`` reads two name lists exactly as ``send`` would
 (:func:`client.namelist.load_namelist`) and prints the suggestions of
@@ -17,8 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import replace
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,13 +37,14 @@ from keys.agreement import (
 from keys.card import Card
 from keys.clock import SYSTEM_CLOCK
 from keys.cosigning import SignatureStatus
-from keys.encoding import format_time, json_loads, parse_time
+from keys.encoding import format_time, json_dumps, json_loads, parse_time
 from keys.errors import BackchannelError
 from keys.exported import bundle_kind, export_agreement, export_handover, verify_exported
 from keys.handover import (
     EntryRef,
     HandoverCheck,
     HandoverRecord,
+    Unlisted,
     check_handover,
     countersign_handover,
     handover_status,
@@ -46,25 +52,39 @@ from keys.handover import (
     parse_handover,
     sign_handover,
 )
-from keys.listref import check_list, salt_list
+from keys.listref import (
+    SALT_BYTES,
+    SaltedList,
+    check_list,
+    entry_digest,
+    make_disclosure,
+    salt_list,
+)
+from keys.negotiation_errors import ListMismatch
 from keys.proposal import CATEGORIES, Counts, Decision, Proposal, Terms, Transfer, make_proposal
 from keys.thread import Thread, counter, reject
 
 from .. import messaging, ui
+from ..bodies import Outgoing
 from ..errors import BodyError, BundleInvalid, ClientError
 from ..namelist import Entry, NameList, encode_body, from_body, load_namelist
 from ..negotiation import (
+    KINDS,
     Collected,
+    check_disclosure,
     collect,
     handover_of,
     known_keys,
-    load_salted,
     outgoing,
+    salted_list,
+    save_entry,
     save_salted,
+    save_skipped,
+    skipped,
     verify_thread_keys,
 )
 from ..profile import OpenProfile
-from ..reconcile import Reconciliation, locate, reconcile
+from ..reconcile import Reconciliation, agreed_position, locate, reconcile
 from ..relay_client import RelayClient
 from .common import (
     SubParsers,
@@ -77,10 +97,21 @@ from .common import (
 )
 
 
+def _via_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--via", action="append", default=[], metavar="NODE",
+                        help="an intermediary node the documents must pass through, as "
+                             "with send --via (repeat in order: --via TR --via ICRC); a "
+                             "recipient on one of these nodes is reached by the route up "
+                             "to it")
+    return parent
+
+
 def register(sub: SubParsers) -> None:
     common = common_options()
+    via = _via_options()
     parser = sub.add_parser(
-        "propose", parents=[common], help="propose an exchange to another delegation",
+        "propose", parents=[common, via], help="propose an exchange to another delegation",
         description="Salts and digests both name lists (the names never leave this "
                     "profile), signs the terms and sends the proposal to the other "
                     "delegation and to every guarantor.")
@@ -109,7 +140,7 @@ def register(sub: SubParsers) -> None:
     parser.set_defaults(func=run_propose)
 
     parser = sub.add_parser(
-        "counter", parents=[common], help="answer a proposal with changed terms",
+        "counter", parents=[common, via], help="answer a proposal with changed terms",
         description="Signs a counter-proposal that supersedes the thread's last message. "
                     "Terms not given are kept from the latest proposal; --give and "
                     "--receive are from your side.")
@@ -127,14 +158,14 @@ def register(sub: SubParsers) -> None:
     parser.set_defaults(func=run_counter)
 
     parser = sub.add_parser(
-        "reject", parents=[common], help="reject the latest proposal (closes the thread)")
+        "reject", parents=[common, via], help="reject the latest proposal (closes the thread)")
     parser.add_argument("id", metavar="ID", help="the proposal id")
     parser.add_argument("--reason", required=True, metavar="TEXT")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_reject)
 
     parser = sub.add_parser(
-        "accept", parents=[common], help="accept the latest proposal of a thread",
+        "accept", parents=[common, via], help="accept the latest proposal of a thread",
         description="Checks the whole thread, signs an acceptance and the agreement "
                     "(the exact bytes of the proposal) and sends both to the proposer "
                     "and the guarantors.")
@@ -143,7 +174,7 @@ def register(sub: SubParsers) -> None:
     parser.set_defaults(func=run_accept)
 
     parser = sub.add_parser(
-        "countersign", parents=[common], help="sign an agreement as a party or guarantor",
+        "countersign", parents=[common, via], help="sign an agreement as a party or guarantor",
         description="The proposer confirms an accepted agreement; a guarantor co-signs "
                     "the same bytes once both parties have signed. The signed copy goes "
                     "to every other party and guarantor.")
@@ -169,11 +200,15 @@ def register(sub: SubParsers) -> None:
     hsub = group.add_subparsers(dest="handover_command", metavar="COMMAND")
     hsub.required = True
     parser = hsub.add_parser(
-        "record", parents=[common], help="draft and sign a handover record",
+        "record", parents=[common, via], help="draft and sign a handover record",
         description="Finds every person of FILE in the agreed lists (as reconcile does) "
                     "and records them by list digest and position, signs the record and "
-                    "sends it to the other delegation and the witnesses. Only the "
-                    "delegation holding the lists' salts (the proposer) can record.")
+                    "sends it to the other delegation and the witnesses. Either "
+                    "delegation can record (each holds both lists: its own, and the "
+                    "other's as disclosed with the proposal). A row that is ambiguous or "
+                    "on no list must be settled: --settle ROW=ALIAS:N (entry N of the "
+                    "lists ALIAS hands over; 'me' for yours), ROW=unlisted:ALIAS[:CATEGORY] "
+                    "(handed over by ALIAS without being listed) or ROW=skip.")
     parser.add_argument("--agreement", required=True, metavar="ID")
     parser.add_argument("--transferred", required=True, metavar="FILE",
                         help="name list of those actually handed over, both directions")
@@ -181,9 +216,14 @@ def register(sub: SubParsers) -> None:
     parser.add_argument("--at", metavar="WHEN", help="time of the handover (default: now)")
     parser.add_argument("--witness", action="append", default=[], metavar="ALIAS")
     parser.add_argument("--notes", default="", metavar="TEXT")
+    parser.add_argument("--settle", action="append", default=[], metavar="ROW=DECISION",
+                        help="settle row ROW (1-based, as namelist check counts) of FILE by "
+                             "hand: ALIAS:N, unlisted:ALIAS[:CATEGORY] or skip (repeatable)")
+    parser.add_argument("--settle-file", metavar="FILE",
+                        help="decisions, one ROW=DECISION a line ('#' starts a comment)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_handover_record)
-    parser = hsub.add_parser("sign", parents=[common],
+    parser = hsub.add_parser("sign", parents=[common, via],
                              help="the other delegation signs a handover record")
     parser.add_argument("id", metavar="ID")
     parser.add_argument("--json", action="store_true")
@@ -194,6 +234,32 @@ def register(sub: SubParsers) -> None:
     parser.add_argument("--out", required=True, metavar="FILE")
     parser.add_argument("--offline", action="store_true")
     parser.set_defaults(func=run_handover_export)
+
+    parser = sub.add_parser(
+        "disclose", parents=[common, via], help="disclose an agreed list to a guarantor",
+        description="Sends one of the agreement's name lists with its salt, sealed to "
+                    "ALIAS only, so that its digest in the agreement opens for them "
+                    "(backchannel disclosed ID checks it on their side). Guarantors "
+                    "otherwise see counts and digests, never names.")
+    parser.add_argument("--agreement", required=True, metavar="ID",
+                        help="the agreement id or its proposal's id")
+    parser.add_argument("--list", required=True, choices=("give", "receive"),
+                        help="the list you hand over (give) or receive")
+    parser.add_argument("--to", required=True, metavar="ALIAS",
+                        help="a guarantor (or another contact named in the agreement)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_disclose)
+
+    parser = sub.add_parser(
+        "disclosed", parents=[common], help="the lists disclosed to you, checked",
+        description="Every list of the agreement (or proposal) ID that a party disclosed "
+                    "to you, checked against the digest and count in the signed terms: "
+                    "a list that does not open its digest is refused.")
+    parser.add_argument("id", metavar="ID", help="the agreement id or a proposal id")
+    parser.add_argument("--offline", action="store_true",
+                        help="do not fetch new messages first")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_disclosed)
 
     parser = sub.add_parser(
         "reconcile", help="match two name lists written in different scripts",
@@ -333,12 +399,62 @@ def _names(opened: OpenProfile) -> dict[str, str]:
 
 
 async def _fetch_new(opened: OpenProfile, client: RelayClient) -> None:
-    """Read every new message (stored locally and acknowledged, as read does)."""
+    """Open the new inbox messages of contacts; keep and acknowledge the negotiation
+    documents only (see the module doc). Messages of unknown senders are left for
+    ``backchannel read``, which shows who the node says they are."""
+    done = skipped(opened)
+    left: set[str] = set()
     for listed in await messaging.inbox(opened, client):
+        ident = listed.item.routing.id
+        if ident in done:
+            left.add(ident)
+            continue
+        if listed.sender is None or listed.trust == "BAD SIGNATURE":
+            continue
         try:
-            await messaging.read(opened, client, listed.item.routing.id)
+            await messaging.read(opened, client, ident, kinds=KINDS)
+        except messaging.OtherKind:
+            left.add(ident)
         except BackchannelError as exc:
-            ui.warn(f"message {listed.item.routing.id} could not be read: {exc}")
+            ui.warn(f"message {ident} could not be read: {exc}")
+    if left != done:
+        # Only ids still pending: the box stays as small as the inbox.
+        save_skipped(opened, left)
+
+
+async def _send(opened: OpenProfile, client: RelayClient, ids: Sequence[str],
+                document: Outgoing, via: Sequence[str]) -> list[str]:
+    """Send ``document`` to everyone named (except us): one message per destination
+    node, routed through ``via``, or through the part of it before the destination
+    when the destination is one of the ``via`` nodes. Returns the envelope ids."""
+    aliases = _aliases(opened, ids)
+    if not aliases:
+        return []
+    pin = opened.require_node()
+    now = opened.clock.now()
+    book = opened.contacts()
+    nodes = [(alias, book.for_routing(alias, now=now).card.id) for alias in via]
+    groups: dict[str, list[str]] = {}
+    for alias in aliases:
+        destination = messaging.destination_of(book.for_sending(alias, now=now), pin)
+        groups.setdefault(destination, []).append(alias)
+    sent = []
+    for destination, members in groups.items():
+        ids_on_route = [node for _, node in nodes]
+        route = ([a for a, _ in nodes[:ids_on_route.index(destination)]]
+                 if destination in ids_on_route else [a for a, _ in nodes])
+        result = await messaging.send(opened, client, members, document, via=route)
+        sent.append(result.record.routing.id)
+    return sent
+
+
+def _disclose_to(opened: OpenProfile, about: str, recipient: str,
+                 lists: Sequence[SaltedList]) -> Outgoing:
+    """A disclosure message: ``lists`` with their salts, signed for ``recipient`` only."""
+    envelopes = [make_disclosure(opened.identity.signing_key, salted, to=recipient,
+                                 clock=opened.clock).envelope for salted in lists]
+    return outgoing("disclosure", f"{len(lists)} disclosed list(s) of {about}",
+                    about=about, disclosures=envelopes)
 
 
 def _collect(opened: OpenProfile) -> Collected:
@@ -381,29 +497,36 @@ def run_propose(args: argparse.Namespace) -> int:
     save_salted(opened, salted_give)
     save_salted(opened, salted_receive)
 
-    async def work() -> str | None:
+    async def work() -> tuple[list[str], list[str]]:
         async with connected(opened) as client:
-            aliases = _aliases(opened, [*terms.parties, *terms.guarantors])
-            sent = await messaging.send(
-                opened, client, aliases,
-                outgoing("proposal", f"proposal {proposal.id}", proposal=proposal.envelope))
-            return sent.record.routing.id
+            sent = await _send(opened, client, [*terms.parties, *terms.guarantors],
+                               outgoing("proposal", f"proposal {proposal.id}",
+                                        proposal=proposal.envelope), args.via)
+            # The other delegation gets both lists (see client.negotiation).
+            disclosed = await _send(opened, client, [other.card.id], _disclose_to(
+                opened, proposal.id, other.card.id, [salted_give, salted_receive]), args.via)
+            return sent, disclosed
 
-    envelope_id = run_async(work())
-    return _report_sent(args, "proposal", proposal.id, envelope_id,
+    envelope_ids, disclosed = run_async(work())
+    return _report_sent(args, "proposal", proposal.id, envelope_ids,
                         f"Proposed: {len(give):,} for {len(receive):,} at {args.place}, "
                         f"{format_time(window_from)} to {format_time(window_to)}; the offer "
-                        f"expires {format_time(expires)}.")
+                        f"expires {format_time(expires)}. Both lists are disclosed to "
+                        f"{args.to} (message {', '.join(disclosed)}).",
+                        {"disclosed": disclosed})
 
 
-def _report_sent(args: argparse.Namespace, what: str, ident: str, envelope_id: str | None,
+def _report_sent(args: argparse.Namespace, what: str, ident: str, envelope_ids: list[str],
                  summary: str, extra: dict[str, Any] | None = None) -> int:
     if args.json:
-        ui.print_json({"kind": what, "id": ident, "message": envelope_id, **(extra or {})})
+        ui.print_json({"kind": what, "id": ident,
+                       "message": envelope_ids[0] if envelope_ids else None,
+                       "messages": envelope_ids, **(extra or {})})
         return 0
     print(summary)
-    if envelope_id:
-        print(f"Sent as message {envelope_id}.")
+    if envelope_ids:
+        print(f"Sent as message{'s' if len(envelope_ids) > 1 else ''} "
+              f"{', '.join(envelope_ids)}.")
     print(f"{what.capitalize()} id: {ident}")
     return 0
 
@@ -435,7 +558,7 @@ def run_counter(args: argparse.Namespace) -> int:
              if path]
     me = opened.identity
 
-    async def work() -> tuple[Proposal, str]:
+    async def work() -> tuple[Proposal, list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
@@ -459,11 +582,14 @@ def run_counter(args: argparse.Namespace) -> int:
             proposal, thread = counter(thread, me.signing_key, terms, clock=opened.clock)
             for s_list in salted:
                 save_salted(opened, s_list)
-            sent = await messaging.send(
-                opened, client, _aliases(opened, [*terms.parties, *terms.guarantors]),
-                outgoing("proposal", f"counter-proposal {proposal.id}",
-                         proposal=proposal.envelope))
-            return proposal, sent.record.routing.id
+            sent = await _send(opened, client, [*terms.parties, *terms.guarantors],
+                               outgoing("proposal", f"counter-proposal {proposal.id}",
+                                        proposal=proposal.envelope), args.via)
+            if salted:
+                other = terms.other_party(me.id)
+                sent += await _send(opened, client, [other],
+                                    _disclose_to(opened, proposal.id, other, salted), args.via)
+            return proposal, sent
 
     proposal, envelope_id = run_async(work())
     return _report_sent(args, "proposal", proposal.id, envelope_id,
@@ -474,7 +600,7 @@ def run_counter(args: argparse.Namespace) -> int:
 def run_reject(args: argparse.Namespace) -> int:
     opened = open_profile(args)
 
-    async def work() -> tuple[Decision, str]:
+    async def work() -> tuple[Decision, list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
@@ -485,11 +611,11 @@ def run_reject(args: argparse.Namespace) -> int:
                                       args.reason, clock=opened.clock)
             proposal = thread.find(args.id)
             assert isinstance(proposal, Proposal)  # reject checked it
-            sent = await messaging.send(
-                opened, client, _aliases(opened, [*proposal.terms.parties,
-                                                  *proposal.terms.guarantors]),
-                outgoing("rejection", f"rejection of {args.id}", rejection=decision.envelope))
-            return decision, sent.record.routing.id
+            sent = await _send(
+                opened, client, [*proposal.terms.parties, *proposal.terms.guarantors],
+                outgoing("rejection", f"rejection of {args.id}", rejection=decision.envelope),
+                args.via)
+            return decision, sent
 
     decision, envelope_id = run_async(work())
     return _report_sent(args, "rejection", decision.id, envelope_id,
@@ -499,7 +625,7 @@ def run_reject(args: argparse.Namespace) -> int:
 def run_accept(args: argparse.Namespace) -> int:
     opened = open_profile(args)
 
-    async def work() -> tuple[Agreement, str]:
+    async def work() -> tuple[Agreement, list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
@@ -510,12 +636,12 @@ def run_accept(args: argparse.Namespace) -> int:
                 thread, args.id, opened.identity.signing_key, clock=opened.clock)
             proposal = thread.find(args.id)
             assert isinstance(proposal, Proposal)  # accept_proposal checked it
-            sent = await messaging.send(
-                opened, client,
-                _aliases(opened, [proposal.author, *agreement.terms.guarantors]),
+            sent = await _send(
+                opened, client, [proposal.author, *agreement.terms.guarantors],
                 outgoing("acceptance", f"acceptance of {args.id}",
-                         acceptance=decision.envelope, agreement=agreement.envelope))
-            return agreement, sent.record.routing.id
+                         acceptance=decision.envelope, agreement=agreement.envelope),
+                args.via)
+            return agreement, sent
 
     agreement, envelope_id = run_async(work())
     return _report_sent(args, "agreement", agreement.id, envelope_id,
@@ -527,7 +653,7 @@ def run_accept(args: argparse.Namespace) -> int:
 def run_countersign(args: argparse.Namespace) -> int:
     opened = open_profile(args)
 
-    async def work() -> tuple[str, str, SignatureStatus, str]:
+    async def work() -> tuple[str, str, SignatureStatus, list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
@@ -535,12 +661,11 @@ def run_countersign(args: argparse.Namespace) -> int:
             if any(parse_handover(e).id == args.id for e in found.handover_envelopes):
                 record, agreed, status = countersign_handover_record(opened, client, found,
                                                                      args.id)
-                sent = await messaging.send(
-                    opened, client,
-                    _aliases(opened, [*agreed.terms.parties, *record.witnesses]),
+                sent = await _send(
+                    opened, client, [*agreed.terms.parties, *record.witnesses],
                     outgoing("handover", f"handover record {record.id}",
-                             handover=record.envelope, agreement=agreed.envelope))
-                return "handover record", record.id, status, sent.record.routing.id
+                             handover=record.envelope, agreement=agreed.envelope), args.via)
+                return "handover record", record.id, status, sent
             agreement = found.agreement(args.id, keys)
             me = opened.identity
             thread: Thread | None = None
@@ -552,12 +677,11 @@ def run_countersign(args: argparse.Namespace) -> int:
                 agreement = countersign_agreement(agreement, me.signing_key, keys)
             status = agreement_status(agreement, keys)
             envelopes = list(thread.envelopes()) if thread else []
-            sent = await messaging.send(
-                opened, client,
-                _aliases(opened, [*agreement.terms.parties, *agreement.terms.guarantors]),
+            sent = await _send(
+                opened, client, [*agreement.terms.parties, *agreement.terms.guarantors],
                 outgoing("agreement", f"agreement {agreement.id}",
-                         agreement=agreement.envelope, thread=envelopes))
-            return "agreement", agreement.id, status, sent.record.routing.id
+                         agreement=agreement.envelope, thread=envelopes), args.via)
+            return "agreement", agreement.id, status, sent
 
     what, ident, status, envelope_id = run_async(work())
     names = _names(opened)
@@ -687,23 +811,182 @@ def verify_exported_file(args: argparse.Namespace, data: bytes, cards: Sequence[
 
 # --- handover record / sign / export -------------------------------------------------
 
-def _agreed_lists(opened: OpenProfile, agreement: Agreement
-                  ) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
-    """(giver, category, digest, entries) of every agreed list whose salt we hold."""
+@dataclass(frozen=True)
+class AgreedList:
+    """An agreed list whose salt we hold (ours, or disclosed to us), with its entries."""
+
+    giver: str
+    category: str
+    digest: str
+    entries: list[dict[str, Any]]
+    #: Position of its first entry among all the entries the giver hands over.
+    offset: int
+
+
+def _agreed_lists(opened: OpenProfile, found: Collected, agreement: Agreement
+                  ) -> list[AgreedList]:
+    """Every agreed list, opened with the salt we hold. Raises :class:`ClientError`
+    when one is neither ours nor disclosed to us."""
     lists = []
     for transfer in agreement.terms.transfers:
         category = next((c for c in CATEGORIES if transfer.counts.get(c)), "pow")
+        offset = 0
         for ref in transfer.lists:
-            salted = load_salted(opened, ref.digest)
+            salted = salted_list(opened, found, ref.digest, agreement.terms)
             if salted is None:
-                raise ClientError("this profile does not hold the agreed lists (only the "
-                                  "delegation that proposed them does): ask it to record "
-                                  "the handover")
+                raise ClientError(f"this profile holds neither the salt of the agreed list "
+                                  f"{ref.digest[:12]}… nor a disclosure of it: ask the "
+                                  "delegation that made it to record the handover, or to "
+                                  "disclose the list to you")
             check_list(ref.digest, salted.salt, salted.data)
-            lists.append((transfer.giver, category, ref.digest,
-                          [e.to_dict() for e in from_body(json_loads(
-                              salted.data, max_bytes=len(salted.data), what="list")).entries]))
+            entries = [e.to_dict() for e in from_body(json_loads(
+                salted.data, max_bytes=len(salted.data), what="list")).entries]
+            if len(entries) != ref.entries:
+                raise ClientError(f"the agreed list {ref.digest[:12]}… has {len(entries)} "
+                                  f"entries, not the {ref.entries} agreed")
+            lists.append(AgreedList(transfer.giver, category, ref.digest, entries, offset))
+            offset += len(entries)
     return lists
+
+
+@dataclass(frozen=True)
+class Settled:
+    """An officer's decision about one row of the transferred file."""
+
+    #: "entry" (an agreed list's entry), "unlisted" or "skip".
+    what: str
+    giver: str = ""
+    #: For "entry": 0-based position among the giver's entries; for "unlisted": -1.
+    position: int = -1
+    category: str = ""
+
+
+_SETTLE = re.compile(r"(\d+)=(?:(skip)|unlisted:([^:]+)(?::([a-z]+))?|([^:=]+):(\d+))")
+
+
+def parse_settlements(values: Sequence[str], rows: int, opened: OpenProfile,
+                      agreement: Agreement) -> dict[int, Settled]:
+    """``ROW=ALIAS:N``, ``ROW=unlisted:ALIAS[:CATEGORY]`` or ``ROW=skip`` (ROW and N
+    1-based; ALIAS a party's alias, ``me`` for us) to 0-based row -> decision."""
+    parties = {"me": opened.identity.id}
+    book = opened.contacts()
+    for party in agreement.terms.parties:
+        contact = book.by_id(party)
+        if contact is not None:
+            parties[contact.alias.lower()] = party
+    decisions: dict[int, Settled] = {}
+    for value in values:
+        m = _SETTLE.fullmatch(value.strip())
+        if m is None:
+            raise ClientError(f"--settle {value[:40]!r}: expected ROW=ALIAS:N, "
+                              "ROW=unlisted:ALIAS[:CATEGORY] or ROW=skip")
+        row = int(m[1])
+        if not 1 <= row <= rows:
+            raise ClientError(f"--settle {value[:40]!r}: the file has rows 1 to {rows}")
+        if row - 1 in decisions:
+            raise ClientError(f"--settle: row {row} is settled twice")
+        alias = m[3] or m[5]
+        giver = parties.get(alias.lower()) if alias else None
+        if alias and giver is None:
+            raise ClientError(f"--settle {value[:40]!r}: {alias} is not a party of the "
+                              "agreement (use a party's alias, or 'me')")
+        if m[2]:
+            decisions[row - 1] = Settled("skip")
+        elif m[3]:
+            assert giver is not None
+            category = m[4] or next((c for c in CATEGORIES if agreement.terms.transfer_from(
+                giver).counts.get(c)), "pow")
+            if category not in CATEGORIES:
+                raise ClientError(f"--settle {value[:40]!r}: the category is one of "
+                                  f"{', '.join(CATEGORIES)}")
+            decisions[row - 1] = Settled("unlisted", giver, -1, category)
+        else:
+            assert giver is not None
+            decisions[row - 1] = Settled("entry", giver, int(m[6]) - 1)
+    return decisions
+
+
+def _settle_lines(path: str) -> list[str]:
+    try:
+        text = read_input(path, max_bytes=1024 * 1024, what="settlements").decode()
+    except UnicodeDecodeError:
+        raise ClientError(f"{path} is not UTF-8 text") from None
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def _draft_refs(opened: OpenProfile, lists: Sequence[AgreedList],
+                transferred: NameList, decisions: Mapping[int, Settled]
+                ) -> tuple[dict[str, list[EntryRef]], dict[str, list[Unlisted]]]:
+    """Every row of ``transferred`` as an entry reference or an unlisted person: the
+    officer's decision where there is one, else reconcile's confident match. Raises
+    :class:`ClientError` naming every row still unsettled and its candidates."""
+    names = _names(opened)
+    entries = [e.to_dict() for e in transferred.entries]
+    located = locate(entries, [(x.digest, x.entries) for x in lists])
+    by_digest = {x.digest: x for x in lists}
+    per_giver: dict[str, list[AgreedList]] = {}
+    for x in lists:
+        per_giver.setdefault(x.giver, []).append(x)
+
+    def alias(giver: str) -> str:
+        return "me" if giver == opened.identity.id else names.get(giver, giver)
+
+    def position_label(digest: str, index: int) -> str:
+        x = by_digest[digest]
+        return f"{alias(x.giver)}:{x.offset + index + 1}"
+
+    delivered: dict[str, list[EntryRef]] = {}
+    unlisted: dict[str, list[Unlisted]] = {}
+    open_rows: list[str] = []
+    ambiguous = {a.left: a for a in located.ambiguous}
+    for row, entry in enumerate(entries):
+        decision = decisions.get(row)
+        if decision is not None:
+            if decision.what == "skip":
+                continue
+            if decision.what == "unlisted":
+                salt = secrets.token_bytes(SALT_BYTES)
+                data = json_dumps(entry)
+                digest = entry_digest(salt, data)
+                save_entry(opened, digest, salt, data)
+                unlisted.setdefault(decision.giver, []).append(
+                    Unlisted(digest, decision.category))
+                continue
+            offset = decision.position
+            for x in per_giver.get(decision.giver, []):
+                if offset < len(x.entries):
+                    delivered.setdefault(x.giver, []).append(
+                        EntryRef(x.digest, offset, x.category))
+                    break
+                offset -= len(x.entries)
+            else:
+                count = sum(len(x.entries) for x in per_giver.get(decision.giver, []))
+                raise ClientError(f"--settle row {row + 1}: {alias(decision.giver)} hands "
+                                  f"over {count} listed persons; there is no entry "
+                                  f"{decision.position + 1}")
+            continue
+        if row in located.found:
+            digest, index, _ = located.found[row]
+            x = by_digest[digest]
+            delivered.setdefault(x.giver, []).append(EntryRef(digest, index, x.category))
+        elif row in ambiguous:
+            flat = [(y.digest, y.entries) for y in lists]
+            candidates = ", ".join(
+                f"{position_label(*agreed_position(flat, c.right))} {c.confidence:.2f}"
+                for c in ambiguous[row].candidates[:3])
+            open_rows.append(f"row {row + 1} ambiguous ({candidates})")
+        else:
+            open_rows.append(f"row {row + 1} on no agreed list")
+    if open_rows:
+        raise ClientError(f"{len(open_rows)} of {len(entries)} persons are not settled: "
+                          + "; ".join(open_rows[:10]) + ("; …" if len(open_rows) > 10 else "")
+                          + ". Settle each with --settle ROW=ALIAS:N, "
+                          "ROW=unlisted:ALIAS[:CATEGORY] or ROW=skip (backchannel reconcile "
+                          "shows the candidates)")
+    for refs in delivered.values():
+        refs.sort(key=lambda r: (r.list, r.index))
+    return delivered, unlisted
 
 
 def run_handover_record(args: argparse.Namespace) -> int:
@@ -712,44 +995,32 @@ def run_handover_record(args: argparse.Namespace) -> int:
     at = parse_when(args.at, field="--at") if args.at else opened.clock.now()
     book = opened.contacts()
     witnesses = [book.for_sending(a, now=opened.clock.now()).card.id for a in args.witness]
+    settle = list(args.settle) + (_settle_lines(args.settle_file) if args.settle_file else [])
 
-    async def work() -> tuple[HandoverRecord, HandoverCheck, str]:
+    async def work() -> tuple[HandoverRecord, HandoverCheck, list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
             keys = known_keys(opened)
             agreement = found.agreement(args.agreement, keys)
-            lists = _agreed_lists(opened, agreement)
-            located = locate([e.to_dict() for e in transferred.entries],
-                             [(digest, entries) for _, _, digest, entries in lists])
-            unresolved = len(located.ambiguous) + len(located.not_found)
-            if unresolved:
-                raise ClientError(f"{unresolved} of {len(transferred)} persons in "
-                                  f"{args.transferred} are not found with confidence in the "
-                                  "agreed lists: correct the file (backchannel reconcile "
-                                  "shows the candidates)")
-            by_digest = {digest: (giver, category) for giver, category, digest, _ in lists}
-            delivered: dict[str, list[EntryRef]] = {}
-            for digest, index, _ in located.found.values():
-                giver, category = by_digest[digest]
-                delivered.setdefault(giver, []).append(EntryRef(digest, index, category))
-            for refs in delivered.values():
-                refs.sort(key=lambda r: (r.list, r.index))
+            decisions = parse_settlements(settle, len(transferred), opened, agreement)
+            lists = _agreed_lists(opened, found, agreement)
+            delivered, unlisted = _draft_refs(opened, lists, transferred, decisions)
             record = make_handover(opened.identity.signing_key, agreement, place=args.place,
-                                   at=at, delivered=delivered, witnesses=witnesses,
-                                   notes=args.notes, clock=opened.clock)
+                                   at=at, delivered=delivered, unlisted=unlisted,
+                                   witnesses=witnesses, notes=args.notes, clock=opened.clock)
             check = check_handover(record, agreement)
-            sent = await messaging.send(
-                opened, client, _aliases(opened, [*agreement.terms.parties, *witnesses]),
-                outgoing("handover", f"handover record {record.id}",
-                         handover=record.envelope, agreement=agreement.envelope))
-            return record, check, sent.record.routing.id
+            sent = await _send(opened, client, [*agreement.terms.parties, *witnesses],
+                               outgoing("handover", f"handover record {record.id}",
+                                        handover=record.envelope,
+                                        agreement=agreement.envelope), args.via)
+            return record, check, sent
 
-    record, check, envelope_id = run_async(work())
+    record, check, envelope_ids = run_async(work())
     if not args.json:
         for line in check.lines(_names(opened)):
             print(line)
-    return _report_sent(args, "handover record", record.id, envelope_id,
+    return _report_sent(args, "handover record", record.id, envelope_ids,
                         "Recorded and signed; the other delegation signs with backchannel "
                         "handover sign, then the witnesses countersign.",
                         {"check": check.to_dict()})
@@ -765,18 +1036,17 @@ def _handover_and_agreement(opened: OpenProfile, found: Collected, ident: str
 def run_handover_sign(args: argparse.Namespace) -> int:
     opened = open_profile(args)
 
-    async def work() -> tuple[HandoverRecord, HandoverCheck, str]:
+    async def work() -> tuple[HandoverRecord, HandoverCheck, list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             record, agreement = _handover_and_agreement(opened, _collect(opened), args.id)
             record = sign_handover(record, agreement, opened.identity.signing_key)
             check = check_handover(record, agreement)
-            sent = await messaging.send(
-                opened, client,
-                _aliases(opened, [*agreement.terms.parties, *record.witnesses]),
-                outgoing("handover", f"handover record {record.id}",
-                         handover=record.envelope, agreement=agreement.envelope))
-            return record, check, sent.record.routing.id
+            sent = await _send(opened, client, [*agreement.terms.parties, *record.witnesses],
+                               outgoing("handover", f"handover record {record.id}",
+                                        handover=record.envelope,
+                                        agreement=agreement.envelope), args.via)
+            return record, check, sent
 
     record, check, envelope_id = run_async(work())
     if not args.json:
@@ -815,3 +1085,113 @@ def run_handover_export(args: argparse.Namespace) -> int:
     print(f"Handover record {record.id}: " + ("complete" if status.complete else "incomplete"))
     print(f"Exported to {args.out}: check it with backchannel verify {args.out}")
     return 0
+
+
+# --- disclose / disclosed --------------------------------------------------------------
+
+def _terms_of(found: Collected, ident: str, keys: Mapping[str, Any]
+              ) -> tuple[Terms, set[str]]:
+    """The terms named by an agreement or proposal id, and every id they go by."""
+    try:
+        agreement = found.agreement(ident, keys)
+    except ClientError:
+        if ident not in found.messages:
+            raise
+        latest = found.thread_of(ident).latest_proposal
+        return latest.terms, {ident, latest.id}
+    return agreement.terms, {ident, agreement.id, agreement.proposal_id}
+
+
+def run_disclose(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    recipient = opened.contacts().for_sending(args.to, now=opened.clock.now())
+    me = opened.identity.id
+
+    async def work() -> tuple[str, list[str]]:
+        async with connected(opened) as client:
+            await _fetch_new(opened, client)
+            found = _collect(opened)
+            keys = known_keys(opened)
+            terms, _ = _terms_of(found, args.agreement, keys)
+            if me not in terms.parties:
+                raise ClientError("only a party of the agreement discloses its lists")
+            if recipient.card.id in terms.parties:
+                raise ClientError(f"{args.to} is the other party: it received both lists "
+                                  "with the proposal")
+            transfer = (terms.transfer_from(me) if args.list == "give"
+                        else terms.transfer_from(terms.other_party(me)))
+            lists = []
+            for ref in transfer.lists:
+                salted = salted_list(opened, found, ref.digest, terms)
+                if salted is None:
+                    raise ClientError(f"this profile does not hold the list {ref.digest[:12]}…")
+                lists.append(salted)
+            sent = await _send(opened, client, [recipient.card.id],
+                               _disclose_to(opened, args.agreement, recipient.card.id, lists),
+                               args.via)
+            return ", ".join(ref.digest for ref in transfer.lists), sent
+
+    digests, envelope_ids = run_async(work())
+    return _report_sent(args, "disclosure", digests, envelope_ids,
+                        f"Disclosed the list you {args.list} to {args.to}; they check it "
+                        "with backchannel disclosed.", {"to": recipient.card.id})
+
+
+def run_disclosed(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    if not args.offline:
+        async def work() -> None:
+            async with connected(opened) as client:
+                await _fetch_new(opened, client)
+        run_async(work())
+    found = _collect(opened)
+    keys = known_keys(opened)
+    terms, idents = _terms_of(found, args.id, keys)
+    names = _names(opened)
+    shown: list[dict[str, Any]] = []
+    refused: list[str] = []
+    for about, sender, envelope in found.disclosures:
+        if about not in idents or sender == opened.identity.id:
+            continue
+        who = names.get(sender, sender)
+        try:
+            disclosed = check_disclosure(envelope, sender, terms, opened.identity.id, keys)
+            namelist = from_body(json_loads(disclosed.salted.data,
+                                            max_bytes=len(disclosed.salted.data),
+                                            what="list"))
+        except BackchannelError as exc:
+            refused.append(f"a list disclosed by {who} is refused: {exc}")
+            continue
+        if len(namelist) != disclosed.salted.entries:
+            refused.append(f"a list disclosed by {who} is refused: it has {len(namelist)} "
+                           f"entries, the agreement {disclosed.salted.entries}")
+            continue
+        transfer = terms.transfer_from(disclosed.giver)
+        shown.append({"from": sender, "giver": disclosed.giver, "receiver": transfer.receiver,
+                      "list": disclosed.salted.digest, "entries": len(namelist),
+                      "names": [e.to_dict() for e in namelist.entries]})
+    if args.json:
+        ui.print_json({"id": args.id, "lists": shown, "refused": refused})
+    else:
+        for item in shown:
+            print(f"List {item['list']} ({names.get(item['giver'], item['giver'])} -> "
+                  f"{names.get(item['receiver'], item['receiver'])}), disclosed by "
+                  f"{names.get(item['from'], item['from'])}: {item['entries']} entries, "
+                  "matches the digest and count in the signed terms")
+            for number, entry in enumerate(namelist_entries(item["names"]), start=1):
+                print(f"  {number}. {entry}")
+        if not shown and not refused:
+            print("No list of this agreement has been disclosed to you.")
+    if refused:
+        raise ListMismatch(refused[0])
+    return 0
+
+
+def namelist_entries(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    parts = ("family_name", "given_names", "patronymic")
+    out = []
+    for entry in entries:
+        text = " ".join(str(entry[p]) for p in parts if entry.get(p))
+        dob = entry.get("date_of_birth")
+        out.append(f"{text} ({dob})" if dob else text)
+    return out

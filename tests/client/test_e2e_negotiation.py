@@ -1,9 +1,10 @@
 """A negotiation end to end over the command line and a real node.
 
-Kyiv and Moscow delegations and an ICRC guarantor are members of one node (SQLite,
-127.0.0.1, a subprocess); every step is the ``backchannel`` command in a subprocess:
-propose -> accept -> the proposer confirms -> the guarantor co-signs -> the exported
-agreement verifies offline (and stops verifying when a byte changes).
+Kyiv and Moscow delegations and an ICRC guarantor (and witness) are members of one
+node (SQLite, 127.0.0.1, a subprocess); every step is the ``backchannel`` command in a
+subprocess. ``test_full_negotiation`` is the issue's whole flow (propose, counter,
+accept, co-sign, disclose, handover recorded, signed, witnessed, exported, verified);
+``test_counter_then_reject`` the path that ends in a rejection.
 
 Ids are base64url and may begin with "-": they are passed after "--".
 """
@@ -14,6 +15,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
@@ -28,6 +30,8 @@ pytestmark = pytest.mark.slow
 ICRC_PASSPHRASE = "Geneva guarantor"
 GIVE = "family_name,given_names,date_of_birth\nШевченко,Тарас,1990-03-09\nКоваленко,Олена,1985-01-02\n"
 RECEIVE = "family_name,given_names,date_of_birth\nSmirnov,Ivan,1979-11-30\n"
+GIVE_FOUR = GIVE + "Бондаренко,Андрій,1975-04-04\nБондаренко,Андрій,1977-04-04\n"
+RECEIVE_TWO = RECEIVE + "Petrov,Oleg,1981-02-02\n"
 
 
 @dataclass
@@ -72,99 +76,116 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         node.stop()
 
 
-def test_propose_accept_countersign_export(world: World, tmp_path: Path) -> None:
+def _sslib_verified(exported: dict[str, Any], names: tuple[str, ...]) -> list[int]:
+    """How many signatures securesystemslib's DSSE verifier accepts on each envelope."""
+    keys = [SSlibKey(keyid=i, keytype="ed25519", scheme="ed25519",
+                     keyval={"public": b64url_decode(k, max_bytes=32).hex()})
+            for i, k in exported["keys"].items()]
+    counts = []
+    for name in names:
+        envelope = SslibEnvelope.from_dict(exported[name])
+        signed = len(envelope.signatures)
+        counts.append(len(envelope.verify(keys, threshold=signed)))
+    return counts
+
+
+def test_full_negotiation(world: World, tmp_path: Path) -> None:
+    """The issue's flow in one run: propose -> counter -> accept -> the guarantor
+    co-signs (after a list is disclosed to it) -> the handover is recorded by the
+    accepting side (it holds both lists, disclosed with the proposal and counter),
+    settled by hand where ambiguous or unlisted, signed by the other side and
+    countersigned by the ICRC witness; both exports verify offline and with
+    securesystemslib."""
     env = world.env
-    give, receive = tmp_path / "give.csv", tmp_path / "receive.csv"
-    give.write_text(GIVE)
-    receive.write_text(RECEIVE)
+    give, receive, fewer = (tmp_path / n for n in ("give.csv", "receive.csv", "fewer.csv"))
+    give.write_text(GIVE_FOUR)
+    receive.write_text(RECEIVE_TWO)
+    fewer.write_text("family_name,given_names,date_of_birth\nСмирнов,Иван,1979-11-30\n")
     proposed = json.loads(env.ua(
         "propose", "--to", "RU", "--guarantor", "ICRC", "--give", str(give),
         "--receive", str(receive), "--place", "Sumy border crossing",
         "--window", "2030-12-01/2030-12-03", "--json").out)
-    proposal_id = proposed["id"]
+    first = proposed["id"]
+    assert len(proposed["disclosed"]) == 1  # both lists, to Moscow only
 
-    # Moscow sees the thread (fetched from its inbox), open, with counts and no names.
-    seen = json.loads(env.ru("thread", "--json", "--", proposal_id).out)
-    assert seen["state"] == "open" and [m["kind"] for m in seen["messages"]] == ["proposal"]
-    transfers = seen["messages"][0]["transfers"]
-    assert [t["entries"] for t in transfers] == [2, 1]
+    # Moscow sees the proposal with counts and no names, and counters with its own
+    # (shorter) list; Kyiv's first proposal can then no longer be accepted.
+    seen = json.loads(env.ru("thread", "--json", "--", first).out)
+    assert seen["state"] == "open" and [t["entries"] for t in
+                                        seen["messages"][0]["transfers"]] == [4, 2]
     assert "Шевченко" not in json.dumps(seen) and "Smirnov" not in json.dumps(seen)
+    second = json.loads(env.ru("counter", "--give", str(fewer), "--json", "--",
+                               first).out)["id"]
+    superseded = env.run("accept", "--", first, home="ru", passphrase=RU_PASSPHRASE)
+    assert "superseded" in superseded.error_line()
 
-    accepted = json.loads(env.ru("accept", "--json", "--", proposal_id).out)
-    agreement_id = accepted["id"]
-    # A guarantor cannot sign before both parties have.
+    # Kyiv accepts the counter; Moscow (its author) confirms; the ICRC co-signs.
+    agreement_id = json.loads(env.ua("accept", "--json", "--", second).out)["id"]
     early = env.run("countersign", "--", agreement_id, home="icrc", passphrase=ICRC_PASSPHRASE)
-    assert early.error_line()
-
-    confirmed = json.loads(env.ua("countersign", "--json", "--", agreement_id).out)
-    assert confirmed["signatures"]["complete"] is False
+    assert "both parties" in early.error_line()
+    assert json.loads(env.ru("countersign", "--json", "--", agreement_id).out
+                      )["signatures"]["complete"] is False
     signed = json.loads(world.icrc("countersign", "--json", "--", agreement_id).out)
     assert signed["signatures"]["complete"] is True
 
-    # Kyiv merges the returned copy and exports; anyone verifies offline.
-    export = tmp_path / "agreement.json"
-    human = env.ua("thread", "--export", str(export), "--", proposal_id).out
-    assert f"Agreement {agreement_id}: complete" in human
-    assert "accepted" in human.splitlines()[0]
-    report = verify_exported(export.read_bytes())
-    assert report.ok, report.lines()
-    assert all(s.complete for s in report.signatures.values())
-    # A changed byte (the place) no longer verifies.
-    data = json.loads(export.read_bytes())
-    assert data["kind"] == "agreement" and len(data["thread"]) == 2
+    # Kyiv discloses the list it hands over to the guarantor, who checks it against
+    # the digest in the agreement it signed; the other list stays closed to it.
+    env.ua("disclose", "--agreement", agreement_id, "--list", "give", "--to", "ICRC")
+    disclosed = json.loads(world.icrc("disclosed", "--json", "--", agreement_id).out)
+    assert disclosed["refused"] == [] and len(disclosed["lists"]) == 1
+    assert [e["family_name"] for e in disclosed["lists"][0]["names"]] == [
+        "Шевченко", "Коваленко", "Бондаренко", "Бондаренко"]
+
+    # The handover, recorded by Moscow. Row 2 is ambiguous (two Andrii Bondarenkos, no
+    # date of birth) and row 4 is on no list: refused until an officer settles them.
+    crossed = tmp_path / "crossed.csv"
+    crossed.write_text("family_name,given_names,date_of_birth\nShevchenko,Taras,1990-03-09\n"
+                       "Bondarenko,Andrii,\nSmirnov,Ivan,1979-11-30\nNowak,Jan,1966-06-06\n")
+    record_args = ("handover", "record", "--agreement", agreement_id, "--transferred",
+                   str(crossed), "--place", "Sumy border crossing",
+                   "--at", "2030-12-02T10:00:00Z", "--witness", "ICRC")
+    unsettled = env.run(*record_args, home="ru", passphrase=RU_PASSPHRASE).error_line()
+    assert unsettled.startswith("2 of 4 persons are not settled: row 2 ambiguous (UA:3 "), \
+        unsettled
+    assert "row 4 on no agreed list" in unsettled
+    recorded = env.ru(*record_args, "--settle", "2=UA:4", "--settle",
+                      "4=unlisted:UA:civilians")
+    assert "UA → you: 2 of 4 agreed handed over (pow 2/4); 2 listed but not handed " \
+           "over; 1 handed over but not listed" in recorded.out
+    record_id = recorded.out.strip().splitlines()[-1].split(": ")[1]
+    env.ua("handover", "sign", "--", record_id)
+    witnessed = json.loads(world.icrc("countersign", "--json", "--", record_id).out)
+    assert witnessed["kind"] == "handover record" and witnessed["signatures"]["complete"]
+
+    # Exports: anyone verifies them offline, and an independent DSSE implementation
+    # accepts every signature (agreement: Kyiv, Moscow, ICRC; record: the same three).
+    agreement_file, handover_file = tmp_path / "agreement.json", tmp_path / "handover.json"
+    human = env.ua("thread", "--export", str(agreement_file), "--", first).out
+    assert f"Agreement {agreement_id}: complete" in human and "accepted" in human
+    exported = env.ua("handover", "export", "--out", str(handover_file), "--",
+                      record_id).out
+    assert f"Handover record {record_id}: complete" in exported
+    verified = env.ok("verify", str(agreement_file), "--card", str(world.cards["ua"]),
+                      "--card", str(world.cards["icrc"])).out
+    assert verified.startswith(f"agreement {agreement_id}: VERIFIED") and \
+        "missing: none" in verified
+    assert env.ok("verify", str(handover_file)).out.startswith(
+        f"handover {record_id}: VERIFIED")
+    for path in (agreement_file, handover_file):
+        report = verify_exported(path.read_bytes())
+        assert report.ok and all(s.complete for s in report.signatures.values())
+    agreement_data = json.loads(agreement_file.read_bytes())
+    assert agreement_data["kind"] == "agreement" and len(agreement_data["thread"]) == 3
+    assert _sslib_verified(agreement_data, ("agreement",)) == [3]
+    assert _sslib_verified(json.loads(handover_file.read_bytes()),
+                           ("agreement", "handover")) == [3, 3]
+    # A changed byte no longer verifies, offline or on the command line.
     tampered = tmp_path / "tampered.json"
-    tampered.write_bytes(export.read_bytes().replace(b'"sig":"', b'"sig":"A', 1))
+    tampered.write_bytes(handover_file.read_bytes().replace(b'"sig":"', b'"sig":"A', 1))
     assert not verify_exported(tampered.read_bytes()).ok
-    # The same through the command line, with the parties' cards pinned.
-    verified = env.ok("verify", str(export), "--card", str(world.cards["ua"]),
-                      "--card", str(world.cards["icrc"]))
-    assert verified.out.startswith(f"agreement {agreement_id}: VERIFIED")
-    assert "missing: none" in verified.out and "ICRC Geneva (intermediary)" in verified.out
     refused = env.run("verify", str(tampered))
     assert refused.out.splitlines()[0].endswith("NOT VERIFIED")
     assert refused.error_line().startswith(f"{tampered}: ")
-
-    # The handover: who crossed, typed in other scripts; Kyiv records (it holds the
-    # lists' salts), Moscow signs, the ICRC witness countersigns, anyone verifies.
-    crossed = tmp_path / "crossed.csv"
-    crossed.write_text("family_name,given_names,date_of_birth\nShevchenko,Taras,1990-03-09\n"
-                       "Kovalenko,Olena,1985-01-02\nСмирнов,Иван,1979-11-30\n")
-    recorded = json.loads(env.ua(
-        "handover", "record", "--agreement", agreement_id, "--transferred", str(crossed),
-        "--place", "Sumy border crossing", "--at", "2030-12-02T10:00:00Z",
-        "--witness", "ICRC", "--json").out)
-    record_id = recorded["id"]
-    early = env.run("countersign", "--", record_id, home="icrc", passphrase=ICRC_PASSPHRASE)
-    assert early.error_line()  # a witness signs only after both parties
-    env.ru("handover", "sign", "--", record_id)
-    witnessed = json.loads(world.icrc("countersign", "--json", "--", record_id).out)
-    assert witnessed["kind"] == "handover record" and witnessed["signatures"]["complete"]
-    handover_file = tmp_path / "handover.json"
-    exported = env.ua("handover", "export", "--out", str(handover_file), "--", record_id).out
-    assert f"Handover record {record_id}: complete" in exported
-    checked = env.ok("verify", str(handover_file)).out
-    assert checked.startswith(f"handover {record_id}: VERIFIED"), checked
-    report = verify_exported(handover_file.read_bytes())
-    assert report.ok and all(s.complete for s in report.signatures.values())
-    # An independent DSSE implementation accepts every signature on both exports.
-    exported = json.loads(handover_file.read_bytes())
-    keys = [SSlibKey(keyid=i, keytype="ed25519", scheme="ed25519",
-                     keyval={"public": b64url_decode(k, max_bytes=32).hex()})
-            for i, k in exported["keys"].items()]
-    for name in ("agreement", "handover"):
-        envelope = SslibEnvelope.from_dict(exported[name])
-        assert len(envelope.verify(keys, threshold=3)) == 3
-
-    # Refused, one line each, nothing sent: a person on no agreed list; the accepting
-    # side (it never held the salts of the lists).
-    stranger = tmp_path / "stranger.csv"
-    stranger.write_text("family_name,given_names,date_of_birth\nNowak,Jan,1966-06-06\n")
-    refused = env.run("handover", "record", "--agreement", agreement_id, "--transferred",
-                      str(stranger), "--place", "Sumy", home="ua", passphrase=UA_PASSPHRASE)
-    assert "1 of 1 persons" in refused.error_line()
-    no_salts = env.run("handover", "record", "--agreement", agreement_id, "--transferred",
-                       str(crossed), "--place", "Sumy", home="ru", passphrase=RU_PASSPHRASE)
-    assert "does not hold the agreed lists" in no_salts.error_line()
 
 
 def test_refusals(world: World) -> None:

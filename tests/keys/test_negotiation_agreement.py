@@ -187,7 +187,7 @@ def test_guarantor_rules(world):
     thread = world.opened()
     _, thread, agreement = accept_proposal(thread, thread.latest.id, world.moscow,
                                            clock=world.clock)
-    with pytest.raises(PolicyNotMet, match="required signatures missing"):
+    with pytest.raises(PolicyNotMet, match="both parties must sign the agreement before a guarantor"):
         countersign_agreement(agreement, world.icrc, world.keys)
     agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
     with pytest.raises(NotASigner, match="not named as a guarantor"):
