@@ -8,7 +8,8 @@ Method (measured figures and their limits are in ``docs/reconciliation.md``):
 
 1. **Keys.** Every name part is romanized with ``anyascii`` and folded to a
    script-independent skeleton (:mod:`client.transliteration`), so ``Щербина``,
-   ``Shcherbyna`` and ``Scherbina`` share a key.
+   ``Shcherbyna`` and ``Scherbina`` share a key; the Russian and Ukrainian forms of
+   a given name (``Алексей``/``Олексій``) share one too (a curated table).
 2. **Blocking.** Candidate pairs are only those sharing a block: the same full date of
    birth, or the same first three skeleton letters of any family- or given-name word.
    A given/family swap still shares blocks; so does a typo in one name part. Blocks
@@ -41,7 +42,7 @@ from typing import Any, Final
 
 from rapidfuzz.distance import Indel, JaroWinkler
 
-from .transliteration import skeleton
+from .transliteration import canonical_names, skeleton
 
 #: A single block larger than this many pairs is skipped (see step 2).
 MAX_BLOCK: Final = 20_000
@@ -135,8 +136,9 @@ def _text(entry: Mapping[str, Any], name: str) -> str:
 
 
 def _keys(entry: Mapping[str, Any]) -> _Keys:
-    family = skeleton(_text(entry, "family_name"))
-    given = skeleton(_text(entry, "given_names"))
+    # Name forms in both parts: a swapped entry still compares given with given.
+    family = canonical_names(skeleton(_text(entry, "family_name")))
+    given = canonical_names(skeleton(_text(entry, "given_names")))
     patronymic = skeleton(_text(entry, "patronymic"))
     dob = parse_date(entry.get("date_of_birth"))
     service = re.sub(r"[^0-9a-z]", "", _text(entry, "service_number").lower())

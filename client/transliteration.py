@@ -12,6 +12,10 @@ Two steps:
    German ``Chmelnyzkyj``) come out a letter or two apart, which the fuzzy comparison
    in :mod:`client.reconcile` absorbs.
 
+A third, optional step, :func:`canonical_names`, makes the Russian and Ukrainian
+forms of a given name one key (``Алексей``/``Олексій``, ``Николай``/``Микола``): a
+curated table (:data:`GIVEN_NAME_FORMS`), because no library holds these pairs.
+
 Why a small table of our own in step 2: the transliteration libraries (anyascii,
 unidecode, translitua, iuliia) all go *from Cyrillic* to one Latin system; none maps
 a Latin spelling made by one system onto another system's spelling, which is what
@@ -55,6 +59,37 @@ _RULES: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
         (r"(.)\1+", r"\1"),                        # doubled letters: Gennadii / Genadiy
     ))
 
+#: Russian and Ukrainian forms of one given name, Russian form first. Curated by hand:
+#: no maintained library maps them (the transliteration libraries map letters, and
+#: these differ by more than letters: Алексей/Олексій, Николай/Микола, Анна/Ганна).
+#: Only common names of men and women of military age; a name missing here is still
+#: compared letter by letter, so it costs a lower confidence, not a wrong match.
+GIVEN_NAME_FORMS: Final[tuple[tuple[str, ...], ...]] = (
+    ("Александр", "Олександр"), ("Алексей", "Олексій", "Олекса"), ("Анатолий", "Анатолій"),
+    ("Андрей", "Андрій"), ("Аркадий", "Аркадій"), ("Арсений", "Арсеній", "Арсен"),
+    ("Артём", "Артем"), ("Валерий", "Валерій"), ("Василий", "Василь"),
+    ("Виталий", "Віталій"), ("Владимир", "Володимир"), ("Геннадий", "Геннадій"),
+    ("Георгий", "Георгій"), ("Григорий", "Григорій"), ("Даниил", "Данило"),
+    ("Дмитрий", "Дмитро"), ("Евгений", "Євген"), ("Егор", "Єгор"),
+    ("Захар", "Захарій"), ("Игнат", "Ігнат"), ("Илья", "Ілля"),
+    ("Кирилл", "Кирило"), ("Константин", "Костянтин"), ("Леонтий", "Леонтій"),
+    ("Матвей", "Матвій"), ("Михаил", "Михайло"), ("Никита", "Микита"),
+    ("Николай", "Микола", "Миколай"), ("Павел", "Павло"), ("Пётр", "Петро"),
+    ("Семён", "Семен"), ("Сергей", "Сергій"), ("Тимофей", "Тимофій"),
+    ("Фёдор", "Федір"), ("Юрий", "Юрій"), ("Яков", "Яків"), ("Иван", "Іван"),
+    ("Игорь", "Ігор"), ("Вячеслав", "Вʼячеслав"), ("Гавриил", "Гаврило", "Гаврила"),
+    ("Варфоломей", "Варфоломій"), ("Зиновий", "Зиновій"), ("Лукьян", "Лукʼян"),
+    ("Демьян", "Демʼян"), ("Ефрем", "Єфрем"), ("Елисей", "Єлисей"),
+    ("Анна", "Ганна"), ("Анастасия", "Анастасія"), ("Дарья", "Дарина", "Дарʼя"),
+    ("Екатерина", "Катерина"), ("Елена", "Олена"), ("Елизавета", "Єлизавета", "Єлисавета"),
+    ("Ирина", "Ірина"), ("Мария", "Марія"), ("Надежда", "Надія"),
+    ("Наталья", "Наталія", "Наталия"), ("Светлана", "Світлана"), ("Татьяна", "Тетяна"),
+    ("Юлия", "Юлія"), ("Вера", "Віра"), ("Виктория", "Вікторія"),
+    ("Евгения", "Євгенія"), ("Любовь", "Любов"), ("Ксения", "Ксенія"),
+    ("Софья", "Софія"), ("Валерия", "Валерія"), ("Лилия", "Лілія"), ("Алина", "Аліна"),
+    ("Клавдия", "Клавдія"), ("Ольга", "Ольга"), ("Людмила", "Людмила"),
+)
+
 _NOT_LETTER = re.compile(r"[^a-z0-9]+")
 _SPLIT = re.compile(r"[\s\-‐‑–—/,]+")
 
@@ -77,3 +112,22 @@ def skeleton_word(word: str) -> str:
 def skeleton(text: str) -> str:
     """The comparison key of a name in any script: its words folded and space-joined."""
     return " ".join(skeleton_word(w) for w in romanize(text).split())
+
+
+def _name_forms() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for forms in GIVEN_NAME_FORMS:
+        canonical = skeleton(forms[0])
+        for form in forms:
+            table[skeleton(form)] = canonical
+    return table
+
+
+_CANONICAL: Final = _name_forms()
+
+
+def canonical_names(key: str) -> str:
+    """A skeleton (:func:`skeleton`) with every word that is a Russian or Ukrainian
+    form of a given name in :data:`GIVEN_NAME_FORMS` replaced by one form, so that
+    ``Олександр``, ``Oleksandr``, ``Александр`` and ``Aleksandr`` share a key."""
+    return " ".join(_CANONICAL.get(word, word) for word in key.split())

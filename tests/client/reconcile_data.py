@@ -9,6 +9,9 @@ side's officers would type them from passports, old registers or by ear:
   1996 national; Russian ICAO 2013, international passport 1997, GOST 2006,
   "simple", Telegram, driver's licence); the matcher under test uses a different
   library (anyascii) so the test is not circular;
+* the given name in the other language's form (``Олександр`` written ``Александр`` or
+  ``Aleksandr``, ``Николай`` written ``Микола``), sometimes left in Cyrillic, as the
+  other side's register writes it;
 * typos (substitution by a keyboard neighbour, deletion, transposition, doubling);
 * given and family names swapped; family names in capitals; patronymics dropped
   (Latin passports carry none); missing dates of birth on either side; a wrong
@@ -34,6 +37,8 @@ import translitua
 from faker.providers.person.ru_RU import Provider as RussianNames
 from faker.providers.person.uk_UA import Provider as UkrainianNames
 
+from client.transliteration import GIVEN_NAME_FORMS
+
 UKRAINIAN_SYSTEMS = (
     (translitua.UkrainianKMU, 40), (translitua.UkrainianPassport2007, 15),
     (translitua.UkrainianBGN, 12), (translitua.UkrainianNational1996, 8),
@@ -49,6 +54,11 @@ RUSSIAN_SYSTEMS = (
 RANKS = ("soldier", "senior soldier", "junior sergeant", "sergeant", "lieutenant",
          "senior lieutenant", "captain", "major")
 KEYBOARD = "qwertyuiopasdfghjklzxcvbnm"
+#: Every Russian or Ukrainian form of a given name -> its forms in the other language.
+#: The pairs are the matcher's own curated table: the data set measures matching with
+#: the table, not how many names the table covers (see docs/reconciliation.md).
+OTHER_FORMS = {form: [f for f in forms if f != form] for forms in GIVEN_NAME_FORMS
+               for form in forms}
 
 
 @dataclass
@@ -158,9 +168,22 @@ def _cyrillic(rng: random.Random, p: Person, *, missing_dob: bool) -> dict[str, 
 def _latin(rng: random.Random, p: Person, notes: list[str]) -> dict[str, str]:
     system = _weighted(rng, UKRAINIAN_SYSTEMS if p.lang == "uk" else RUSSIAN_SYSTEMS)
     done = [system.__name__ if hasattr(system, "__name__") else str(system)[:20]]
-    family = translitua.translit(p.family, system)
-    given = translitua.translit(p.given, system)
-    patronymic = translitua.translit(p.patronymic, system)
+    given_form = p.given
+    other_forms = OTHER_FORMS.get(p.given)
+    if other_forms and rng.random() < 0.3:
+        # The other side's register writes the given name in its own language:
+        # Олександр as Александр (or Aleksandr), Николай as Микола (or Mykola).
+        given_form = rng.choice(other_forms)
+        done.append("name-form")
+        if rng.random() < 0.4:
+            done.append("cyrillic")
+            system = None
+    if system is None:
+        family, given, patronymic = p.family, given_form, p.patronymic
+    else:
+        family = translitua.translit(p.family, system)
+        given = translitua.translit(given_form, system)
+        patronymic = translitua.translit(p.patronymic, system)
     if rng.random() < 0.15:
         if rng.random() < 0.6:
             family = _typo(rng, family)

@@ -154,11 +154,14 @@ def test_generator_is_deterministic_and_realistic():
     assert data.left == again.left and data.right == again.right and data.truth == again.truth
     assert len(data.left) >= 1000 and len(data.right) >= 1000
     assert all(any("\u0400" <= ch <= "\u04ff" for ch in e["family_name"]) for e in data.left)
-    assert all(not any("\u0400" <= ch <= "\u04ff" for ch in e["family_name"])
-               for e in data.right)
+    cyrillic = [any("\u0400" <= ch <= "\u04ff" for ch in e["family_name"])
+                for e in data.right]
+    assert cyrillic == ["cyrillic" in note for note in data.notes]
+    assert 20 <= sum(cyrillic) <= 0.1 * len(data.right)
     notes = ",".join(data.notes)
     for perturbation in ("typo:family", "typo:given", "swapped", "no-dob", "no-patronymic",
-                         "dob-digit", "UkrainianKMU", "RussianICAO", "UkrainianGerman"):
+                         "dob-digit", "UkrainianKMU", "RussianICAO", "UkrainianGerman",
+                         "name-form", "cyrillic"):
         assert perturbation in notes
     assert sum("date_of_birth" not in e for e in data.left) >= 20
     assert len(data.right) - len(data.truth) >= 100      # distractors on the right only
@@ -184,6 +187,14 @@ def test_precision_and_recall_on_a_generated_set(capsys):
               f"{result.compared} pairs compared")
     assert precision >= 0.98
     assert recall >= 0.95
+    # Given names in the other language's form (Олександр / Александр / Aleksandr).
+    forms = {(i, j) for i, j in data.truth if "name-form" in data.notes[j]}
+    matched = {(m.left, m.right) for m in result.matched}
+    forms_recall = len(forms & matched) / len(forms)
+    with capsys.disabled():
+        print(f"other-language given-name forms: {len(forms)} true pairs, recall "
+              f"{forms_recall:.4f}")
+    assert len(forms) >= 50 and forms_recall >= 0.95
     # Blocking: far fewer comparisons than all pairs (structural, not timed).
     assert result.compared < 0.05 * len(data.left) * len(data.right)
     # Every left entry ends up in exactly one bucket.
