@@ -148,7 +148,9 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     assert unsettled.startswith("2 of 4 persons are not settled: row 2 ambiguous (UA:3 "), \
         unsettled
     assert "row 4 on no agreed list" in unsettled
-    recorded = env.ru(*record_args, "--settle", "2=UA:4", "--settle",
+    settled = tmp_path / "settled.txt"
+    settled.write_text("# row 2 is the one born in 1977\n2=UA:4\n")
+    recorded = env.ru(*record_args, "--settle-file", str(settled), "--settle",
                       "4=unlisted:UA:civilians")
     assert "UA → you: 2 of 4 agreed handed over (pow 2/4); 2 listed but not handed " \
            "over; 1 handed over but not listed" in recorded.out
@@ -204,6 +206,8 @@ def test_counter_then_reject(world: World, tmp_path: Path) -> None:
     give.write_text(GIVE)
     receive.write_text(RECEIVE)
     fewer.write_text("family_name,given_names\nПетров,Іван\n")
+    # A name list waiting in Moscow's inbox: negotiation commands leave it there.
+    waiting = env.ua("send", "--to", "RU", str(give)).out.strip().splitlines()[-1]
     first = json.loads(env.ua(
         "propose", "--to", "RU", "--guarantor", "ICRC", "--give", str(give),
         "--receive", str(receive), "--place", "Sumy", "--window", "2030-12-01/2030-12-03",
@@ -213,6 +217,8 @@ def test_counter_then_reject(world: World, tmp_path: Path) -> None:
                                   "--json", "--", first).out)
     second = countered["id"]
     assert countered["supersedes"] == first
+    pending = json.loads(env.ru("inbox", "--json").out)
+    assert waiting in json.dumps(pending)
     # The superseded proposal can no longer be accepted; the counter can be answered.
     refused = env.run("accept", "--", first, home="ua", passphrase=UA_PASSPHRASE)
     assert "superseded" in refused.error_line()

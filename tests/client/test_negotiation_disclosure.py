@@ -1,0 +1,93 @@
+"""Disclosed lists checked against the signed terms (client.negotiation.check_disclosure):
+what ``backchannel disclosed`` and ``handover record`` rely on before they trust a
+list that arrived from the other side."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from client.negotiation import check_disclosure
+from keys import dsse
+from keys.ed25519 import SigningKey
+from keys.encoding import b64url_encode, json_dumps, json_loads
+from keys.errors import VerificationError
+from keys.listref import DISCLOSURE_TYPE, SaltedList, make_disclosure, salt_list
+from keys.negotiation_errors import ListMismatch
+from keys.proposal import Counts, Terms, Transfer
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _key(name: str) -> SigningKey:
+    return SigningKey(hashlib.sha256(f"disclosure/{name}".encode()).digest())
+
+
+KYIV, MOSCOW, ICRC, STRANGER = (_key(n) for n in ("kyiv", "moscow", "icrc", "stranger"))
+KEYS = {k.id: k.public for k in (KYIV, MOSCOW, ICRC, STRANGER)}
+GIVE = salt_list(b'{"v":1,"entries":[{"family_name":"A"},{"family_name":"B"}]}', 2)
+RECEIVE = salt_list(b'{"v":1,"entries":[{"family_name":"C"}]}', 1)
+TERMS = Terms(
+    parties=(KYIV.id, MOSCOW.id),
+    transfers=(Transfer(KYIV.id, MOSCOW.id, (GIVE.ref(),), Counts(pow=2)),
+               Transfer(MOSCOW.id, KYIV.id, (RECEIVE.ref(),), Counts(pow=1))),
+    place="Sumy", window_from=T0 + timedelta(days=8), window_to=T0 + timedelta(days=9),
+    expires=T0 + timedelta(days=3), guarantors=(ICRC.id,))
+
+
+def _forged(salted: SaltedList, *, data: bytes | None = None, entries: int | None = None,
+            signer: SigningKey = KYIV, to: str = ICRC.id) -> dsse.Envelope:
+    """A disclosure signed by ``signer`` whose fields were changed before signing."""
+    payload = json_loads(make_disclosure(signer, salted, to=to).envelope.payload,
+                         max_bytes=1 << 20, what="disclosure")
+    if data is not None:
+        payload["data"] = b64url_encode(data)
+    if entries is not None:
+        payload["entries"] = entries
+    return dsse.sign(DISCLOSURE_TYPE, json_dumps(payload), signer)
+
+
+def test_a_disclosed_list_opens_its_agreed_digest() -> None:
+    envelope = make_disclosure(KYIV, GIVE, to=ICRC.id).envelope
+    disclosed = check_disclosure(envelope, KYIV.id, TERMS, ICRC.id, KEYS)
+    assert disclosed.giver == KYIV.id and disclosed.salted.data == GIVE.data
+    # The other delegation discloses the list it is asked for, too.
+    other = make_disclosure(MOSCOW, RECEIVE, to=KYIV.id).envelope
+    assert check_disclosure(other, MOSCOW.id, TERMS, KYIV.id, KEYS).giver == MOSCOW.id
+
+
+@pytest.mark.parametrize(("envelope", "sender", "me", "error", "reason"), [
+    # One name changed after the digest was agreed (the party even signed it).
+    (_forged(GIVE, data=GIVE.data.replace(b'"B"', b'"X"')), KYIV.id, ICRC.id, ListMismatch,
+     "does not match the digest in the proposal"),
+    # A list that is not one of the agreement's (its own digest opens, but no agreed one).
+    (make_disclosure(KYIV, salt_list(b'{"v":1,"entries":[]}', 0), to=ICRC.id).envelope,
+     KYIV.id, ICRC.id, ListMismatch, "not a list of this agreement"),
+    # The agreed list with another count claimed.
+    (_forged(GIVE, entries=3), KYIV.id, ICRC.id, ListMismatch,
+     "counts 3 entries; the agreed list has 2"),
+    # Addressed to someone else, passed on by its recipient.
+    (make_disclosure(KYIV, GIVE, to=MOSCOW.id).envelope, KYIV.id, ICRC.id, ListMismatch,
+     "addressed to someone else"),
+    # Signed by someone who is not a party.
+    (make_disclosure(STRANGER, GIVE, to=ICRC.id).envelope, STRANGER.id, ICRC.id,
+     ListMismatch, "not signed by a party"),
+    # The message came from Moscow, the disclosure says Kyiv.
+    (make_disclosure(KYIV, GIVE, to=ICRC.id).envelope, MOSCOW.id, ICRC.id, ListMismatch,
+     "not signed by a party"),
+])
+def test_refused_disclosures(envelope: dsse.Envelope, sender: str, me: str,
+                             error: type[Exception], reason: str) -> None:
+    with pytest.raises(error, match=reason):
+        check_disclosure(envelope, sender, TERMS, me, KEYS)
+
+
+def test_a_disclosure_with_a_bad_signature_is_refused() -> None:
+    envelope = make_disclosure(KYIV, GIVE, to=ICRC.id).envelope
+    bad = replace(envelope, signatures=tuple(
+        replace(s, sig=bytes(64)) for s in envelope.signatures))
+    with pytest.raises(VerificationError):
+        check_disclosure(bad, KYIV.id, TERMS, ICRC.id, KEYS)
