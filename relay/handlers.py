@@ -99,10 +99,13 @@ async def submit(request: web.Request) -> web.Response:
     config = app[appkeys.CONFIG]
     limit = _submission_limit(config.max_sealed_bytes)
     body = await _json_body(request, limit)
-    caller = await _member(request, body)
+    # The nonce is recorded in the submission's own transaction (one commit for both).
+    caller, proof = await app[appkeys.AUTH].verify_member(
+        signed_parts(request, body, config.url))
     note(member=caller.id)
     doc = parse_json_object(body, limit=limit, required=("envelope", "sealed"))
-    accepted = await app[appkeys.SUBMISSION].submit(caller, doc["envelope"], doc["sealed"])
+    accepted = await app[appkeys.SUBMISSION].submit(caller, proof, doc["envelope"],
+                                                    doc["sealed"])
     metrics = app[appkeys.METRICS]
     if accepted.created:
         metrics.accepted.inc()

@@ -3,20 +3,26 @@
 For a member's request, in order:
 
 1. Verify the signature with the key of the member named by ``keyid`` (a key this
-   node does not know is answered like a bad signature: 401).
-2. Refuse a revoked member (403) - only after step 1, so the answer goes to the
-   key's holder alone.
+   node does not know is answered like a bad signature: 401). Keys are cached in
+   memory: an identity id is derived from its key, so a cached key never goes stale.
+2. Refuse a member known to be revoked (403) - only after step 1, so the answer goes
+   to the key's holder alone.
 3. Rate-limit per identity (429) - after step 1, so nobody can spend another
    member's budget.
-4. Remember the nonce for the window (401 ``replay`` if already seen). The nonce is
-   committed to the database, so the protection survives restarts and holds
-   across processes sharing PostgreSQL.
+4. In the request's group-commit job (relay.storage.committer), transactionally:
+   refuse a revoked member (403; the database is the authority, never the cache),
+   then record the nonce for the window (401 ``replay`` if already seen). The nonce
+   is committed to the database, so the protection survives restarts and holds
+   across processes sharing PostgreSQL. A submission records the nonce in its own
+   job (relay.services.submission), so one commit covers both; other requests use
+   :meth:`Authenticator.member`, whose job does this step alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from keys import httpsig
 from keys.clock import SYSTEM_CLOCK, Clock
@@ -25,7 +31,11 @@ from keys.ed25519 import VerifyKey
 from .. import errors
 from ..ratelimit import RateLimiter
 from ..storage import federation, members, nonces
+from ..storage.committer import Tx
 from ..storage.database import Database
+
+#: Member keys cached at most (the oldest entry goes first).
+MAX_CACHED_KEYS: Final = 100_000
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,34 @@ class Peer:
 
     id: str
     key: VerifyKey
+
+
+@dataclass
+class _Known:
+    caller: Caller
+    #: Set once a transaction saw the membership revoked (revocation is final).
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A verified request whose nonce is still to be recorded, in the request's job."""
+
+    keyid: str
+    nonce: str
+    expires: int
+    #: The member's cache entry, for a member's request (checked for revocation).
+    member: _Known | None = None
+
+
+def record(tx: Tx, proof: Proof) -> None:
+    """Step 4, inside a group-commit job: raises :class:`errors.Forbidden` for a
+    revoked member, :class:`errors.Replay` for a nonce already recorded."""
+    if proof.member is not None and members.status_of(tx, proof.keyid) != members.ACTIVE:
+        proof.member.revoked = True
+        raise errors.Forbidden("this membership has been revoked")
+    if not nonces.record(tx, proof.keyid, proof.nonce, proof.expires):
+        raise errors.Replay("this signed request was already received")
 
 
 @dataclass(frozen=True)
@@ -74,6 +112,7 @@ class Authenticator:
         self.limiter = limiter
         self.window = window
         self.clock = clock
+        self._known: dict[str, _Known] = {}
 
     def _verify(self, parts: SignedParts, resolve: Mapping[str, VerifyKey] | None
                 ) -> httpsig.SignedRequest:
@@ -99,24 +138,43 @@ class Authenticator:
             return needed.keyid
         raise errors.SignatureInvalid("the request signature does not verify")  # unreachable
 
-    async def member(self, parts: SignedParts) -> Caller:
-        """Authenticate a member's request (steps 1-4 of the module docstring)."""
-        keyid = self.keyid_of(parts)
+    async def _member_key(self, keyid: str) -> _Known | None:
+        known = self._known.get(keyid)
+        if known is not None:
+            return known
         async with self.db.read() as conn:
             row = await members.get_member(conn, keyid)
-        # Step 1.
         if row is None:
+            return None  # not cached: it may register later
+        known = _Known(Caller(row.id, row.role, VerifyKey(row.signing_key)),
+                       revoked=not row.active)
+        if len(self._known) >= MAX_CACHED_KEYS:
+            del self._known[next(iter(self._known))]
+        self._known[keyid] = known
+        return known
+
+    async def verify_member(self, parts: SignedParts) -> tuple[Caller, Proof]:
+        """Steps 1-3 of the module docstring; step 4 is left to the caller's job
+        (:func:`record` with the returned proof)."""
+        keyid = self.keyid_of(parts)
+        known = await self._member_key(keyid)
+        # Step 1.
+        if known is None:
             raise errors.SignatureInvalid("the signing key is not known here")
-        key = VerifyKey(row.signing_key)
-        signed = self._verify(parts, {row.id: key})
+        caller = known.caller
+        signed = self._verify(parts, {caller.id: caller.key})
         # Step 2.
-        if not row.active:
+        if known.revoked:
             raise errors.Forbidden("this membership has been revoked")
         # Step 3.
-        self.limit(row.id)
-        # Step 4.
-        await self.remember(signed)
-        return Caller(row.id, row.role, key)
+        self.limit(caller.id)
+        return caller, self._proof(signed, known)
+
+    async def member(self, parts: SignedParts) -> Caller:
+        """Authenticate a member's request (steps 1-4 of the module docstring)."""
+        caller, proof = await self.verify_member(parts)
+        await self.db.run(lambda tx: record(tx, proof))
+        return caller
 
     async def peer(self, parts: SignedParts) -> Peer:
         """Authenticate a node-to-node request: signed (as a member's is) by the key of
@@ -147,11 +205,11 @@ class Authenticator:
         if wait:
             raise errors.RateLimited("too many requests; slow down", retry_after=wait)
 
-    async def remember(self, signed: httpsig.SignedRequest) -> None:
+    def _proof(self, signed: httpsig.SignedRequest, member: _Known | None = None) -> Proof:
         # The nonce must be refused until its signature is out of the window on
         # either side of the clock.
-        expires = signed.created + self.window + 1
-        async with self.db.write() as conn:
-            fresh = await nonces.remember(conn, signed.keyid, signed.nonce, expires)
-        if not fresh:
-            raise errors.Replay("this signed request was already received")
+        return Proof(signed.keyid, signed.nonce, signed.created + self.window + 1, member)
+
+    async def remember(self, signed: httpsig.SignedRequest) -> None:
+        proof = self._proof(signed)
+        await self.db.run(lambda tx: record(tx, proof))

@@ -4,14 +4,18 @@
 2. Check the sender's signature and that the sealed bytes are the named content.
 3. Check the sealed structure and the node's rules (relay.rules); an envelope for
    another node must name a first hop this node peers with.
-4. In one transaction: the same envelope already stored → its receipt (idempotent);
-   its content under another envelope id → conflict; for this node's own members:
-   recipients must be active members, then store the envelope, one delivery per
-   recipient and the node's *accepted* statement; for another node: store the
-   envelope, the *accepted* and *relayed* statements, and queue the push to the
-   first hop (relay.services.forwarder).
-5. Only after the commit is the receipt returned and the recipients (or the
-   forwarder) woken.
+4. In one group-commit job (relay.storage.committer), so one transaction and one
+   commit per batch of concurrent requests: the sender must still be an active
+   member and the request's nonce fresh (relay.services.auth.record; the nonce is
+   recorded even if the submission is refused below). Then, in a savepoint of its
+   own: the same envelope already stored → its receipt (idempotent); its content
+   under another envelope id → conflict; for this node's own members: recipients
+   must be active members, then store the envelope, one delivery per recipient and
+   the node's *accepted* statement; for another node: store the envelope, the
+   *accepted* and *relayed* statements, and queue the push to the first hop
+   (relay.services.forwarder).
+5. Only after the commit is the receipt (or the refusal) returned and the
+   recipients (or the forwarder) woken.
 
 Every rejection happens before or inside the transaction, so nothing is ever
 half-stored.
@@ -19,11 +23,10 @@ half-stored.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import Final
 
 from keys import dsse
 from keys.clock import SYSTEM_CLOCK, Clock
@@ -42,11 +45,15 @@ from keys.seal import SealedHeader, parse_sealed_unverified
 from keys.statements import Statement, make_statement
 
 from .. import errors
-from ..notify import Announcer, Notice
+from ..notify import CHANNEL, Announcer, Notice
 from ..rules import check_submission
 from ..storage import federation, mailbox, members
+from ..storage.committer import IntegrityError, Tx
 from ..storage.database import Database
-from .auth import Caller
+from .auth import Caller, Proof, record
+
+#: What a job returns when a concurrent process stored the same content first.
+_RACE: Final = "race"
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,10 @@ class Submission:
         self.clock = clock
         self.wake = wake
 
-    async def submit(self, caller: Caller, envelope: object, sealed_b64: object) -> Accepted:
+    async def submit(self, caller: Caller, proof: Proof, envelope: object,
+                     sealed_b64: object) -> Accepted:
+        """``proof``: the request's nonce (relay.services.auth), recorded in the same
+        transaction as the envelope."""
         # Step 1.
         routing, sealed, header = parse_submission(envelope, sealed_b64,
                                                    max_sealed=self.max_sealed)
@@ -114,12 +124,28 @@ class Submission:
         receipt = make_statement("accepted", routing.id, self.node.signing_key,
                                  clock=self.clock, sender=caller.id)
         body = receipt.to_json()
-        try:
-            stored, notices = await self._store(routing, sealed, receipt.id, body, relayed,
-                                                int(now.timestamp()))
-        except IntegrityError:
-            # A concurrent submission of the same envelope (or content) won the race.
-            stored, notices = await self._existing(routing), []
+        at = int(now.timestamp())
+
+        def job(tx: Tx) -> tuple[Accepted, list[Notice]] | errors.RelayError | str:
+            record(tx, proof)
+            try:
+                with tx.savepoint():
+                    return self._store(tx, routing, sealed, receipt.id, body, relayed, at)
+            except errors.RelayError as exc:
+                return exc  # refused: the nonce stays recorded
+            except IntegrityError:
+                return _RACE
+
+        outcome = await self.db.run(job)
+        if isinstance(outcome, errors.RelayError):
+            raise outcome
+        notices: list[Notice] = []
+        if isinstance(outcome, str):
+            # A concurrent submission of the same envelope (or content) by another
+            # process won the race.
+            stored = await self._existing(routing)
+        else:
+            stored, notices = outcome
         # Step 5.
         self.announcer.after_commit(notices)
         if relayed is not None and stored.created:
@@ -138,53 +164,62 @@ class Submission:
         return make_statement("relayed", routing.id, self.node.signing_key, clock=self.clock,
                               previous=sender, next=first)
 
-    async def _store(self, routing: Routing, sealed: bytes, receipt_id: str, receipt: bytes,
-                     relayed: Statement | None, now: int) -> tuple[Accepted, list[Notice]]:
+    def _store(self, tx: Tx, routing: Routing, sealed: bytes, receipt_id: str, receipt: bytes,
+               relayed: Statement | None, now: int) -> tuple[Accepted, list[Notice]]:
+        """Step 4 after the nonce, inside the job's savepoint (runs in the writer)."""
+        holder = mailbox.content_holder(tx, routing.content)
+        if holder is not None:
+            return self._known_receipt(routing, holder,
+                                       mailbox.first_statement(tx, routing.id, "accepted")), []
+        if relayed is None:
+            active = members.active_of(tx, routing.to)
+            if active != set(routing.to):
+                raise errors.NotFound("a recipient is not a member of this node")
+        mailbox.add_envelope(
+            tx, id=routing.id, content_id=routing.content, sender=routing.sender,
+            routing=routing.envelope.to_json(), sealed=sealed, received_at=now,
+            expires_at=int(routing.expires.timestamp()))
+        mailbox.add_statement(tx, id=receipt_id, envelope_id=routing.id, kind="accepted",
+                              signer=self.node.id, recipient=None, at=now, body=receipt)
         notices: list[Notice] = []
-        async with self.db.write() as conn:
-            known = await self._known(conn, routing)
-            if known is not None:
-                return known, []
-            if relayed is None:
-                active = await members.active_among(conn, routing.to)
-                if active != set(routing.to):
-                    raise errors.NotFound("a recipient is not a member of this node")
-            await mailbox.insert_envelope(
-                conn, id=routing.id, content_id=routing.content, sender=routing.sender,
-                routing=routing.envelope.to_json(), sealed=sealed, received_at=now,
-                expires_at=int(routing.expires.timestamp()))
-            await mailbox.insert_statement(
-                conn, id=receipt_id, envelope_id=routing.id, kind="accepted",
-                signer=self.node.id, recipient=None, at=now, body=receipt)
-            if relayed is None:
-                cursors = await mailbox.insert_deliveries(conn, routing.id, routing.to)
-                notices = [Notice(member, cursor, routing.id) for member, cursor in cursors]
-                await self.announcer.in_transaction(conn, notices)
-            else:
-                await mailbox.insert_statement(
-                    conn, id=relayed.id, envelope_id=routing.id, kind="relayed",
-                    signer=self.node.id, recipient=None, at=int(relayed.at.timestamp()),
-                    body=relayed.to_json())
-                await federation.enqueue(conn, relayed.fields["next"], routing.id, [None], now)
+        if relayed is None:
+            cursors = mailbox.add_deliveries(tx, routing.id, routing.to)
+            notices = [Notice(member, cursor, routing.id) for member, cursor in cursors]
+            _pg_notify(tx, notices)
+        else:
+            mailbox.add_statement(
+                tx, id=relayed.id, envelope_id=routing.id, kind="relayed",
+                signer=self.node.id, recipient=None, at=int(relayed.at.timestamp()),
+                body=relayed.to_json())
+            federation.push_later(tx, relayed.fields["next"], routing.id, [None], now)
         return Accepted(routing.id, receipt, True, len(sealed)), notices
 
-    async def _known(self, conn: AsyncConnection, routing: Routing) -> Accepted | None:
+    @staticmethod
+    def _known_receipt(routing: Routing, holder: str, receipt: bytes | None) -> Accepted:
         # One lookup by content id answers both questions: the envelope id covers the
         # content id, so the same envelope always holds the same content. (Two separate
         # lookups could straddle a concurrent commit under READ COMMITTED.)
-        holder = await mailbox.envelope_by_content(conn, routing.content)
-        if holder is None:
-            return None
         if holder != routing.id:
             raise errors.Conflict("this content was already submitted under another envelope")
-        receipt = await mailbox.statement_of(conn, routing.id, "accepted")
         if receipt is None:  # pragma: no cover - committed in the same transaction
             raise errors.Conflict("this envelope is being stored; retry")
         return Accepted(routing.id, receipt, False, routing.size)
 
     async def _existing(self, routing: Routing) -> Accepted:
         async with self.db.read() as conn:
-            known = await self._known(conn, routing)
-        if known is None:
+            holder = await mailbox.envelope_by_content(conn, routing.content)
+            receipt = await mailbox.statement_of(conn, routing.id, "accepted")
+        if holder is None:
             raise errors.Conflict("a concurrent submission conflicted with this one; retry")
-        return known
+        return self._known_receipt(routing, holder, receipt)
+
+
+def _pg_notify(tx: Tx, notices: list[Notice]) -> None:
+    """relay.notify.Announcer.in_transaction inside a job: PostgreSQL delivers the
+    NOTIFY to every process if, and when, the batch commits (the same payload, read
+    by relay.notify.parse_notice)."""
+    if not tx.postgres:
+        return
+    for notice in notices:
+        payload = json.dumps({"m": notice.member, "c": notice.cursor, "e": notice.envelope_id})
+        tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload)).fetchall()

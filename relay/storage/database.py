@@ -6,18 +6,25 @@ Two transaction kinds, so that SQLite never dead-locks two writers:
   block the writer.
 * :meth:`Database.write`: on SQLite ``BEGIN IMMEDIATE`` (take the write lock first,
   waiting up to ``busy_timeout``, instead of failing when a read transaction tries
-  to upgrade); on PostgreSQL an ordinary READ COMMITTED transaction.
+  to upgrade), after the process's write lock (shared with the group committer, so
+  the node's own writers queue instead of sleeping in SQLite's busy handler); on
+  PostgreSQL an ordinary READ COMMITTED transaction.
 
 The commit happens when the ``async with`` block exits without an exception; a
 caller acknowledges a submission only after that.
+
+The hot path (submissions, nonces) does not open a transaction per request: it hands
+a job to :meth:`Database.run`, the group committer (relay.storage.committer), which
+commits the jobs of many requests together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -29,6 +36,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import ConfigError, NodeError
+from .committer import Committer, Tx, sqlite_pragmas
+
+T = TypeVar("T")
 
 SQLITE_FILE: Final = "relay.db"
 MIGRATIONS: Final = Path(__file__).resolve().parent.parent / "migrations"
@@ -58,16 +68,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # We issue BEGIN ourselves (see _sqlite_begin); pysqlite's own implicit
     # transactions would defeat BEGIN IMMEDIATE.
     dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: the WAL is fsynced at every commit, so an acknowledged envelope
-        # survives power loss, not only a process crash.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
-    finally:
-        cursor.close()
+    sqlite_pragmas(dbapi_connection, _SQLITE_BUSY_MS)
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -81,6 +82,16 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        #: Serialises this process's SQLite writers (see the module docstring).
+        self._write_lock = asyncio.Lock()
+        if self.dialect == "sqlite":
+            path = engine.url.database
+            if not path:
+                raise ConfigError("the SQLite database URL names no file")
+            self.committer = Committer(sqlite_path=path, busy_ms=_SQLITE_BUSY_MS,
+                                       lock=self._write_lock)
+        else:
+            self.committer = Committer(engine=engine)
 
     @classmethod
     def open(cls, url: str) -> Database:
@@ -111,11 +122,19 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
+        if self.dialect == "sqlite":
+            async with self._write_lock, self.engine.connect() as conn:
                 await conn.execution_options(sqlite_begin="IMMEDIATE")
-            async with conn.begin():
+                async with conn.begin():
+                    yield conn
+        else:
+            async with self.engine.connect() as conn, conn.begin():
                 yield conn
+
+    async def run(self, job: Callable[[Tx], T]) -> T:
+        """Run ``job`` in the next group commit; returns (or raises) what it did, once
+        its work is committed. A job that raises has none of its work stored."""
+        return await self.committer.run(job)
 
     async def migrate(self) -> None:
         """Apply every pending Alembic migration. Safe to run from several processes
@@ -135,6 +154,7 @@ class Database:
                 lambda sync: MigrationContext.configure(sync).get_current_revision())
 
     async def dispose(self) -> None:
+        await self.committer.close()
         await self.engine.dispose()
 
 

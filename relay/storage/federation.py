@@ -9,6 +9,7 @@ from sqlalchemy import Executable, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .committer import Tx
 from .schema import cards, envelopes, members, outbox, peers, statements
 
 
@@ -149,6 +150,15 @@ async def enqueue(conn: AsyncConnection, peer: str, envelope_id: str,
         {"peer": peer, "envelope_id": envelope_id, "statement_id": sid, "attempts": 0,
          "next_attempt_at": now, "last_error": None, "created_at": now}
         for sid in statement_ids])
+
+
+def push_later(tx: Tx, peer: str, envelope_id: str, statement_ids: Sequence[str | None],
+               now: int) -> None:
+    """:func:`enqueue` inside a group-commit job (relay.storage.committer)."""
+    for sid in statement_ids:
+        tx.execute("INSERT INTO outbox (peer, envelope_id, statement_id, attempts, "
+                   "next_attempt_at, last_error, created_at) VALUES (?, ?, ?, 0, ?, NULL, ?)",
+                   (peer, envelope_id, sid, now, now))
 
 
 async def due(conn: AsyncConnection, now: int, limit: int) -> list[OutboxRow]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, exists, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .committer import Tx
 from .schema import deliveries, envelopes, outbox, statements
 
 _PG_CURSOR_LOCK = 0x6263_7265_6C61_7902
@@ -199,3 +200,46 @@ async def purge_envelopes(conn: AsyncConnection, *, expired_before: int) -> int:
     await conn.execute(delete(deliveries).where(deliveries.c.envelope_id.in_(doomed)))
     result = await conn.execute(delete(envelopes).where(envelopes.c.expires_at < expired_before))
     return result.rowcount
+
+
+# --- inside group-commit jobs (relay.storage.committer): the submission hot path -----
+
+def content_holder(tx: Tx, content_id: str) -> str | None:
+    """:func:`envelope_by_content` inside a job."""
+    row = tx.one("SELECT id FROM envelopes WHERE content_id = ?", (content_id,))
+    return None if row is None else str(row[0])
+
+
+def first_statement(tx: Tx, envelope_id: str, kind: str) -> bytes | None:
+    """:func:`statement_of` (any recipient) inside a job."""
+    row = tx.one("SELECT body FROM statements WHERE envelope_id = ? AND kind = ? "
+                 "ORDER BY seq LIMIT 1", (envelope_id, kind))
+    return None if row is None else bytes(row[0])
+
+
+def add_envelope(tx: Tx, *, id: str, content_id: str, sender: str, routing: bytes,
+                 sealed: bytes, received_at: int, expires_at: int) -> None:
+    tx.execute("INSERT INTO envelopes (id, content_id, sender, routing, sealed, size, "
+               "received_at, expires_at, back_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+               (id, content_id, sender, routing, sealed, len(sealed), received_at, expires_at))
+
+
+def add_statement(tx: Tx, *, id: str, envelope_id: str, kind: str, signer: str,
+                  recipient: str | None, at: int, body: bytes) -> None:
+    tx.execute("INSERT INTO statements (id, envelope_id, kind, signer, recipient, at, body) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (id, envelope_id, kind, signer, recipient, at, body))
+
+
+def add_deliveries(tx: Tx, envelope_id: str, recipients: Sequence[str]
+                   ) -> list[tuple[str, int]]:
+    """:func:`insert_deliveries` inside a job (same cursor-order guarantee: the
+    advisory lock on PostgreSQL, the single writer on SQLite)."""
+    if tx.postgres:
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (_PG_CURSOR_LOCK,)).fetchall()
+    out = []
+    for recipient in recipients:
+        row = tx.one("INSERT INTO deliveries (envelope_id, recipient) VALUES (?, ?) "
+                     "RETURNING cursor", (envelope_id, recipient))
+        out.append((recipient, int(row[0])))
+    return out

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .committer import Tx
 from .schema import invitations, members
 
 ACTIVE = "active"
@@ -111,3 +112,21 @@ async def active_among(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
     rows = await conn.execute(select(members.c.id).where(members.c.id.in_(wanted),
                                                          members.c.status == ACTIVE))
     return {row.id for row in rows}
+
+
+# --- inside group-commit jobs (relay.storage.committer) ------------------------------
+
+def status_of(tx: Tx, member_id: str) -> str | None:
+    row = tx.one("SELECT status FROM members WHERE id = ?", (member_id,))
+    return None if row is None else str(row[0])
+
+
+def active_of(tx: Tx, ids: Iterable[str]) -> set[str]:
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    # Only placeholders are interpolated, one per id.
+    marks = ", ".join("?" * len(wanted))
+    rows = tx.all(f"SELECT id FROM members WHERE status = ? AND id IN ({marks})",  # noqa: S608
+                  (ACTIVE, *wanted))
+    return {str(row[0]) for row in rows}

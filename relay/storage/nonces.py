@@ -7,6 +7,7 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .committer import Tx
 from .schema import nonces
 
 
@@ -20,6 +21,13 @@ async def remember(conn: AsyncConnection, keyid: str, nonce: str, expires_at: in
         result = await conn.execute(
             sqlite.insert(nonces).values(values).on_conflict_do_nothing())
     return result.rowcount == 1
+
+
+def record(tx: Tx, keyid: str, nonce: str, expires_at: int) -> bool:
+    """:func:`remember` inside a group-commit job."""
+    return bool(tx.execute(
+        "INSERT INTO nonces (keyid, nonce, expires_at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING", (keyid, nonce, expires_at)).rowcount == 1)
 
 
 async def purge(conn: AsyncConnection, now: int) -> int:

@@ -24,8 +24,10 @@ from relay.storage.database import Database
 PASSPHRASE = "crash-test passphrase"
 
 
-def make_node_dir(path: Path, *, url: str, database: str = "", port: int = 8470) -> Identity:
-    config = RelayConfig(name="Process node", url=url, port=port, database=database).check()
+def make_node_dir(path: Path, *, url: str, database: str = "", port: int = 8470,
+                  rate_per_second: float = 20.0) -> Identity:
+    config = RelayConfig(name="Process node", url=url, port=port, database=database,
+                         rate_per_second=rate_per_second).check()
     return create_node(NodeDir(path), config, PASSPHRASE, params=FLOOR_PARAMS)
 
 

@@ -1,0 +1,284 @@
+"""Group commit: one writer runs the queued *jobs* of many requests in one transaction.
+
+A job is a plain function over a :class:`Tx` (raw DBAPI statements, ``?``
+placeholders on both backends). :meth:`Committer.run` queues a job and resolves
+once the transaction that holds its work has committed, never before:
+
+1. The writer takes everything queued (at most :data:`MAX_BATCH` jobs), begins one
+   transaction (``BEGIN IMMEDIATE`` on SQLite) and runs each job inside its own
+   ``SAVEPOINT``: a job that raises (a conflict, a replay, a refused recipient) rolls
+   back its own work only, and its caller gets the exception.
+2. One ``COMMIT`` (one fsync with ``synchronous=FULL``) for the whole batch. If the
+   commit fails, every job of the batch fails: none of them was acknowledged.
+3. Only then are the callers' futures resolved, in one wake-up of the event loop.
+
+SQLite: the writer is one sync ``sqlite3`` connection (same pragmas as the engine's)
+used from a dedicated thread, so fsync never blocks the event loop. Every other
+in-process writer (:meth:`relay.storage.database.Database.write`) takes the same
+asyncio lock as a batch, so the node's writers queue in FIFO order instead of
+sleeping in SQLite's busy handler; other processes (the CLI) still meet
+``busy_timeout``.
+
+PostgreSQL: a batch runs on one pooled connection through ``run_sync``; each
+process has its own writer, and several processes commit concurrently.
+
+See docs/decisions/0010-group-commit.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+T = TypeVar("T")
+
+#: Jobs per transaction at most; a longer queue is committed in several batches.
+MAX_BATCH: Final = 512
+
+
+class IntegrityError(Exception):
+    """A job broke a constraint (on either backend); its savepoint was rolled back."""
+
+
+class CommitFailed(Exception):
+    """The batch's transaction could not be begun or committed: nothing of it is stored."""
+
+
+class Tx:
+    """A job's view of the batch transaction: raw statements and nested savepoints."""
+
+    def __init__(self, raw: Any, *, postgres: bool, integrity: type[BaseException]) -> None:
+        self._raw = raw
+        self.postgres = postgres
+        self._integrity = integrity
+        self._cursor = raw.cursor()
+        self._sql: dict[str, str] = {}
+        self._depth = 0
+
+    def _translate(self, sql: str) -> str:
+        if not self.postgres:
+            return sql
+        done = self._sql.get(sql)
+        if done is None:
+            parts = sql.split("?")
+            done = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1))
+            self._sql[sql] = done
+        return done
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; returns the DBAPI cursor (fetch from it, or rowcount)."""
+        cursor = self._cursor
+        try:
+            cursor.execute(self._translate(sql), tuple(params))
+        except self._integrity as exc:
+            raise IntegrityError(type(exc).__name__) from None
+        return cursor
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self.execute(sql, params).fetchall())
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Work that is undone alone if it raises; the exception propagates."""
+        self._depth += 1
+        name = f"sp{self._depth}"
+        self._cursor.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
+
+
+Job = Callable[[Tx], Any]
+_Entry = tuple[Job, "asyncio.Future[Any]"]
+#: ``(True, value)`` or ``(False, exception)`` per job.
+_Outcome = tuple[bool, Any]
+
+
+def _run_jobs(tx: Tx, jobs: Sequence[Job]) -> list[_Outcome]:
+    outcomes: list[_Outcome] = []
+    for job in jobs:
+        try:
+            with tx.savepoint():
+                value = job(tx)
+        except Exception as exc:
+            outcomes.append((False, exc))
+        else:
+            outcomes.append((True, value))
+    return outcomes
+
+
+def sqlite_pragmas(raw: Any, busy_ms: int) -> None:
+    """The settings of every connection to the node's SQLite file (engine and writer)."""
+    cursor = raw.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged envelope
+        # survives power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+    finally:
+        cursor.close()
+
+
+class _SqliteWriter:
+    """One connection, used only from one thread."""
+
+    def __init__(self, path: str, busy_ms: int) -> None:
+        self.path = path
+        self.busy_ms = busy_ms
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="relay-committer")
+        self.conn: sqlite3.Connection | None = None
+        self.tx: Tx | None = None
+
+    def _open(self) -> Tx:
+        if self.tx is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            sqlite_pragmas(conn, self.busy_ms)
+            self.conn = conn
+            self.tx = Tx(conn, postgres=False, integrity=sqlite3.IntegrityError)
+        return self.tx
+
+    def batch(self, jobs: Sequence[Job]) -> list[_Outcome]:
+        tx = self._open()
+        assert self.conn is not None
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            outcomes = _run_jobs(tx, jobs)
+            self.conn.execute("COMMIT")
+        except Exception as exc:
+            # A failed COMMIT (e.g. a deferred constraint) can leave the transaction
+            # open: end it, so that the next batch starts clean.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            raise CommitFailed(f"{type(exc).__name__}: {exc}") from exc
+        return outcomes
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+            self.tx = None
+
+
+def _pg_batch(jobs: Sequence[Job], sync: Connection) -> list[_Outcome]:
+    raw = sync.connection.dbapi_connection
+    dbapi = sync.dialect.loaded_dbapi
+    return _run_jobs(Tx(raw, postgres=True, integrity=dbapi.IntegrityError), jobs)
+
+
+class Committer:
+    """The queue and the writer task (started on first use, in the running loop)."""
+
+    def __init__(self, *, engine: AsyncEngine | None = None, sqlite_path: str | None = None,
+                 busy_ms: int = 30_000, lock: asyncio.Lock | None = None) -> None:
+        if (engine is None) == (sqlite_path is None):
+            raise ValueError("a committer needs either a PostgreSQL engine or a SQLite path")
+        self._engine = engine
+        self._sqlite = _SqliteWriter(sqlite_path, busy_ms) if sqlite_path is not None else None
+        self._lock = lock
+        self._queue: list[_Entry] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: Counters, for tests and benchmarks: committed batches and jobs.
+        self.batches = 0
+        self.jobs = 0
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        """Queue ``job``; the future resolves after the commit holding its work.
+        Jobs queued before the writer wakes share one transaction."""
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._serve(), name="relay-committer")
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((job, future))
+        assert self._wake is not None
+        self._wake.set()
+        return future
+
+    async def run(self, job: Callable[[Tx], T]) -> T:
+        result: T = await self.submit(job)
+        return result
+
+    async def _serve(self) -> None:
+        assert self._wake is not None
+        wake = self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Entry]) -> None:
+        jobs = [job for job, _ in batch]
+        try:
+            if self._sqlite is not None:
+                loop = asyncio.get_running_loop()
+                lock = self._lock or contextlib.nullcontext()
+                async with lock:
+                    outcomes = await loop.run_in_executor(self._sqlite.pool,
+                                                          self._sqlite.batch, jobs)
+            else:
+                assert self._engine is not None
+                try:
+                    async with self._engine.connect() as conn, conn.begin():
+                        outcomes = await conn.run_sync(lambda sync: _pg_batch(jobs, sync))
+                except Exception as exc:
+                    raise CommitFailed(f"{type(exc).__name__}: {exc}") from exc
+        except asyncio.CancelledError:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(CommitFailed("the node is shutting down"))
+            raise
+        except Exception as exc:
+            failure = exc if isinstance(exc, CommitFailed) else CommitFailed(repr(exc))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        self.batches += 1
+        self.jobs += len(batch)
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():  # the caller went away (cancelled); the work is committed
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for _, future in self._queue:
+            if not future.done():
+                future.set_exception(CommitFailed("the node is shutting down"))
+        self._queue.clear()
+        if self._sqlite is not None:
+            pool = self._sqlite.pool
+            if self._sqlite.conn is not None:
+                await asyncio.get_running_loop().run_in_executor(pool, self._sqlite.close)
+            pool.shutdown(wait=True)

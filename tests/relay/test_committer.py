@@ -1,0 +1,187 @@
+"""The group committer (relay.storage.committer) on a real SQLite file and a real
+PostgreSQL database: one transaction per batch, a savepoint per job, nothing
+acknowledged before the commit, nothing of a batch stored when its commit fails."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+
+import pytest
+from aiohttp import web
+from relay_support import Member, RunningNode, sealed_for, start_node
+from sqlalchemy import text
+
+from keys.encoding import b64url_encode
+from keys.identity import Identity
+from relay.app import create_app
+from relay.storage import nonces
+from relay.storage.committer import CommitFailed, IntegrityError, Tx
+from relay.storage.database import Database
+
+
+async def _migrated(url: str) -> Database:
+    db = Database.open(url)
+    await db.migrate()
+    return db
+
+
+async def _nonces(db: Database) -> set[str]:
+    async with db.read() as conn:
+        rows = await conn.execute(text("SELECT nonce FROM nonces"))
+        return {row.nonce for row in rows}
+
+
+def _remember(nonce: str) -> object:
+    def job(tx: Tx) -> bool:
+        return nonces.record(tx, "k", nonce, 2**40)
+    return job
+
+
+async def test_a_failing_job_leaves_the_rest_of_its_batch_alone(database_url: str):
+    db = await _migrated(database_url)
+    try:
+        def fails(tx: Tx) -> None:
+            nonces.record(tx, "k", "b", 2**40)
+            raise ValueError("refused")
+
+        def breaks_a_constraint(tx: Tx) -> None:
+            nonces.record(tx, "k", "c", 2**40)
+            tx.execute("INSERT INTO nonces (keyid, nonce, expires_at) VALUES (?, ?, ?)",
+                       ("k", "a", 1))  # "a" is recorded by the first job of the batch
+
+        before = db.committer.batches
+        # Queued without yielding to the loop: the writer takes all four at once.
+        futures = [db.committer.submit(_remember("a")), db.committer.submit(fails),
+                   db.committer.submit(breaks_a_constraint), db.committer.submit(_remember("d"))]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        assert db.committer.batches == before + 1
+        assert outcomes[0] is True and outcomes[3] is True
+        assert isinstance(outcomes[1], ValueError)
+        assert isinstance(outcomes[2], IntegrityError)
+        assert await _nonces(db) == {"a", "d"}
+        # The same nonce again: the job runs, finds it recorded.
+        assert await db.run(_remember("a")) is False
+    finally:
+        await db.dispose()
+
+
+async def test_a_failed_commit_fails_every_job_of_the_batch(database_url: str):
+    db = await _migrated(database_url)
+    try:
+        # A foreign key checked only at COMMIT: the job itself succeeds, the commit
+        # of its batch does not.
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t_parent (id INTEGER PRIMARY KEY)"))
+            await conn.execute(text(
+                "CREATE TABLE t_child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL "
+                "REFERENCES t_parent (id) DEFERRABLE INITIALLY DEFERRED)"))
+
+        def orphan(tx: Tx) -> str:
+            tx.execute("INSERT INTO t_child (id, parent) VALUES (?, ?)", (1, 99))
+            return "inserted"
+
+        futures = [db.committer.submit(_remember("a")), db.committer.submit(orphan),
+                   db.committer.submit(_remember("b"))]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(o, CommitFailed) for o in outcomes), outcomes
+        assert await _nonces(db) == set()
+        async with db.read() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t_child"))).scalar() == 0
+        # The writer recovers: the next batch commits.
+        assert await db.run(_remember("c")) is True
+        assert await _nonces(db) == {"c"}
+    finally:
+        await db.dispose()
+
+
+async def _restart(stopped: RunningNode) -> RunningNode:
+    """The same node (identity, configuration, database) started again, on a new port."""
+    app = create_app(stopped.config, node=stopped.identity, database_url=stopped.database_url)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return RunningNode(stopped.identity, stopped.config, stopped.database_url,
+                       f"http://127.0.0.1:{port}", runner, Database.open(stopped.database_url),
+                       signed_url=stopped.config.url)
+
+
+async def test_replayed_requests_are_refused_after_a_restart(database_url: str):
+    """Nonces are committed with the request's work, also when the submission was
+    refused: a replay to a restarted node is refused without being processed."""
+    first = await start_node(database_url)
+    try:
+        alice, bob = await first.join("Kyiv"), await first.join("Moscow")
+        stranger = Member(Identity.create("Nobody", "delegation"), alice.client)
+        sent = []
+        for recipients, status in (([bob], 201), ([stranger], 404)):
+            routing, sealed = sealed_for(alice, recipients, first.id)
+            body = (b'{"envelope":' + routing.envelope.to_json() + b',"sealed":"'
+                    + b64url_encode(sealed).encode() + b'"}')
+            headers = alice.client.signed_headers("POST", "/v1/envelopes", body)
+            reply = await alice.client.send("POST", "/v1/envelopes", body=body,
+                                            headers=headers)
+            assert reply.status == status, reply.body
+            sent.append((body, headers))
+        counts = await first.counts()
+    finally:
+        await first.stop()
+
+    second = await _restart(first)
+    try:
+        client = await second.client(alice.identity)
+        for body, headers in sent:
+            (await client.send("POST", "/v1/envelopes", body=body,
+                               headers=headers)).problem(401, "replay")
+        assert await second.counts() == counts
+        # A fresh signature of the refused submission is processed (and refused).
+        routing, sealed = sealed_for(alice, [stranger], first.id)
+        (await client.submit(routing, sealed)).problem(404, "not-found")
+    finally:
+        await second.stop()
+
+
+async def test_concurrent_submissions_all_stored_with_increasing_cursors(database_url: str):
+    node = await start_node(database_url)
+    try:
+        senders = [await node.join(f"Sender {i}") for i in range(3)]
+        receivers = [await node.join(f"Receiver {i}") for i in range(2)]
+        work = [(s, sealed_for(s, receivers if i % 3 == 0 else [receivers[i % 2]], node.id))
+                for s in senders for i in range(30)]
+        replies = await asyncio.gather(*(s.client.submit(r, sealed)
+                                         for s, (r, sealed) in work))
+        assert [r.status for r in replies] == [201] * len(work)
+        expected: dict[str, set[str]] = defaultdict(set)
+        for _s, (routing, _sealed) in work:
+            for recipient in routing.to:
+                expected[recipient].add(routing.id)
+        for receiver in receivers:
+            page = (await receiver.client.inbox(limit=500)).body["items"]
+            cursors = [item["cursor"] for item in page]
+            assert all(a < b for a, b in itertools.pairwise(cursors))
+            assert {item["id"] for item in page} == expected[receiver.id]
+        counts = await node.counts()
+        assert counts["envelopes"] == len(work)
+        assert counts["deliveries"] == sum(len(ids) for ids in expected.values())
+        # The same envelopes again, concurrently: idempotent, nothing new stored.
+        again = await asyncio.gather(*(s.client.submit(r, sealed)
+                                       for s, (r, sealed) in work[:20]))
+        assert [r.status for r in again] == [200] * 20
+        assert await node.counts() == counts
+    finally:
+        await node.stop()
+
+
+@pytest.mark.parametrize("jobs", [1, 700])
+async def test_every_queued_job_is_committed(database_url: str, jobs: int):
+    """More jobs than one batch holds (relay.storage.committer.MAX_BATCH)."""
+    db = await _migrated(database_url)
+    try:
+        outcomes = await asyncio.gather(*(db.run(_remember(f"n{i}")) for i in range(jobs)))
+        assert outcomes == [True] * jobs
+        assert len(await _nonces(db)) == jobs
+    finally:
+        await db.dispose()
