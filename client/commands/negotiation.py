@@ -1107,7 +1107,7 @@ def run_disclose(args: argparse.Namespace) -> int:
     recipient = opened.contacts().for_sending(args.to, now=opened.clock.now())
     me = opened.identity.id
 
-    async def work() -> tuple[str, list[str]]:
+    async def work() -> tuple[list[str], list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
@@ -1129,12 +1129,17 @@ def run_disclose(args: argparse.Namespace) -> int:
             sent = await _send(opened, client, [recipient.card.id],
                                _disclose_to(opened, args.agreement, recipient.card.id, lists),
                                args.via)
-            return ", ".join(ref.digest for ref in transfer.lists), sent
+            return [ref.digest for ref in transfer.lists], sent
 
     digests, envelope_ids = run_async(work())
-    return _report_sent(args, "disclosure", digests, envelope_ids,
-                        f"Disclosed the list you {args.list} to {args.to}; they check it "
-                        "with backchannel disclosed.", {"to": recipient.card.id})
+    if args.json:
+        ui.print_json({"kind": "disclosure", "lists": digests, "to": recipient.card.id,
+                       "messages": envelope_ids})
+        return 0
+    print(f"Disclosed the list you {args.list} to {args.to} (list digest "
+          f"{', '.join(digests)}); they check it with backchannel disclosed.")
+    print(f"Sent as message {', '.join(envelope_ids)}.")
+    return 0
 
 
 def run_disclosed(args: argparse.Namespace) -> int:
