@@ -18,11 +18,19 @@ Parse with :meth:`Envelope.from_json` (structure only, nothing verified), then c
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .ed25519 import SIGNATURE_BYTES, SigningKey
-from .encoding import b64std_decode, b64std_encode, expect_object, json_dumps, json_loads
+from .encoding import (
+    b64std_decode,
+    b64std_encode,
+    expect_object,
+    json_dumps,
+    json_loads,
+    write_b64,
+)
 from .errors import DecodeError, TooLarge, VerificationError
 from .policy import Policy
 
@@ -38,8 +46,14 @@ MAX_KEYID: Final = 64
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding:
     ``"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`` (lengths in ASCII decimal)."""
+    return pae_prefix(payload_type, len(payload)) + payload
+
+
+def pae_prefix(payload_type: str, payload_length: int) -> bytes:
+    """The PAE up to the payload, so that a multi-megabyte payload is hashed and
+    verified without a concatenated copy."""
     ptype = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %b %d %b" % (len(ptype), ptype, len(payload), payload)
+    return b"DSSEv1 %d %b %d " % (len(ptype), ptype, payload_length)
 
 
 @dataclass(frozen=True)
@@ -61,7 +75,9 @@ class Envelope:
 
         It covers payload type and payload but no signature, so adding a co-signature
         or re-encoding a signature never changes it (no malleability)."""
-        return hashlib.sha256(pae(self.payload_type, self.payload)).digest()
+        digest = hashlib.sha256(pae_prefix(self.payload_type, len(self.payload)))
+        digest.update(self.payload)
+        return digest.digest()
 
     def signer_ids(self) -> tuple[str, ...]:
         return tuple(s.keyid for s in self.signatures)
@@ -70,12 +86,24 @@ class Envelope:
         return {
             "payload": b64std_encode(self.payload),
             "payloadType": self.payload_type,
-            "signatures": [{"keyid": s.keyid, "sig": b64std_encode(s.sig)}
-                           for s in self.signatures],
+            "signatures": self._signature_list(),
         }
 
     def to_json(self) -> bytes:
-        return json_dumps(self.to_dict())
+        """``json_dumps(self.to_dict())``, byte for byte, assembled without the text
+        copies of the payload (base64 needs no JSON escaping)."""
+        out = io.BytesIO()
+        out.write(b'{"payload":"')
+        write_b64(out, self.payload, urlsafe=False)
+        out.write(b'","payloadType":')
+        out.write(json_dumps(self.payload_type))
+        out.write(b',"signatures":')
+        out.write(json_dumps(self._signature_list()))
+        out.write(b"}")
+        return out.getvalue()
+
+    def _signature_list(self) -> list[dict[str, str]]:
+        return [{"keyid": s.keyid, "sig": b64std_encode(s.sig)} for s in self.signatures]
 
     @classmethod
     def from_dict(cls, value: object, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Envelope:
@@ -105,8 +133,8 @@ class Envelope:
         return cls(ptype, payload, tuple(sigs))
 
     @classmethod
-    def from_json(cls, data: bytes | str, *, max_payload: int = DEFAULT_MAX_PAYLOAD
-                  ) -> Envelope:
+    def from_json(cls, data: bytes | memoryview | str, *,
+                  max_payload: int = DEFAULT_MAX_PAYLOAD) -> Envelope:
         # base64 inflates by 4/3; the rest of the envelope is small.
         limit = max_payload * 4 // 3 + 4096 + MAX_SIGNATURES * 200
         return cls.from_dict(json_loads(data, max_bytes=limit, what="signed envelope"),
@@ -159,14 +187,14 @@ def verify(envelope: Envelope, policy: Policy, *, payload_type: str) -> Verified
             f"this is a {envelope.payload_type[:60]!r} object, not a {payload_type!r}")
     # Step 2.
     known = policy.keys()
-    message = pae(envelope.payload_type, envelope.payload)
+    prefix = pae_prefix(envelope.payload_type, len(envelope.payload))
     valid: set[str] = set()
     for signature in envelope.signatures:
         key = known.get(signature.keyid)
         if key is None:
             continue
         try:
-            key.verify(message, signature.sig)
+            key.verify_parts(signature.sig, prefix, envelope.payload)
         except VerificationError:
             raise VerificationError(
                 f"the signature of {signature.keyid} does not verify: "

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from itertools import chain
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import DecodeError, TooLarge, UnsupportedVersion
 
 _URL_TO_STD = str.maketrans("-_", "+/")
+_STD_TO_URL_BYTES = bytes.maketrans(b"+/", b"-_")
+#: Input bytes per base64 chunk (a multiple of 3): large fields are encoded and decoded
+#: piece by piece so that no whole-field intermediate copy exists.
+B64_CHUNK = 3 * 64 * 1024
 # [0-9], not \d: \d also matches non-ASCII digits, which strptime would accept.
 _TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
@@ -40,18 +45,23 @@ def b64url_decode(text: object, *, max_bytes: int, exact: int | None = None,
         raise DecodeError(f"{field}: expected a base64url string")
     if len(text) > (max_bytes * 4 + 2) // 3 + 1:
         raise TooLarge(f"{field}: longer than {max_bytes} bytes")
-    # Sealed messages carry megabytes here: one translated copy, decoded by binascii's
-    # strict mode (which refuses anything outside the standard alphabet). The standard
-    # alphabet's own "+/" and any "=" are refused first, as they are not base64url.
+    # Sealed messages carry megabytes here: decoded by binascii's strict mode (which
+    # refuses anything outside the standard alphabet, and non-ASCII) after translating
+    # the alphabet, chunk by chunk so that no whole translated copy exists. The
+    # standard alphabet's own "+/" and any "=" are refused first: not base64url.
     if len(text) % 4 == 1 or "+" in text or "/" in text or "=" in text:
         raise DecodeError(f"{field}: not unpadded base64url")
-    std = text.translate(_URL_TO_STD)
-    std += "=" * (-len(text) % 4)
-    try:
-        data = binascii.a2b_base64(std, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise DecodeError(f"{field}: not unpadded base64url") from exc
-    del std
+    out = io.BytesIO()
+    step = B64_CHUNK // 3 * 4
+    for start in range(0, len(text), step):
+        piece = text[start:start + step].translate(_URL_TO_STD)
+        if start + step >= len(text):
+            piece += "=" * (-len(text) % 4)
+        try:
+            out.write(binascii.a2b_base64(piece, strict_mode=True))
+        except (binascii.Error, ValueError) as exc:
+            raise DecodeError(f"{field}: not unpadded base64url") from exc
+    data = out.getvalue()
     if not _canonical_tail(data, text, urlsafe=True):
         raise DecodeError(f"{field}: non-canonical base64url")
     if len(data) > max_bytes:
@@ -78,6 +88,18 @@ def _canonical_tail(data: bytes, text: str, *, urlsafe: bool) -> bool:
     encoded = (base64.urlsafe_b64encode(tail).rstrip(b"=") if urlsafe
                else base64.standard_b64encode(tail))
     return encoded.decode("ascii") == text[-len(encoded):]
+
+
+def write_b64(out: BinaryIO, data: bytes, *, urlsafe: bool) -> None:
+    """Write ``b64url_encode(data)`` (``urlsafe``) or ``b64std_encode(data)`` to
+    ``out`` as ASCII bytes, chunk by chunk."""
+    view = memoryview(data)
+    for start in range(0, len(view), B64_CHUNK):
+        encoded = binascii.b2a_base64(view[start:start + B64_CHUNK], newline=False)
+        if urlsafe:
+            # Chunks are whole groups: only the last can end in padding.
+            encoded = encoded.translate(_STD_TO_URL_BYTES).rstrip(b"=")
+        out.write(encoded)
 
 
 def b64std_encode(data: bytes) -> str:

@@ -30,6 +30,7 @@ The content id of a sealed message is SHA-256 of its bytes (see :func:`content_i
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from .encoding import (
     json_dumps,
     json_loads,
     parse_time,
+    write_b64,
 )
 from .errors import (
     BackchannelError,
@@ -63,7 +65,7 @@ from .errors import (
 )
 from .identity import Identity
 from .kem import SUITE_HYBRID, SUITES, WRAP_BYTES, UnwrapFailed
-from .padding import MIN_PADDED, pad, padme_length, unpad
+from .padding import MIN_PADDED, pad, padme_length, unpadded_length
 from .policy import Signer
 
 MESSAGE_TYPE: Final = "application/vnd.backchannel.message+json"
@@ -159,6 +161,10 @@ def seal(sender: Identity, recipients: Sequence[Card], kind: str, body: Any, *,
                           "kind": kind, "body": body})
     inner = dsse.sign(MESSAGE_TYPE, payload, sender.signing_key)
     inner_bytes = inner.to_json()
+    inner_digest = inner.digest()
+    # A large list is several copies of itself on the way (payload, inner JSON,
+    # padded, ciphertext, base64): each is dropped as soon as the next exists.
+    del inner, payload
     if len(inner_bytes) > MAX_INNER_BYTES:
         raise TooLarge(f"the message is larger than {MAX_INNER_BYTES // (1024 * 1024)} MiB")
 
@@ -169,10 +175,24 @@ def seal(sender: Identity, recipients: Sequence[Card], kind: str, body: Any, *,
              for card in recipients]
     header = json_dumps({"v": 1, "aead": AEAD_NAME, "nonce": b64url_encode(nonce),
                          "recipients": wraps})
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(pad(inner_bytes), header,
-                                                                   nonce, key)
-    data = json_dumps({"v": 1, "header": b64url_encode(header), "ct": b64url_encode(ct)})
-    return Sealed(data, message, inner.digest())
+    padded = pad(inner_bytes)
+    del inner_bytes
+    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(padded, header, nonce, key)
+    del padded
+    return Sealed(sealed_json(header, ct), message, inner_digest)
+
+
+def sealed_json(header: bytes, ct: bytes) -> bytes:
+    """``json_dumps({"v": 1, "header": b64url(header), "ct": b64url(ct)})`` byte for
+    byte, with the ciphertext encoded straight into the output (base64url needs no
+    JSON escaping): no whole-size intermediate copies."""
+    out = io.BytesIO()
+    out.write(b'{"v":1,"header":"')
+    write_b64(out, header, urlsafe=True)
+    out.write(b'","ct":"')
+    write_b64(out, ct, urlsafe=True)
+    out.write(b'"}')
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -280,14 +300,21 @@ def open_sealed(data: bytes, me: Identity, resolve_sender: Callable[[str], Card]
         key = me.encryption_key.unwrap(mine[0].wrap, _wrap_info(sealed.nonce, me.id))
         padded = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             sealed.ciphertext, sealed.raw_header, sealed.nonce, key)
-        inner = dsse.Envelope.from_json(unpad(padded), max_payload=MAX_INNER_BYTES)
+        # A large list is several copies of itself on the way: each is dropped as
+        # soon as the next exists, and the inner JSON is parsed from a view.
+        recipient_ids = set(sealed.recipient_ids)
+        del sealed
+        with memoryview(padded) as view:
+            inner = dsse.Envelope.from_json(view[:unpadded_length(padded)],
+                                            max_payload=MAX_INNER_BYTES)
+        del padded
         if inner.payload_type != MESSAGE_TYPE:
             raise OpenError()
         # 3. Recipient checks against the *signed* list (surreptitious forwarding,
         #    misdirection).
         message = parse_message_payload(inner.payload)
         signed_to = set(message.to)
-        if me.id not in signed_to or signed_to != set(sealed.recipient_ids):
+        if me.id not in signed_to or signed_to != recipient_ids:
             raise OpenError()
         if envelope_to is not None and signed_to != set(envelope_to):
             raise OpenError()
