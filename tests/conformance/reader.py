@@ -1022,3 +1022,330 @@ def verify_request(method: str, url: str, headers: Mapping[str, str], body: byte
     if not hmac.compare_digest(digests.get("sha-256", ""), expected):
         raise VerificationError("body does not match Content-Digest")
     return keyid, nonce
+
+
+# --- 17 negotiation documents ----------------------------------------------------------
+
+PROPOSAL_TYPE = "application/vnd.backchannel.proposal+json"
+ACCEPTANCE_TYPE = "application/vnd.backchannel.acceptance+json"
+REJECTION_TYPE = "application/vnd.backchannel.rejection+json"
+AGREEMENT_TYPE = "application/vnd.backchannel.agreement+json"
+HANDOVER_TYPE = "application/vnd.backchannel.handover+json"
+DISCLOSURE_TYPE = "application/vnd.backchannel.disclosure+json"
+CATEGORIES = ("pow", "civilians", "children", "remains")
+MAX_PROPOSAL = 128 * 1024
+MAX_DECISION = 16 * 1024
+MAX_HANDOVER = 4 * 1024 * 1024
+MAX_LIST = 16 * 1024 * 1024
+MAX_DISCLOSURE = MAX_LIST * 4 // 3 + 4096
+MAX_LIST_ENTRIES = 100_000
+MAX_EXPORT = 32 * 1024 * 1024
+_ID = re.compile(r"[a-z2-7]{32}")
+
+
+class Refused(VerificationError):
+    """A negotiation document that parses but breaks a rule of section 17."""
+
+
+def document_id(envelope: Envelope) -> str:
+    return b64url(envelope.digest())
+
+
+def list_digest(salt: bytes, data: bytes) -> str:
+    assert len(salt) == 32
+    return b64url(hashlib.sha256(b"backchannel/v1/namelist-digest\x00" + salt + data).digest())
+
+
+def _nid(value: Any) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise DecodeError("expected an identity id")
+    return value
+
+
+def _digest(value: Any) -> str:
+    unb64url(value, 32, exact=32)
+    return str(value)
+
+
+def _ids(value: Any, high: int) -> list[str]:
+    if not isinstance(value, list) or len(value) > high:
+        raise DecodeError("expected a list of identity ids")
+    return [_nid(v) for v in value]
+
+
+def parse_terms(payload: bytes) -> dict[str, Any]:
+    """17.3: a proposal's (or agreement's) payload, every rule checked."""
+    obj = members(json_loads(payload, MAX_PROPOSAL),
+                  ("v", "from", "created", "expires", "supersedes", "parties", "transfers",
+                   "place", "window", "conditions", "guarantors", "quorum"))
+    version(obj)
+    author, parties = _nid(obj["from"]), _ids(obj["parties"], 2)
+    if len(parties) != 2 or parties[0] == parties[1] or author not in parties:
+        raise Refused("parties")
+    if obj["supersedes"] is not None:
+        _digest(obj["supersedes"])
+    transfers = obj["transfers"]
+    if not isinstance(transfers, list) or len(transfers) != 2:
+        raise DecodeError("transfers")
+    seen: set[str] = set()
+    givers = []
+    for t in transfers:
+        t = members(t, ("from", "to", "lists", "counts"))
+        giver, receiver = _nid(t["from"]), _nid(t["to"])
+        givers.append(giver)
+        if {giver, receiver} != set(parties):
+            raise Refused("a transfer goes from one party to the other")
+        if not isinstance(t["lists"], list) or len(t["lists"]) > 16:
+            raise DecodeError("lists")
+        entries = 0
+        for ref in t["lists"]:
+            ref = members(ref, ("digest", "entries"))
+            digest = _digest(ref["digest"])
+            if digest in seen:
+                raise Refused("a list referenced twice")
+            seen.add(digest)
+            entries += integer(ref, "entries", 0, MAX_LIST_ENTRIES)
+        counts = members(t["counts"], CATEGORIES)
+        if sum(integer(counts, c, 0, MAX_LIST_ENTRIES) for c in CATEGORIES) != entries:
+            raise Refused("counts do not add up to the lists' entries")
+    if sorted(givers) != sorted(parties):
+        raise Refused("one transfer from each party")
+    text(obj, "place", 1, 200)
+    if not obj["place"].strip():
+        raise Refused("place")
+    window = members(obj["window"], ("from", "to"))
+    if not parse_time(window["from"]) < parse_time(window["to"]):
+        raise Refused("window")
+    if not parse_time(obj["created"]) < parse_time(obj["expires"]):
+        raise Refused("expires before it was created")
+    text(obj, "conditions", 0, 20_000)
+    guarantors = _ids(obj["guarantors"], 8)
+    if len(set(guarantors)) != len(guarantors) or set(guarantors) & set(parties):
+        raise Refused("guarantors")
+    if obj["quorum"] is not None and integer(obj, "quorum", 1, 8) > len(guarantors):
+        raise Refused("quorum")
+    return obj
+
+
+def parse_decision(envelope: Envelope) -> dict[str, Any]:
+    """17.4."""
+    if envelope.payload_type == ACCEPTANCE_TYPE:
+        extra: tuple[str, ...] = ()
+    elif envelope.payload_type == REJECTION_TYPE:
+        extra = ("reason",)
+    else:
+        raise DecodeError("not a decision")
+    obj = members(json_loads(envelope.payload, MAX_DECISION),
+                  ("v", "from", "created", "proposal", *extra))
+    version(obj)
+    _nid(obj["from"])
+    parse_time(obj["created"])
+    _digest(obj["proposal"])
+    if extra:
+        text(obj, "reason", 1, 2000)
+    return obj
+
+
+@dataclass(frozen=True)
+class ThreadMessage:
+    id: str
+    kind: str  # proposal, acceptance, rejection
+    author: str
+    created: datetime
+    previous: str | None
+    expires: datetime | None
+    parties: tuple[str, ...]
+
+
+def _message(envelope: Envelope, keys: Mapping[str, bytes]) -> ThreadMessage:
+    if envelope.payload_type == PROPOSAL_TYPE:
+        obj = parse_terms(envelope.payload)
+        msg = ThreadMessage(document_id(envelope), "proposal", obj["from"],
+                            parse_time(obj["created"]), obj["supersedes"],
+                            parse_time(obj["expires"]), tuple(obj["parties"]))
+    else:
+        obj = parse_decision(envelope)
+        kind = "acceptance" if envelope.payload_type == ACCEPTANCE_TYPE else "rejection"
+        msg = ThreadMessage(document_id(envelope), kind, obj["from"],
+                            parse_time(obj["created"]), obj["proposal"], None, ())
+    if msg.author not in keys:
+        raise VerificationError("no key for a thread author")
+    verify(envelope, Signer(keys[msg.author]), envelope.payload_type)
+    return msg
+
+
+def verify_thread(envelopes: Sequence[Envelope], keys: Mapping[str, bytes]
+                  ) -> list[ThreadMessage]:
+    """17.5 rules 1-9, in order, and every author's signature."""
+    messages = [_message(e, keys) for e in envelopes]
+    if not messages:
+        raise Refused("empty thread")
+    by_id: dict[str, ThreadMessage] = {}
+    parties: tuple[str, ...] = ()
+    for n, msg in enumerate(messages):
+        first = n == 0
+        if (msg.kind == "proposal" and msg.previous is None) != first or \
+                (first and msg.kind != "proposal"):
+            raise Refused("rule 1")
+        if msg.id in by_id:
+            raise Refused("rule 2")
+        if not first:
+            before = messages[n - 1]
+            if msg.previous != before.id:
+                raise Refused("rule 3: removed, reordered or forked")
+            if before.kind != "proposal":
+                raise Refused("rule 4: the thread is closed")
+            if msg.kind != "proposal" and by_id[msg.previous].kind != "proposal":
+                raise Refused("rule 5")
+        if first:
+            parties = msg.parties
+        if msg.author not in parties or (msg.kind == "proposal"
+                                         and sorted(msg.parties) != sorted(parties)):
+            raise Refused("rule 6")
+        if not first:
+            answered = by_id[str(msg.previous)]
+            if msg.kind != "proposal" and answered.author == msg.author:
+                raise Refused("rule 7")
+            if msg.kind == "acceptance" and answered.expires is not None and \
+                    not msg.created < answered.expires:
+                raise Refused("rule 8")
+            if msg.created < answered.created - CLOCK_SKEW:
+                raise Refused("rule 9")
+        by_id[msg.id] = msg
+    return messages
+
+
+def agreement_policy(terms: Mapping[str, Any], keys: Mapping[str, bytes]) -> Policy:
+    """17.6: both parties and every guarantor (or the quorum of them)."""
+    def signer(ident: str) -> Signer:
+        if ident not in keys:
+            raise VerificationError("no key for a required signer")
+        return Signer(keys[ident])
+    parts: list[Policy] = [signer(p) for p in terms["parties"]]
+    guarantors = terms["guarantors"]
+    if guarantors:
+        need = len(guarantors) if terms["quorum"] is None else terms["quorum"]
+        parts.append(AtLeast(need, *(signer(g) for g in guarantors)))
+    return all_of(*parts)
+
+
+def verify_agreement(envelope: Envelope, keys: Mapping[str, bytes],
+                     thread: Sequence[Envelope] = ()) -> dict[str, Any]:
+    """17.6: complete, and (with a thread) over the proposal the thread accepted."""
+    terms = parse_terms(envelope.payload)
+    verify(envelope, agreement_policy(terms, keys), AGREEMENT_TYPE)
+    if thread:
+        messages = verify_thread(thread, keys)
+        last = messages[-1]
+        proposal_id = b64url(hashlib.sha256(pae(PROPOSAL_TYPE, envelope.payload)).digest())
+        if last.kind != "acceptance" or last.previous != proposal_id:
+            raise Refused("the agreement is not over the accepted proposal")
+    return terms
+
+
+def check_disclosure(envelope: Envelope, terms: Mapping[str, Any], me: str,
+                     keys: Mapping[str, bytes]) -> bytes:
+    """17.7: the list bytes, once everything holds."""
+    obj = members(json_loads(envelope.payload, MAX_DISCLOSURE),
+                  ("v", "from", "to", "created", "list", "entries", "salt", "data"))
+    version(obj)
+    sender, recipient = _nid(obj["from"]), _nid(obj["to"])
+    parse_time(obj["created"])
+    salt = unb64url(obj["salt"], 32, exact=32)
+    data = unb64url(obj["data"], MAX_LIST)
+    if not data or not hmac.compare_digest(list_digest(salt, data), _digest(obj["list"])):
+        raise Refused("the list does not open its digest")
+    if sender not in terms["parties"] or sender not in keys:
+        raise Refused("not disclosed by a party")
+    verify(envelope, Signer(keys[sender]), DISCLOSURE_TYPE)
+    if recipient != me:
+        raise Refused("addressed to someone else")
+    sizes = {r["digest"]: r["entries"] for t in terms["transfers"] for r in t["lists"]}
+    if obj["list"] not in sizes or integer(obj, "entries", 0, MAX_LIST_ENTRIES) != \
+            sizes[obj["list"]]:
+        raise Refused("not an agreed list, or not its count")
+    return data
+
+
+def check_handover(envelope: Envelope, agreement: Envelope, keys: Mapping[str, bytes]
+                   ) -> dict[str, Any]:
+    """17.8: checks 1-4, the signatures of both parties and every witness, and the
+    discrepancies per giver: missing (list, index) pairs and unlisted entry digests."""
+    terms = parse_terms(agreement.payload)
+    obj = members(json_loads(envelope.payload, MAX_HANDOVER),
+                  ("v", "from", "created", "agreement", "place", "at", "transfers",
+                   "witnesses", "notes"))
+    version(obj)
+    if obj["agreement"] != document_id(agreement):
+        raise Refused("check 1: another agreement")
+    witnesses = _ids(obj["witnesses"], 8)
+    if len(set(witnesses)) != len(witnesses) or set(witnesses) & set(terms["parties"]):
+        raise Refused("check 3: witnesses")
+    agreed = {t["from"]: t for t in terms["transfers"]}
+    if not isinstance(obj["transfers"], list) or len(obj["transfers"]) != 2:
+        raise DecodeError("transfers")
+    result: dict[str, Any] = {}
+    pairs = set()
+    for t in obj["transfers"]:
+        t = members(t, ("from", "to", "delivered", "unlisted"))
+        giver = _nid(t["from"])
+        pairs.add((giver, _nid(t["to"])))
+        if giver not in agreed:
+            raise Refused("check 2: not a party's transfer")
+        sizes = {r["digest"]: r["entries"] for r in agreed[giver]["lists"]}
+        seen: set[tuple[str, int]] = set()
+        for ref in t["delivered"]:
+            ref = members(ref, ("list", "index", "category"))
+            key = (_digest(ref["list"]), integer(ref, "index", 0, MAX_LIST_ENTRIES - 1))
+            if ref["category"] not in CATEGORIES:
+                raise DecodeError("category")
+            if key[0] not in sizes or key[1] >= sizes[key[0]] or key in seen:
+                raise Refused("check 4: an entry outside the giver's agreed lists, or twice")
+            seen.add(key)
+        unlisted = [_digest(members(u, ("digest", "category"))["digest"])
+                    for u in t["unlisted"]]
+        if len(set(unlisted)) != len(unlisted):
+            raise Refused("an unlisted person twice")
+        result[giver] = {"missing": sorted((d, i) for d, n in sizes.items() for i in range(n)
+                                           if (d, i) not in seen),
+                         "unlisted": unlisted}
+    if pairs != {(t["from"], t["to"]) for t in terms["transfers"]}:
+        raise Refused("check 2: the transfers are not the agreement's")
+    for ident in (*terms["parties"], *witnesses):
+        if ident not in keys:
+            raise VerificationError("no key for a required signer")
+    verify(envelope, all_of(*(Signer(keys[i]) for i in (*terms["parties"], *witnesses))),
+           HANDOVER_TYPE)
+    return result
+
+
+def verify_export(data: bytes) -> dict[str, Any]:
+    """17.10: an exported agreement or handover record, fully verified."""
+    obj = json_loads(data, MAX_EXPORT)
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if kind == "agreement":
+        obj = members(obj, ("v", "kind", "agreement", "thread", "keys"))
+    elif kind == "handover":
+        obj = members(obj, ("v", "kind", "handover", "agreement", "thread", "keys"))
+    else:
+        raise DecodeError("not an export")
+    version(obj)
+    if not isinstance(obj["keys"], dict) or len(obj["keys"]) > 64:
+        raise DecodeError("keys")
+    keys = {}
+    for ident, value in obj["keys"].items():
+        pk = unb64url(value, 32, exact=32)
+        if identity_id(pk) != ident:
+            raise Refused("a key listed under another identity's id")
+        keys[ident] = pk
+    if not isinstance(obj["thread"], list):
+        raise DecodeError("thread")
+    thread = [parse_envelope(e, MAX_PROPOSAL) for e in obj["thread"]]
+    agreement = parse_envelope(obj["agreement"], MAX_PROPOSAL)
+    terms = verify_agreement(agreement, keys, thread)
+    out: dict[str, Any] = {"agreement": document_id(agreement), "terms": terms}
+    if kind == "handover":
+        handover = parse_envelope(obj["handover"], MAX_HANDOVER)
+        out["handover"] = document_id(handover)
+        out["discrepancies"] = check_handover(handover, agreement, keys)
+    return out
