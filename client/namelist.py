@@ -31,13 +31,16 @@ shown as signed, unchanged). All functions here are pure: bytes in, values out.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from itertools import chain, repeat
 from typing import Any, Final
 
 from rich.table import Table
@@ -501,14 +504,70 @@ def from_body(body: object) -> NameList:
     items = body["entries"]
     if not isinstance(items, list) or len(items) > MAX_ENTRIES:
         raise InvalidNameList(["the name list in this message is malformed"])
-    entries = []
-    for number, item in enumerate(items, start=1):
-        if (not isinstance(item, dict) or not set(item) <= set(FIELDS)
-                or not all(isinstance(v, str) and len(v) <= MAX_NOTES for v in item.values())
-                or not item.get("family_name")):
-            raise InvalidNameList([f"entry {number} of the received list is malformed"])
-        entries.append(Entry(**item))
-    return NameList(tuple(entries))
+    if not _entries_well_formed(items):
+        for number, item in enumerate(items, start=1):
+            if not _entry_well_formed(item):
+                raise InvalidNameList([f"entry {number} of the received list is malformed"])
+        raise InvalidNameList(["the name list in this message is malformed"])  # unreachable
+    with _collector_paused():
+        return NameList(tuple(map(_received_entry, items)))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many entries are made.
+
+    Each 700 new objects start a collection, and every so often a full one walks all
+    of the process's objects: making 100,000 entries cost ~70 ms more with it than
+    without. Entries hold only strings, so they form no cycle for it to find."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+_FIELD_SET: Final = frozenset(FIELDS)
+
+
+def _entry_well_formed(item: object) -> bool:
+    """One received entry: an object of known fields, all strings of at most
+    :data:`MAX_NOTES` characters, with a non-empty family name."""
+    return (isinstance(item, dict) and set(item) <= _FIELD_SET
+            and all(isinstance(v, str) and len(v) <= MAX_NOTES for v in item.values())
+            and bool(item.get("family_name")))
+
+
+def _entries_well_formed(items: list[Any]) -> bool:
+    """``all(map(_entry_well_formed, items))``, column by column: each test runs over
+    all 100,000 entries of a large list in C (map, set, chain), not one Python-level
+    test per entry. tests/client/test_namelist_received.py checks the equivalence."""
+    if not all(issubclass(kind, dict) for kind in set(map(type, items))):
+        return False
+    if not set(chain.from_iterable(items)) <= _FIELD_SET:
+        return False
+    if not all(issubclass(kind, str)
+               for kind in set(map(type, chain.from_iterable(map(dict.values, items))))):
+        return False
+    if max(map(len, chain.from_iterable(map(dict.values, items))), default=0) > MAX_NOTES:
+        return False
+    return all(map(dict.get, items, repeat("family_name")))
+
+
+def _received_entry(item: dict[str, str]) -> Entry:
+    """``Entry(**item)`` for a checked entry, sharing ``item`` as the instance dict.
+
+    The fields an entry leaves out are read from the class (their default, ""), so
+    the result compares, hashes and prints as ``Entry(**item)`` does. It saves a
+    second dictionary per entry and the frozen dataclass ``__init__`` (ten
+    ``object.__setattr__`` calls): for 100,000 entries, ~17 MiB and ~200 ms. The dict
+    belongs to the received message body, which nothing modifies."""
+    entry = object.__new__(Entry)
+    object.__setattr__(entry, "__dict__", item)
+    return entry
 
 
 def encode_body(namelist: NameList) -> bytes:
