@@ -1,5 +1,13 @@
-"""Negotiation commands: ``propose``, ``accept``, ``countersign``, ``thread`` (with
-``--export`` for offline verification) and ``reconcile`` (offline).
+"""Negotiation commands: ``propose``, ``counter``, ``accept``, ``reject``,
+``countersign``, ``thread`` (with ``--export`` for offline verification), ``disclose``
+and ``disclosed``, ``handover record|sign|export``, and ``reconcile`` (offline).
+
+``handover record`` locates every person of the transferred file in the agreed lists
+(ours, or disclosed to us with the proposal: either delegation can record). Rows the
+matcher cannot place with confidence are refused, naming each row and its candidates,
+until an officer settles them (``--settle ROW=ALIAS:N``, ``ROW=unlisted:ALIAS[:CAT]``,
+``ROW=skip``, or ``--settle-file``); an unlisted person is recorded by a salted entry
+digest whose salt stays in this profile (box ``negentries/<digest>``).
 
 Documents travel as sealed messages of the kinds in :mod:`client.negotiation`, one
 message per destination node (``--via`` routes them like ``send --via``). A command
@@ -240,13 +248,15 @@ def register(sub: SubParsers) -> None:
         description="Sends one of the agreement's name lists with its salt, sealed to "
                     "ALIAS only, so that its digest in the agreement opens for them "
                     "(backchannel disclosed ID checks it on their side). Guarantors "
-                    "otherwise see counts and digests, never names.")
+                    "otherwise see counts and digests, never names. The other delegation "
+                    "receives both lists with each proposal; disclosing to it again "
+                    "re-sends one.")
     parser.add_argument("--agreement", required=True, metavar="ID",
                         help="the agreement id or its proposal's id")
     parser.add_argument("--list", required=True, choices=("give", "receive"),
                         help="the list you hand over (give) or receive")
     parser.add_argument("--to", required=True, metavar="ALIAS",
-                        help="a guarantor (or another contact named in the agreement)")
+                        help="a guarantor (or any contact you choose to show the list to)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_disclose)
 
@@ -438,12 +448,18 @@ async def _send(opened: OpenProfile, client: RelayClient, ids: Sequence[str],
     for alias in aliases:
         destination = messaging.destination_of(book.for_sending(alias, now=now), pin)
         groups.setdefault(destination, []).append(alias)
-    sent = []
-    for destination, members in groups.items():
-        ids_on_route = [node for _, node in nodes]
+    ids_on_route = [node for _, node in nodes]
+    routes = {}
+    for destination in groups:
         route = ([a for a, _ in nodes[:ids_on_route.index(destination)]]
                  if destination in ids_on_route else [a for a, _ in nodes])
-        result = await messaging.send(opened, client, members, document, via=route)
+        # Every route is checked before the first message leaves.
+        messaging.route_of(book, route, origin=pin.card.id, destination=destination, now=now)
+        routes[destination] = route
+    sent = []
+    for destination, members in groups.items():
+        result = await messaging.send(opened, client, members, document,
+                                      via=routes[destination])
         sent.append(result.record.routing.id)
     return sent
 
@@ -1115,9 +1131,8 @@ def run_disclose(args: argparse.Namespace) -> int:
             terms, _ = _terms_of(found, args.agreement, keys)
             if me not in terms.parties:
                 raise ClientError("only a party of the agreement discloses its lists")
-            if recipient.card.id in terms.parties:
-                raise ClientError(f"{args.to} is the other party: it received both lists "
-                                  "with the proposal")
+            if recipient.card.id == me:
+                raise ClientError("you hold your own lists: disclose them to someone else")
             transfer = (terms.transfer_from(me) if args.list == "give"
                         else terms.transfer_from(terms.other_party(me)))
             lists = []

@@ -148,6 +148,8 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     assert unsettled.startswith("2 of 4 persons are not settled: row 2 ambiguous (UA:3 "), \
         unsettled
     assert "row 4 on no agreed list" in unsettled
+    wrong = env.run(*record_args, "--settle", "2=ICRC:1", home="ru", passphrase=RU_PASSPHRASE)
+    assert "ICRC is not a party of the agreement" in wrong.error_line()
     settled = tmp_path / "settled.txt"
     settled.write_text("# row 2 is the one born in 1977\n2=UA:4\n")
     recorded = env.ru(*record_args, "--settle-file", str(settled), "--settle",
