@@ -229,6 +229,9 @@ def register(sub: SubParsers) -> None:
                              "hand: ALIAS:N, unlisted:ALIAS[:CATEGORY] or skip (repeatable)")
     parser.add_argument("--settle-file", metavar="FILE",
                         help="decisions, one ROW=DECISION a line ('#' starts a comment)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show where each row goes and the differences from the "
+                             "agreement; sign and send nothing")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_handover_record)
     parser = hsub.add_parser("sign", parents=[common, via],
@@ -931,9 +934,20 @@ def _settle_lines(path: str) -> list[str]:
     return [line for line in lines if line]
 
 
+@dataclass
+class Draft:
+    """Where each row of the transferred file goes, before anything is signed."""
+
+    delivered: dict[str, list[EntryRef]]
+    unlisted: dict[str, list[Unlisted]]
+    #: One line per row, for the officer's screen (names included: never sent).
+    placements: list[str]
+    #: (digest, salt, entry bytes) of the unlisted persons, kept once the record is sent.
+    entry_salts: list[tuple[str, bytes, bytes]]
+
+
 def _draft_refs(opened: OpenProfile, lists: Sequence[AgreedList],
-                transferred: NameList, decisions: Mapping[int, Settled]
-                ) -> tuple[dict[str, list[EntryRef]], dict[str, list[Unlisted]]]:
+                transferred: NameList, decisions: Mapping[int, Settled]) -> Draft:
     """Every row of ``transferred`` as an entry reference or an unlisted person: the
     officer's decision where there is one, else reconcile's confident match. Raises
     :class:`ClientError` naming every row still unsettled and its candidates."""
@@ -952,28 +966,40 @@ def _draft_refs(opened: OpenProfile, lists: Sequence[AgreedList],
         x = by_digest[digest]
         return f"{alias(x.giver)}:{x.offset + index + 1}"
 
-    delivered: dict[str, list[EntryRef]] = {}
-    unlisted: dict[str, list[Unlisted]] = {}
+    draft = Draft({}, {}, [], [])
     open_rows: list[str] = []
     ambiguous = {a.left: a for a in located.ambiguous}
+
+    def deliver(row: int, x: AgreedList, index: int, how: str) -> None:
+        draft.delivered.setdefault(x.giver, []).append(EntryRef(x.digest, index, x.category))
+        draft.placements.append(
+            f"  row {row + 1} {namelist_entries([entries[row]])[0]} -> "
+            f"{position_label(x.digest, index)} {namelist_entries([x.entries[index]])[0]} "
+            f"({how})")
+
     for row, entry in enumerate(entries):
         decision = decisions.get(row)
         if decision is not None:
             if decision.what == "skip":
+                draft.placements.append(f"  row {row + 1} {namelist_entries([entry])[0]}: "
+                                        "skipped (settled)")
                 continue
             if decision.what == "unlisted":
                 salt = secrets.token_bytes(SALT_BYTES)
                 data = json_dumps(entry)
                 digest = entry_digest(salt, data)
-                save_entry(opened, digest, salt, data)
-                unlisted.setdefault(decision.giver, []).append(
+                draft.entry_salts.append((digest, salt, data))
+                draft.unlisted.setdefault(decision.giver, []).append(
                     Unlisted(digest, decision.category))
+                draft.placements.append(
+                    f"  row {row + 1} {namelist_entries([entry])[0]}: handed over by "
+                    f"{alias(decision.giver)} without being listed ({decision.category}, "
+                    "settled)")
                 continue
             offset = decision.position
             for x in per_giver.get(decision.giver, []):
                 if offset < len(x.entries):
-                    delivered.setdefault(x.giver, []).append(
-                        EntryRef(x.digest, offset, x.category))
+                    deliver(row, x, offset, "settled")
                     break
                 offset -= len(x.entries)
             else:
@@ -983,9 +1009,8 @@ def _draft_refs(opened: OpenProfile, lists: Sequence[AgreedList],
                                   f"{decision.position + 1}")
             continue
         if row in located.found:
-            digest, index, _ = located.found[row]
-            x = by_digest[digest]
-            delivered.setdefault(x.giver, []).append(EntryRef(digest, index, x.category))
+            digest, index, confidence = located.found[row]
+            deliver(row, by_digest[digest], index, f"{confidence:.2f}")
         elif row in ambiguous:
             flat = [(y.digest, y.entries) for y in lists]
             candidates = ", ".join(
@@ -1000,9 +1025,9 @@ def _draft_refs(opened: OpenProfile, lists: Sequence[AgreedList],
                           + ". Settle each with --settle ROW=ALIAS:N, "
                           "ROW=unlisted:ALIAS[:CATEGORY] or ROW=skip (backchannel reconcile "
                           "shows the candidates)")
-    for refs in delivered.values():
+    for refs in draft.delivered.values():
         refs.sort(key=lambda r: (r.list, r.index))
-    return delivered, unlisted
+    return draft
 
 
 def run_handover_record(args: argparse.Namespace) -> int:
@@ -1013,7 +1038,7 @@ def run_handover_record(args: argparse.Namespace) -> int:
     witnesses = [book.for_sending(a, now=opened.clock.now()).card.id for a in args.witness]
     settle = list(args.settle) + (_settle_lines(args.settle_file) if args.settle_file else [])
 
-    async def work() -> tuple[HandoverRecord, HandoverCheck, list[str]]:
+    async def work() -> tuple[HandoverRecord, HandoverCheck, Draft, list[str]]:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
@@ -1021,21 +1046,34 @@ def run_handover_record(args: argparse.Namespace) -> int:
             agreement = found.agreement(args.agreement, keys)
             decisions = parse_settlements(settle, len(transferred), opened, agreement)
             lists = _agreed_lists(opened, found, agreement)
-            delivered, unlisted = _draft_refs(opened, lists, transferred, decisions)
+            draft = _draft_refs(opened, lists, transferred, decisions)
             record = make_handover(opened.identity.signing_key, agreement, place=args.place,
-                                   at=at, delivered=delivered, unlisted=unlisted,
+                                   at=at, delivered=draft.delivered, unlisted=draft.unlisted,
                                    witnesses=witnesses, notes=args.notes, clock=opened.clock)
             check = check_handover(record, agreement)
+            if args.dry_run:
+                return record, check, draft, []
+            for digest, salt, data in draft.entry_salts:
+                save_entry(opened, digest, salt, data)
             sent = await _send(opened, client, [*agreement.terms.parties, *witnesses],
                                outgoing("handover", f"handover record {record.id}",
                                         handover=record.envelope,
                                         agreement=agreement.envelope), args.via)
-            return record, check, sent
+            return record, check, draft, sent
 
-    record, check, envelope_ids = run_async(work())
+    record, check, draft, envelope_ids = run_async(work())
+    if args.json and args.dry_run:
+        ui.print_json({"kind": "handover record", "dry_run": True, "check": check.to_dict()})
+        return 0
     if not args.json:
+        print(f"Placed ({len(draft.placements)} rows of {args.transferred}):")
+        for line in draft.placements:
+            print(line)
         for line in check.lines(_names(opened)):
             print(line)
+    if args.dry_run:
+        print("Dry run: nothing was signed or sent.")
+        return 0
     return _report_sent(args, "handover record", record.id, envelope_ids,
                         "Recorded and signed; the other delegation signs with backchannel "
                         "handover sign, then the witnesses countersign.",

@@ -152,8 +152,18 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     assert "ICRC is not a party of the agreement" in wrong.error_line()
     settled = tmp_path / "settled.txt"
     settled.write_text("# row 2 is the one born in 1977\n2=UA:4\n")
-    recorded = env.ru(*record_args, "--settle-file", str(settled), "--settle",
-                      "4=unlisted:UA:civilians")
+    settlements = ("--settle-file", str(settled), "--settle", "4=unlisted:UA:civilians")
+    dry = env.ru(*record_args, *settlements, "--dry-run").out
+    assert dry.rstrip().endswith("Dry run: nothing was signed or sent.")
+    recorded = env.ru(*record_args, *settlements)
+    assert ("row 1 Shevchenko Taras (1990-03-09) -> UA:1 Шевченко Тарас (1990-03-09) (1.00)"
+            in recorded.out)
+    assert "row 2 Bondarenko Andrii -> UA:4 Бондаренко Андрій (1977-04-04) (settled)" \
+        in recorded.out
+    assert "row 4 Nowak Jan (1966-06-06): handed over by UA without being listed " \
+           "(civilians, settled)" in recorded.out
+    # The dry run showed exactly what was then signed.
+    assert recorded.out.startswith(dry.removesuffix("Dry run: nothing was signed or sent.\n"))
     assert "UA → you: 2 of 4 agreed handed over (pow 2/4); 2 listed but not handed " \
            "over; 1 handed over but not listed" in recorded.out
     record_id = recorded.out.strip().splitlines()[-1].split(": ")[1]
