@@ -164,9 +164,13 @@ def list_case(size: int, runs: int, sender: Identity, recipients: list[Identity]
 
 def open_stages(data: bytes, me: Identity, sender: Card) -> list[dict[str, Any]]:
     """Time and peak memory of each step of keys.seal.open_sealed (mirrored here step
-    by step, for diagnosis only), then the list check; ``data`` must open."""
+    by step, for diagnosis only), then the list check; ``data`` must open.
+
+    Each step's peak counts what it allocates beyond what is alive before it; the
+    copies open_sealed drops as it goes (``del``) are dropped here at the same
+    points, so the live column is what the next step starts with."""
     from keys import dsse
-    from keys.padding import unpad
+    from keys.padding import unpadded_length
     from keys.policy import Signer
     from keys.seal import (
         MAX_INNER_BYTES,
@@ -184,40 +188,52 @@ def open_stages(data: bytes, me: Identity, sender: Card) -> list[dict[str, Any]]
         state["key"] = me.encryption_key.unwrap(wrap.wrap, _wrap_info(sealed.nonce, me.id))
 
     def decrypt() -> None:
-        sealed = state["sealed"]
+        sealed = state.pop("sealed")
         state["padded"] = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             sealed.ciphertext, sealed.raw_header, sealed.nonce, state["key"])
+
+    def inner() -> None:
+        padded = state.pop("padded")
+        with memoryview(padded) as view:
+            state["inner"] = dsse.Envelope.from_json(view[:state.pop("length")],
+                                                     max_payload=MAX_INNER_BYTES)
 
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("parse sealed JSON + base64url (keys.seal.parse_sealed_unverified)",
          lambda: state.update(sealed=parse_sealed_unverified(data))),
         ("unwrap content key (HPKE ML-KEM-768+X25519)", unwrap),
         ("XChaCha20-Poly1305 decrypt", decrypt),
-        ("unpad (Padmé)", lambda: state.update(plain=unpad(state["padded"]))),
-        ("parse inner DSSE JSON + base64 (keys.dsse.Envelope.from_json)",
-         lambda: state.update(inner=dsse.Envelope.from_json(state["plain"],
-                                                            max_payload=MAX_INNER_BYTES))),
+        ("unpad (Padmé: the length, read in place)",
+         lambda: state.update(length=unpadded_length(state["padded"]))),
+        ("parse inner DSSE JSON + base64 from a view (keys.dsse.Envelope.from_json)",
+         inner),
         ("parse message payload JSON (keys.seal.parse_message_payload)",
          lambda: state.update(message=parse_message_payload(state["inner"].payload))),
         ("verify Ed25519 over PAE (keys.dsse.verify)",
          lambda: dsse.verify(state["inner"], Signer(sender.verify_key),
                              payload_type=MESSAGE_TYPE)),
         ("check list structure (client.bodies.decode)",
-         lambda: decode("namelist", state["message"].body)),
+         lambda: state.update(namelist=decode("namelist", state["message"].body))),
     ]
     out = []
-    for name, fn in steps:
-        gc.collect()
-        tracemalloc.start()
-        tracemalloc.reset_peak()
-        base, _ = tracemalloc.get_traced_memory()
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        for name, fn in steps:
+            gc.collect()
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            fn()
+            live, peak = tracemalloc.get_traced_memory()
+            out.append({"step": name, "peak_mib": round((peak - before) / 2**20, 1),
+                        "live_mib": round((live - start) / 2**20, 1)})
+    finally:
         tracemalloc.stop()
-        out.append({"step": name, "peak_mib": round((peak - base) / 2**20, 1)})
     # Times without tracemalloc (it slows Python code down several-fold).
     state.clear()
     for (_name, fn), row in zip(steps, out, strict=True):
+        gc.collect()
         started = time.perf_counter()
         fn()
         row["ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -133,6 +133,7 @@ def b64std_decode(text: object, *, max_bytes: int, field: str = "value") -> byte
 
 #: Equal string values within one document share one object (see _object_hook).
 _SHARED_STRINGS = 1 << 16
+_SHARED_MAX_CHARS = 256
 
 
 def _object_hook() -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
@@ -152,7 +153,9 @@ def _object_hook() -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
         if len(out) != len(pairs):
             _refuse_duplicate(pairs)
         for key, value in pairs:
-            if type(value) is str:
+            # Long strings (a sealed message's ciphertext) are unlikely to repeat, and
+            # hashing megabytes to find out is not free.
+            if type(value) is str and len(value) <= _SHARED_MAX_CHARS:
                 out[key] = share(value, value)
         if len(strings) >= _SHARED_STRINGS:
             strings.clear()
