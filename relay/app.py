@@ -164,7 +164,7 @@ def create_app(config: RelayConfig, *, node: Identity, database_url: str,
                                    wake=forwarder.wake)
     app[appkeys.FEDERATION] = Federation(db, node, announcer,
                                          max_sealed=config.max_sealed_bytes, clock=clock,
-                                         wake=forwarder.wake)
+                                         wake=forwarder.wake, handoff=forwarder.handoff)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     app.router.add_routes([

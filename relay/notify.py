@@ -25,6 +25,7 @@ from typing import Any, Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .storage.committer import Tx
 from .storage.database import Database
 
 CHANNEL: Final = "backchannel_deliveries"
@@ -143,6 +144,16 @@ class Announcer:
             return  # every process, this one included, hears the NOTIFY
         for notice in notices:
             self.notifier.dispatch(notice)
+
+
+def notify_in_job(tx: Tx, notices: Sequence[Notice]) -> None:
+    """:meth:`Announcer.in_transaction` inside a group-commit job: on PostgreSQL the
+    NOTIFY reaches every process if, and when, the batch commits."""
+    if not tx.postgres:
+        return
+    for notice in notices:
+        payload = json.dumps({"m": notice.member, "c": notice.cursor, "e": notice.envelope_id})
+        tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload)).fetchall()
 
 
 def parse_notice(payload: str) -> Notice | None:

@@ -16,24 +16,27 @@ An envelope pushed by peer P to this node N (``POST /v1/federation/envelopes``):
    before N) each verify with their signer's card and stand where they claim.
 7. At the destination every recipient is an active member; elsewhere, N peers with
    the next hop.
-8. One transaction: the envelope (with P as the hop statements go back to), the
-   carried statements and cards; at the destination one delivery per recipient;
-   elsewhere N's *relayed* statement, a push of the envelope to the next hop and a
-   push of the *relayed* statement back to P.
+8. One transaction (a job of the node's group commit, relay.storage.committer):
+   the envelope (with P as the hop statements go back to), the carried statements
+   and cards; at the destination one delivery per recipient; elsewhere N's
+   *relayed* statement, a push of the envelope to the next hop and a push of the
+   *relayed* statement back to P. After the commit the forward push is handed to
+   the outbox worker ready to send (:class:`Handoff`).
 
 Statements pushed back by peer P to N (``POST /v1/federation/statements``): N holds
 the envelope and P is the hop after N on its route; every statement verifies with
 its signer's card and comes from a party after N (:func:`relay.rules.check_carried`);
-a *countersigned* one names an *opened* statement. In one transaction the new ones
-are stored, an intermediary countersigns each new *opened* statement, and all that
-is new goes on back towards the origin. Statements already stored are skipped, so a
-retried push stores nothing twice.
+a *countersigned* one names an *opened* statement. In one transaction (a group-commit
+job) the new ones are stored, an intermediary countersigns each new *opened*
+statement, and all that is new goes on back towards the origin. Statements already
+stored are skipped, so a retried push stores nothing twice.
 
 Any refusal happens before the transaction: nothing is half-stored.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,15 +48,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from keys import dsse
 from keys.card import MAX_CARD_BYTES, Card, load_card
 from keys.clock import SYSTEM_CLOCK, Clock
+from keys.encoding import b64url_encode, json_dumps
 from keys.envelope import Routing, check_content, parse_routing, verify_routing
 from keys.errors import BackchannelError, DecodeError, VerificationError
 from keys.identity import Identity
 from keys.statements import Statement, make_statement, verify_statement
 
 from .. import errors
-from ..notify import Announcer, Notice
+from ..notify import Announcer, Notice, notify_in_job
 from ..rules import check_carried, check_fresh, check_transit
 from ..storage import federation, mailbox, members
+from ..storage.committer import IntegrityError as JobIntegrityError
+from ..storage.committer import Tx
 from ..storage.database import Database
 from .auth import Peer
 from .mailbox import parse_statement
@@ -73,6 +79,28 @@ _NODE_KINDS: Final = frozenset({"accepted", "relayed", "delivered", "countersign
 class Received:
     id: str
     created: bool
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A forward push ready to send, built from what the accepting transaction had
+    in hand, so the outbox worker need not read it back (the outbox row stays the
+    source of truth: this only saves the reads)."""
+
+    peer: str
+    envelope_id: str
+    url: str
+    body: bytes
+    expires_at: int
+
+
+def forward_body(routing: Routing, sealed: bytes, statements: Iterable[bytes],
+                 cards: Iterable[bytes]) -> bytes:
+    """The ``POST /v1/federation/envelopes`` document (statements and cards as stored)."""
+    return json_dumps({"envelope": routing.envelope.to_dict(),
+                       "sealed": b64url_encode(sealed),
+                       "statements": [json.loads(b) for b in statements],
+                       "cards": [json.loads(c) for c in cards]})
 
 
 def parse_cards(value: object, now: datetime) -> dict[str, Card]:
@@ -119,6 +147,14 @@ def card_payload(cards: Iterable[Card]) -> dict[str, bytes]:
     return {c.id: c.to_json() for c in cards}
 
 
+def add_statements(tx: Tx, envelope_id: str, statements: Iterable[Statement]) -> None:
+    """:func:`insert_statements` inside a group-commit job."""
+    for st in statements:
+        mailbox.add_statement(tx, id=st.id, envelope_id=envelope_id, kind=st.kind,
+                              signer=st.by, recipient=st.fields.get("recipient"),
+                              at=int(st.at.timestamp()), body=st.to_json())
+
+
 async def insert_statements(conn: AsyncConnection, envelope_id: str,
                             statements: Iterable[Statement]) -> None:
     for st in statements:
@@ -130,13 +166,15 @@ async def insert_statements(conn: AsyncConnection, envelope_id: str,
 class Federation:
     def __init__(self, db: Database, node: Identity, announcer: Announcer, *,
                  max_sealed: int, clock: Clock = SYSTEM_CLOCK,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] = lambda: None,
+                 handoff: Callable[[Handoff], None] | None = None) -> None:
         self.db = db
         self.node = node
         self.announcer = announcer
         self.max_sealed = max_sealed
         self.clock = clock
         self.wake = wake
+        self.handoff = handoff
 
     async def _cards_for(self, conn: AsyncConnection, ids: Iterable[str],
                          given: Mapping[str, Card]) -> dict[str, Card]:
@@ -157,13 +195,22 @@ class Federation:
                                                    max_sealed=self.max_sealed)
         # Step 3.
         check_transit(routing, node_id=self.node.id, pusher=peer.id)
-        # Step 4.
+        # Parsed before step 4 so that one read serves steps 4 to 7; a refusal waits
+        # until step 4 has answered a repeated push with 200.
+        refusal: errors.RelayError | None = None
+        given: dict[str, Card] = {}
+        carried: list[Statement] = []
+        try:
+            given = parse_cards(doc.get("cards"), self.clock.now())
+            carried = parse_statements(doc.get("statements", []), MAX_CARRIED)
+        except errors.RelayError as exc:
+            refusal = exc
         async with self.db.read() as conn:
+            # Step 4.
             if await mailbox.get_envelope(conn, routing.id) is not None:
                 return Received(routing.id, False)
-        given = parse_cards(doc.get("cards"), self.clock.now())
-        carried = parse_statements(doc.get("statements", []), MAX_CARRIED)
-        async with self.db.read() as conn:
+            if refusal is not None:
+                raise refusal
             cards = await self._cards_for(conn, [routing.sender, *(s.by for s in carried)],
                                           given)
             next_hop = routing.next_hop(self.node.id)
@@ -203,46 +250,68 @@ class Federation:
         try:
             notices = await self._store(routing, sealed, peer, carried, keep, relayed,
                                         int(now.timestamp()))
-        except IntegrityError:
+        except (IntegrityError, JobIntegrityError):
             notices = None  # a concurrent push of the same envelope won
         if notices is None:
             return Received(routing.id, False)
         self.announcer.after_commit(notices)
+        if relayed is not None and next_peer is not None and self.handoff is not None:
+            self.handoff(self._handoff(routing, sealed, carried, relayed, cards, next_peer.id,
+                                       next_peer.url))
         if relayed is not None:
             self.wake()
         return Received(routing.id, True)
 
+    def _handoff(self, routing: Routing, sealed: bytes, carried: list[Statement],
+                 relayed: Statement, cards: Mapping[str, Card], peer: str, url: str
+                 ) -> Handoff:
+        """The push the outbox worker would build from storage: the statements that
+        stand before the next hop (those carried, in order, then ours) and the cards of
+        the sender and their signers."""
+        hops = routing.hops
+        here = hops.index(self.node.id)
+        forward = [s for s in [*dict((s.id, s) for s in carried).values(), relayed]
+                   if s.by not in hops or hops.index(s.by) <= here]
+        signers = dict.fromkeys([routing.sender, *(s.by for s in forward)])
+        body = forward_body(routing, sealed, (s.to_json() for s in forward),
+                            (cards[i].to_json() for i in signers if i in cards))
+        return Handoff(peer, routing.id, url, body, int(routing.expires.timestamp()))
+
     async def _store(self, routing: Routing, sealed: bytes, peer: Peer,
                      carried: list[Statement], cards: dict[str, bytes],
                      relayed: Statement | None, now: int) -> list[Notice] | None:
-        async with self.db.write() as conn:
-            if await mailbox.get_envelope(conn, routing.id) is not None:
+        """Step 8 as one job of the node's group commit (relay.storage.committer);
+        None when the envelope was already stored."""
+        carried = list({s.id: s for s in carried}.values())
+
+        def job(tx: Tx) -> list[Notice] | None:
+            # The envelope id covers the content id: one lookup answers both "stored
+            # already?" and "this content under another envelope?".
+            holder = mailbox.content_holder(tx, routing.content)
+            if holder == routing.id:
                 return None
-            holder = await mailbox.envelope_by_content(conn, routing.content)
             if holder is not None:
                 raise errors.Conflict("this content is already stored under another envelope")
-            notices: list[Notice] = []
-            if relayed is None:
-                active = await members.active_among(conn, routing.to)
-                if active != set(routing.to):
-                    raise errors.NotFound("a recipient is not a member of this node")
-            await mailbox.insert_envelope(
-                conn, id=routing.id, content_id=routing.content, sender=routing.sender,
+            if relayed is None and members.active_of(tx, routing.to) != set(routing.to):
+                raise errors.NotFound("a recipient is not a member of this node")
+            federation.add_transit_envelope(
+                tx, id=routing.id, content_id=routing.content, sender=routing.sender,
                 routing=routing.envelope.to_json(), sealed=sealed, received_at=now,
                 expires_at=int(routing.expires.timestamp()), back_to=peer.id)
-            known = await federation.known_statements(conn, [s.id for s in carried])
-            await insert_statements(conn, routing.id, (s for s in dict(
-                (s.id, s) for s in carried).values() if s.id not in known))
-            await federation.store_cards(conn, cards, now)
+            known = federation.stored_ids(tx, [s.id for s in carried])
+            add_statements(tx, routing.id, [s for s in carried if s.id not in known])
+            federation.keep_cards(tx, cards, now)
             if relayed is None:
-                cursors = await mailbox.insert_deliveries(conn, routing.id, routing.to)
+                cursors = mailbox.add_deliveries(tx, routing.id, routing.to)
                 notices = [Notice(member, cursor, routing.id) for member, cursor in cursors]
-                await self.announcer.in_transaction(conn, notices)
-            else:
-                await insert_statements(conn, routing.id, [relayed])
-                await federation.enqueue(conn, relayed.fields["next"], routing.id, [None], now)
-                await federation.enqueue(conn, peer.id, routing.id, [relayed.id], now)
-        return notices
+                notify_in_job(tx, notices)
+                return notices
+            add_statements(tx, routing.id, [relayed])
+            federation.push_later(tx, relayed.fields["next"], routing.id, [None], now)
+            federation.push_later(tx, peer.id, routing.id, [relayed.id], now)
+            return []
+
+        return await self.db.run(job)
 
     # --- statements coming back --------------------------------------------------------
 
@@ -276,21 +345,27 @@ class Federation:
                             if i != self.node.id and any(s.by == i for s in statements))
         intermediary = self.node.id in routing.route
         now = int(self.clock.now().timestamp())
+        # Signed before the job (which runs in the writer): countersignatures for the
+        # opened statements, used for those that turn out to be new.
+        counters = {s.id: make_statement("countersigned", routing.id, self.node.signing_key,
+                                         clock=self.clock, statement=s.id)
+                    for s in statements if intermediary and s.kind == "opened"}
+        back_to = meta.back_to
+
+        def job(tx: Tx) -> list[Statement]:
+            known = federation.stored_ids(tx, [s.id for s in statements])
+            new = list({s.id: s for s in statements if s.id not in known}.values())
+            new += [counters[s.id] for s in new if s.id in counters]
+            add_statements(tx, routing.id, new)
+            federation.keep_cards(tx, keep, now)
+            if back_to is not None:
+                federation.push_later(tx, back_to, routing.id, [s.id for s in new], now)
+            return new
+
         try:
-            async with self.db.write() as conn:
-                known = await federation.known_statements(conn, [s.id for s in statements])
-                new = list({s.id: s for s in statements if s.id not in known}.values())
-                if intermediary:
-                    new += [make_statement("countersigned", routing.id, self.node.signing_key,
-                                           clock=self.clock, statement=s.id)
-                            for s in new if s.kind == "opened"]
-                await insert_statements(conn, routing.id, new)
-                await federation.store_cards(conn, keep, now)
-                if meta.back_to is not None:
-                    await federation.enqueue(conn, meta.back_to, routing.id,
-                                             [s.id for s in new], now)
-        except IntegrityError:
+            new = await self.db.run(job)
+        except (IntegrityError, JobIntegrityError):
             return 0  # a concurrent push of the same statements won
-        if new and meta.back_to is not None:
+        if new and back_to is not None:
             self.wake()
         return len(new)

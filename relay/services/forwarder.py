@@ -22,8 +22,15 @@ For one (peer, envelope):
 
 Failures are retried after :func:`relay.backoff.next_attempt` (capped exponential,
 jittered), an envelope never later than its expiry. The worker wakes when a
-service queues something (same process), when a retry falls due, and every
-``federation_poll_seconds`` (rows left by another process or by a crash).
+service queues something (same process), when a push ends, when a retry falls due,
+and every ``federation_poll_seconds`` (rows left by another process or by a crash).
+Each due (peer, envelope) is pushed by its own short-lived task as soon as a slot
+is free (:data:`CONCURRENCY`, :data:`PER_PEER`): an envelope never waits for
+another peer's push, and a peer that hangs holds only its own slots. An
+intermediary that has just stored an envelope hands the push over ready-made
+(:meth:`Forwarder.handoff`: body built from what the accepting transaction had in
+hand), so it starts without reading anything back; the outbox row stays the record
+and is deleted only after the peer confirmed, as for every push.
 Several processes sharing PostgreSQL may push the same row twice; the far side's
 idempotence makes that harmless.
 """
@@ -39,7 +46,7 @@ from typing import Any, Final
 
 from keys import dsse
 from keys.clock import SYSTEM_CLOCK, Clock, Random, system_random
-from keys.encoding import b64url_encode, json_dumps
+from keys.encoding import json_dumps
 from keys.envelope import Routing, parse_routing
 from keys.identity import Identity
 from keys.statements import make_statement
@@ -47,25 +54,34 @@ from keys.statements import make_statement
 from ..backoff import next_attempt
 from ..config import RelayConfig
 from ..metrics import Metrics
-from ..peer_client import PeerClient
+from ..peer_client import Outcome, PeerClient
 from ..storage import federation, mailbox
 from ..storage.database import Database
 from ..storage.federation import OutboxRow
-from .federation import MAX_BACK, insert_statements
+from .federation import MAX_BACK, Handoff, forward_body, insert_statements
 
 log = logging.getLogger("relay.federation")
 
 ENVELOPES_PATH: Final = "/v1/federation/envelopes"
 STATEMENTS_PATH: Final = "/v1/federation/statements"
-#: Rows read per round; more are taken by the next round at once.
+#: Rows read per scan; a full scan is followed by another at once.
 BATCH: Final = 200
-#: Pushes in flight at once.
-CONCURRENCY: Final = 8
+#: Pushes in flight at once, in all, and to one peer (so that a peer that accepts
+#: connections and never answers holds at most this many until the timeout).
+CONCURRENCY: Final = 16
+PER_PEER: Final = 4
+#: Prepared forward pushes kept for the worker at most (sealed bytes included).
+PREPARED_BYTES: Final = 16 * 1024 * 1024
+#: After a push crashed on our side (e.g. the database), its rows wait this long.
+REST_SECONDS: Final = 1.0
 _FORWARD_KINDS: Final = ("accepted", "relayed")
 
 
 def _raw(data: bytes) -> Any:
     return json.loads(data)
+
+
+_Key = tuple[str, str, bool]
 
 
 class Forwarder:
@@ -80,65 +96,167 @@ class Forwarder:
         self.clock = clock
         self.random = random
         self._event = asyncio.Event()
-        self._slots = asyncio.Semaphore(CONCURRENCY)
+        #: Pushes in flight, by (peer, envelope, forward), with the seqs they carry.
+        self._running: dict[_Key, tuple[asyncio.Task[None], list[int]]] = {}
+        #: Forward pushes built by the accepting service (:meth:`handoff`), oldest first.
+        self._prepared: dict[_Key, Handoff] = {}
+        self._prepared_bytes = 0
+        #: Keys whose last attempt crashed (the database, not the peer, failed): not
+        #: tried again before this loop time, so a persistent fault cannot spin.
+        self._resting: dict[_Key, float] = {}
 
     def wake(self) -> None:
         """Called after a commit that queued something: push now, not at the next poll."""
         self._event.set()
 
+    def handoff(self, ready: Handoff) -> None:
+        """Called after the commit that queued a forward push, with the push built from
+        what the transaction had in hand: it starts at once, without reading back the
+        envelope, its statements and cards (nor scanning the outbox), if a slot is free;
+        otherwise the next scan finds the row and still uses the prepared body."""
+        key = (ready.peer, ready.envelope_id, True)
+        self._prepared[key] = ready
+        self._prepared_bytes += len(ready.body)
+        while self._prepared_bytes > PREPARED_BYTES and len(self._prepared) > 1:
+            oldest = next(iter(self._prepared))
+            self._prepared_bytes -= len(self._prepared.pop(oldest).body)
+        _, per_peer = self._in_flight()
+        if (key not in self._running and len(self._running) < CONCURRENCY
+                and per_peer.get(ready.peer, 0) < PER_PEER):
+            self._running[key] = (asyncio.create_task(self._attempt(key, None)), [])
+
+    def _take_prepared(self, key: _Key) -> Handoff | None:
+        ready = self._prepared.pop(key, None)
+        if ready is not None:
+            self._prepared_bytes -= len(ready.body)
+        return ready
+
     def _now(self) -> int:
         return int(self.clock.now().timestamp())
 
     async def run(self) -> None:
-        while True:
-            self._event.clear()
-            try:
-                more = await self.round()
-            except Exception as exc:  # keep the worker alive; the rows stay queued
-                log.warning("outbox round failed", extra={"event": "federation.error",
-                                                          "error": type(exc).__name__})
-                more = False
-            if more:
-                continue
-            idle = await self._idle_time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), idle)
+        """Start a push for every due (peer, envelope) as soon as it is due and a slot
+        is free; never wait for one push to start another, so a slow or dead peer
+        delays only its own pushes (at most :data:`PER_PEER` of its slots)."""
+        try:
+            while True:
+                self._event.clear()
+                try:
+                    more = await self.dispatch()
+                    idle = 0.0 if more else await self._idle_time()
+                except Exception as exc:  # keep the worker alive; the rows stay queued
+                    log.warning("outbox scan failed", extra={"event": "federation.error",
+                                                             "error": type(exc).__name__})
+                    idle = REST_SECONDS
+                if idle > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._event.wait(), idle)
+        finally:
+            running = [task for task, _ in self._running.values()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
-    async def _idle_time(self) -> float:
-        async with self.db.read() as conn:
-            due = await federation.next_due(conn)
-        poll = self.config.federation_poll_seconds
-        if due is None:
-            return poll
-        return min(poll, max(0.0, due - self._now()))
+    def _in_flight(self) -> tuple[list[int], dict[str, int]]:
+        seqs: list[int] = []
+        per_peer: dict[str, int] = {}
+        for (peer, _, _), (_, rows) in self._running.items():
+            seqs += rows
+            per_peer[peer] = per_peer.get(peer, 0) + 1
+        return seqs, per_peer
 
-    async def round(self) -> bool:
-        """Push everything due now. Returns True when more rows may be due at once."""
+    async def dispatch(self) -> bool:
+        """Start pushes for what is due now. True when more rows may be startable at once
+        (the scan was full and started something)."""
+        if len(self._running) >= CONCURRENCY:
+            return False
         now = self._now()
+        clock = asyncio.get_running_loop().time()
+        self._resting = {k: t for k, t in self._resting.items() if t > clock}
+        seqs, per_peer = self._in_flight()
         async with self.db.read() as conn:
-            rows = await federation.due(conn, now, BATCH)
-        groups: dict[tuple[str, str, bool], list[OutboxRow]] = {}
+            rows = await federation.due(conn, now, BATCH, skip_seqs=seqs,
+                                        skip_peers=[p for p, n in per_peer.items()
+                                                    if n >= PER_PEER])
+        groups: dict[_Key, list[OutboxRow]] = {}
         for row in rows:
             groups.setdefault((row.peer, row.envelope_id, row.statement_id is None),
                               []).append(row)
-        await asyncio.gather(*(self._attempt(peer, envelope_id, forward, group)
-                               for (peer, envelope_id, forward), group in groups.items()))
-        return len(rows) == BATCH
+        _, per_peer = self._in_flight()  # handoffs may have started pushes meanwhile
+        started = False
+        for key, group in groups.items():
+            if len(self._running) >= CONCURRENCY:
+                break
+            peer = key[0]
+            if key in self._running or key in self._resting or \
+                    per_peer.get(peer, 0) >= PER_PEER:
+                continue  # the running push's end wakes us for what is left
+            per_peer[peer] = per_peer.get(peer, 0) + 1
+            task = asyncio.create_task(self._attempt(key, group))
+            self._running[key] = (task, [r.seq for r in group])
+            started = True
+        return started and len(rows) == BATCH
 
-    async def _attempt(self, peer: str, envelope_id: str, forward: bool,
-                       rows: list[OutboxRow]) -> None:
-        async with self._slots:
+    async def _idle_time(self) -> float:
+        seqs, _ = self._in_flight()
+        async with self.db.read() as conn:
+            due = await federation.next_due(conn, seqs)
+        poll = self.config.federation_poll_seconds
+        if self._resting:
+            poll = min(poll, max(0.05, min(self._resting.values())
+                                 - asyncio.get_running_loop().time()))
+        if due is None:
+            return poll
+        # Rows due now and not started wait for a running push to end (which wakes us).
+        return poll if due <= self._now() else min(poll, due - self._now())
+
+    async def _attempt(self, key: _Key, rows: list[OutboxRow] | None) -> None:
+        peer, envelope_id, forward = key
+        try:
             if forward:
                 await self._push_envelope(peer, envelope_id, rows)
             else:
                 await self._push_statements(peer, envelope_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the rows stay queued; this key rests a little
+            self._resting[key] = asyncio.get_running_loop().time() + REST_SECONDS
+            log.warning("push crashed", extra={"event": "federation.error", "peer": peer,
+                                               "envelope": envelope_id,
+                                               "error": type(exc).__name__})
+        finally:
+            del self._running[key]
+            self._event.set()
 
     # --- forward -----------------------------------------------------------------------
 
     async def _push_envelope(self, peer_id: str, envelope_id: str,
-                             rows: list[OutboxRow]) -> None:
-        seqs = [r.seq for r in rows]
+                             rows: list[OutboxRow] | None) -> None:
+        """``rows``: the outbox rows of this push, or None (a :meth:`handoff`: read them
+        only if the outcome needs them)."""
         now = self._now()
+        ready = self._take_prepared((peer_id, envelope_id, True))
+        if ready is not None and ready.expires_at > now:
+            outcome = await self.client.post(ready.url, ENVELOPES_PATH, ready.body)
+            if outcome.ok:
+                await self._handed_on(peer_id, envelope_id)
+                self._count("envelope", "ok", envelope_id, peer_id,
+                            rows[0].attempts + 1 if rows else 1)
+                return
+            async with self.db.read() as conn:
+                meta = await mailbox.get_envelope(conn, envelope_id)
+                rows = await federation.forward_rows(conn, peer_id, envelope_id)
+            if meta is None or not rows:
+                return  # gone meanwhile (handed on by a concurrent push, or purged)
+            await self._decide(outcome, rows, meta.expires_at, meta.back_to,
+                               parse_routing(dsse.Envelope.from_json(meta.routing)), peer_id)
+            return
+        if rows is None:
+            async with self.db.read() as conn:
+                rows = await federation.forward_rows(conn, peer_id, envelope_id)
+            if not rows:
+                return
+        seqs = [r.seq for r in rows]
         async with self.db.read() as conn:
             meta = await mailbox.get_envelope(conn, envelope_id)
             sealed = await mailbox.get_sealed(conn, envelope_id) if meta else None
@@ -168,16 +286,24 @@ class Forwarder:
                    if signer not in hops or hops.index(signer) <= here]
         body = await self._envelope_body(routing, sealed, forward)
         outcome = await self.client.post(peer.url, ENVELOPES_PATH, body)
+        await self._decide(outcome, rows, meta.expires_at, meta.back_to, routing, peer_id)
+
+    async def _handed_on(self, peer_id: str, envelope_id: str) -> None:
+        """The peer confirmed: the forward row goes, and the ciphertext (one job of the
+        node's group commit)."""
+        await self.db.run(lambda tx: federation.forget_forward(tx, peer_id, envelope_id))
+
+    async def _decide(self, outcome: Outcome, rows: list[OutboxRow], expires_at: int,
+                      back_to: str | None, routing: Routing, peer_id: str) -> None:
+        seqs = [r.seq for r in rows]
         if outcome.ok:
-            async with self.db.write() as conn:
-                await federation.delete_rows(conn, seqs)
-                await federation.drop_sealed(conn, envelope_id)
+            await self._handed_on(peer_id, routing.id)
             self._count("envelope", "ok", routing.id, peer_id, rows[0].attempts + 1)
         elif outcome.transient:
-            await self._retry(rows, outcome.error, meta.expires_at, "envelope", routing.id,
+            await self._retry(rows, outcome.error, expires_at, "envelope", routing.id,
                               peer_id)
         else:
-            await self._give_up(routing, meta.back_to, peer_id, seqs,
+            await self._give_up(routing, back_to, peer_id, seqs,
                                 f"the next hop refused the envelope ({outcome.error})",
                                 "refused")
 
@@ -185,10 +311,7 @@ class Forwarder:
                              carried: Sequence[tuple[str, bytes]]) -> bytes:
         signers = [routing.sender, *(signer for signer, _ in carried)]
         cards = await self._cards(signers)
-        return json_dumps({"envelope": routing.envelope.to_dict(),
-                           "sealed": b64url_encode(sealed),
-                           "statements": [_raw(body) for _, body in carried],
-                           "cards": [_raw(c) for c in cards]})
+        return forward_body(routing, sealed, (body for _, body in carried), cards)
 
     async def _cards(self, signers: Sequence[str]) -> list[bytes]:
         wanted = list(dict.fromkeys(signers))
@@ -263,8 +386,7 @@ class Forwarder:
             await self._retry(pending, outcome.error, None, "statements", envelope_id,
                               peer_id)
             return
-        async with self.db.write() as conn:
-            await federation.delete_rows(conn, seqs)
+        await self.db.run(lambda tx: federation.forget_rows(tx, seqs))
         if outcome.ok:
             self._count("statements", "ok", envelope_id, peer_id, pending[0].attempts + 1)
         else:

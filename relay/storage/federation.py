@@ -152,6 +152,47 @@ async def enqueue(conn: AsyncConnection, peer: str, envelope_id: str,
         for sid in statement_ids])
 
 
+def add_transit_envelope(tx: Tx, *, id: str, content_id: str, sender: str, routing: bytes,
+                         sealed: bytes, received_at: int, expires_at: int,
+                         back_to: str) -> None:
+    """An envelope pushed by peer ``back_to``, inside a group-commit job."""
+    tx.execute("INSERT INTO envelopes (id, content_id, sender, routing, sealed, size, "
+               "received_at, expires_at, back_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (id, content_id, sender, routing, sealed, len(sealed), received_at,
+                expires_at, back_to))
+
+
+def stored_ids(tx: Tx, ids: Sequence[str]) -> set[str]:
+    """:func:`known_statements` inside a job."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return set()
+    marks = ", ".join("?" * len(wanted))  # only placeholders, one per id
+    rows = tx.all(f"SELECT id FROM statements WHERE id IN ({marks})", wanted)  # noqa: S608
+    return {str(row[0]) for row in rows}
+
+
+def keep_cards(tx: Tx, bodies: dict[str, bytes], now: int) -> None:
+    """:func:`store_cards` inside a job."""
+    for ident, body in bodies.items():
+        tx.execute("INSERT INTO cards (id, card, added_at) VALUES (?, ?, ?) "
+                   "ON CONFLICT DO NOTHING", (ident, body, now))
+
+
+def forget_forward(tx: Tx, peer: str, envelope_id: str) -> None:
+    """After ``peer`` confirmed the envelope, inside a job: its forward row(s) go, and
+    the ciphertext (:func:`drop_sealed`)."""
+    tx.execute("DELETE FROM outbox WHERE peer = ? AND envelope_id = ? "
+               "AND statement_id IS NULL", (peer, envelope_id))
+    tx.execute("UPDATE envelopes SET sealed = NULL WHERE id = ?", (envelope_id,))
+
+
+def forget_rows(tx: Tx, seqs: Sequence[int]) -> None:
+    """:func:`delete_rows` inside a job."""
+    for seq in seqs:
+        tx.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+
 def push_later(tx: Tx, peer: str, envelope_id: str, statement_ids: Sequence[str | None],
                now: int) -> None:
     """:func:`enqueue` inside a group-commit job (relay.storage.committer)."""
@@ -161,9 +202,17 @@ def push_later(tx: Tx, peer: str, envelope_id: str, statement_ids: Sequence[str 
                    (peer, envelope_id, sid, now, now))
 
 
-async def due(conn: AsyncConnection, now: int, limit: int) -> list[OutboxRow]:
-    rows = await conn.execute(select(outbox).where(outbox.c.next_attempt_at <= now)
-                              .order_by(outbox.c.seq).limit(limit))
+async def due(conn: AsyncConnection, now: int, limit: int, *,
+              skip_seqs: Sequence[int] = (), skip_peers: Sequence[str] = ()
+              ) -> list[OutboxRow]:
+    """Rows due at ``now``, oldest first, except ``skip_seqs`` (being pushed) and the
+    rows for ``skip_peers`` (as many pushes in flight as they may have)."""
+    query = select(outbox).where(outbox.c.next_attempt_at <= now)
+    if skip_seqs:
+        query = query.where(outbox.c.seq.not_in(list(skip_seqs)))
+    if skip_peers:
+        query = query.where(outbox.c.peer.not_in(list(skip_peers)))
+    rows = await conn.execute(query.order_by(outbox.c.seq).limit(limit))
     return [OutboxRow(**row._mapping) for row in rows]
 
 
@@ -178,8 +227,20 @@ async def pending_for(conn: AsyncConnection, peer: str, envelope_id: str) -> lis
     return [OutboxRow(**row._mapping) for row in rows]
 
 
-async def next_due(conn: AsyncConnection) -> int | None:
-    value = (await conn.execute(select(func.min(outbox.c.next_attempt_at)))).scalar()
+async def forward_rows(conn: AsyncConnection, peer: str, envelope_id: str) -> list[OutboxRow]:
+    """The row(s) for pushing the envelope itself to ``peer``."""
+    rows = await conn.execute(select(outbox).where(outbox.c.peer == peer,
+                                                   outbox.c.envelope_id == envelope_id,
+                                                   outbox.c.statement_id.is_(None))
+                              .order_by(outbox.c.seq))
+    return [OutboxRow(**row._mapping) for row in rows]
+
+
+async def next_due(conn: AsyncConnection, skip_seqs: Sequence[int] = ()) -> int | None:
+    query = select(func.min(outbox.c.next_attempt_at))
+    if skip_seqs:
+        query = query.where(outbox.c.seq.not_in(list(skip_seqs)))
+    value = (await conn.execute(query)).scalar()
     return int(value) if value is not None else None
 
 
