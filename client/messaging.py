@@ -144,7 +144,9 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
     # Step 3.
     identity = opened.identity
     cards = [c.card for c in contacts]
-    sealed = seal(identity, cards, outgoing.kind, outgoing.body(), clock=opened.clock,
+    # Built once: for a 100,000-name list the body is 100,000 dicts (~70 ms).
+    body = outgoing.body()
+    sealed = seal(identity, cards, outgoing.kind, body, clock=opened.clock,
                   allow_classical=allow_classical)
     limit = info.limits.get("max_sealed_bytes")
     if limit is not None and len(sealed.data) > limit:
@@ -157,7 +159,7 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
     # Step 4.
     submitted = await client.submit(routing, sealed.data, upload=upload)
     # Step 5.
-    record = SentRecord(routing, sealed.message.id, outgoing.kind, outgoing.body(),
+    record = SentRecord(routing, sealed.message.id, outgoing.kind, body,
                         sealed.inner_digest, tuple((c.alias, c.card.id) for c in contacts),
                         (identity.card, *cards), submitted.accepted, now,
                         (submitted.accepted,))
