@@ -104,6 +104,9 @@ class Forwarder:
         #: Keys whose last attempt crashed (the database, not the peer, failed): not
         #: tried again before this loop time, so a persistent fault cannot spin.
         self._resting: dict[_Key, float] = {}
+        #: A scan left due rows for a running push to finish first.
+        self._deferred = False
+        self._stopped = False
 
     def wake(self) -> None:
         """Called after a commit that queued something: push now, not at the next poll."""
@@ -114,6 +117,8 @@ class Forwarder:
         what the transaction had in hand: it starts at once, without reading back the
         envelope, its statements and cards (nor scanning the outbox), if a slot is free;
         otherwise the next scan finds the row and still uses the prepared body."""
+        if self._stopped:
+            return  # shutting down: the row waits for the next start
         key = (ready.peer, ready.envelope_id, True)
         self._prepared[key] = ready
         self._prepared_bytes += len(ready.body)
@@ -142,8 +147,7 @@ class Forwarder:
             while True:
                 self._event.clear()
                 try:
-                    more = await self.dispatch()
-                    idle = 0.0 if more else await self._idle_time()
+                    idle = await self.dispatch()
                 except Exception as exc:  # keep the worker alive; the rows stay queued
                     log.warning("outbox scan failed", extra={"event": "federation.error",
                                                              "error": type(exc).__name__})
@@ -152,6 +156,7 @@ class Forwarder:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._event.wait(), idle)
         finally:
+            self._stopped = True
             running = [task for task, _ in self._running.values()]
             for task in running:
                 task.cancel()
@@ -165,11 +170,15 @@ class Forwarder:
             per_peer[peer] = per_peer.get(peer, 0) + 1
         return seqs, per_peer
 
-    async def dispatch(self) -> bool:
-        """Start pushes for what is due now. True when more rows may be startable at once
-        (the scan was full and started something)."""
+    async def dispatch(self) -> float:
+        """Start pushes for what is due now (one read: the due rows and when the next
+        falls due). Returns how long to sleep unless woken; 0 to scan again at once.
+        Rows left for a running push of the same key, or for a full peer, are
+        :attr:`_deferred`: the end of a push wakes the scan for them."""
+        poll = self.config.federation_poll_seconds
         if len(self._running) >= CONCURRENCY:
-            return False
+            self._deferred = True
+            return poll
         now = self._now()
         clock = asyncio.get_running_loop().time()
         self._resting = {k: t for k, t in self._resting.items() if t > clock}
@@ -178,6 +187,9 @@ class Forwarder:
             rows = await federation.due(conn, now, BATCH, skip_seqs=seqs,
                                         skip_peers=[p for p, n in per_peer.items()
                                                     if n >= PER_PEER])
+            later = await federation.next_due(conn, after=now)
+        if any(n >= PER_PEER for n in per_peer.values()):
+            self._deferred = True  # the full peers' rows were not even read
         groups: dict[_Key, list[OutboxRow]] = {}
         for row in rows:
             groups.setdefault((row.peer, row.envelope_id, row.statement_id is None),
@@ -185,30 +197,24 @@ class Forwarder:
         _, per_peer = self._in_flight()  # handoffs may have started pushes meanwhile
         started = False
         for key, group in groups.items():
-            if len(self._running) >= CONCURRENCY:
-                break
             peer = key[0]
-            if key in self._running or key in self._resting or \
-                    per_peer.get(peer, 0) >= PER_PEER:
-                continue  # the running push's end wakes us for what is left
+            if key in self._resting:
+                continue
+            if (len(self._running) >= CONCURRENCY or key in self._running
+                    or per_peer.get(peer, 0) >= PER_PEER):
+                self._deferred = True
+                continue
             per_peer[peer] = per_peer.get(peer, 0) + 1
             task = asyncio.create_task(self._attempt(key, group))
             self._running[key] = (task, [r.seq for r in group])
             started = True
-        return started and len(rows) == BATCH
-
-    async def _idle_time(self) -> float:
-        seqs, _ = self._in_flight()
-        async with self.db.read() as conn:
-            due = await federation.next_due(conn, seqs)
-        poll = self.config.federation_poll_seconds
+        if started and len(rows) == BATCH:
+            return 0.0
         if self._resting:
-            poll = min(poll, max(0.05, min(self._resting.values())
-                                 - asyncio.get_running_loop().time()))
-        if due is None:
-            return poll
-        # Rows due now and not started wait for a running push to end (which wakes us).
-        return poll if due <= self._now() else min(poll, due - self._now())
+            poll = min(poll, max(0.05, min(self._resting.values()) - clock))
+        if later is not None:
+            poll = min(poll, float(later - now))
+        return poll
 
     async def _attempt(self, key: _Key, rows: list[OutboxRow] | None) -> None:
         peer, envelope_id, forward = key
@@ -221,12 +227,15 @@ class Forwarder:
             raise
         except Exception as exc:  # the rows stay queued; this key rests a little
             self._resting[key] = asyncio.get_running_loop().time() + REST_SECONDS
+            self._event.set()  # the scan's timeout must cover the rest
             log.warning("push crashed", extra={"event": "federation.error", "peer": peer,
                                                "envelope": envelope_id,
                                                "error": type(exc).__name__})
         finally:
             del self._running[key]
-            self._event.set()
+            if self._deferred:
+                self._deferred = False
+                self._event.set()
 
     # --- forward -----------------------------------------------------------------------
 
@@ -333,6 +342,7 @@ class Forwarder:
         async with self.db.write() as conn:
             await federation.reschedule(conn, [r.seq for r in rows], next_attempt_at=when,
                                         error=error)
+        self._event.set()  # the scan's timeout must cover the new due time
         self.metrics.pushes.labels(kind, "retry").inc()
         log.info("push failed; will retry", extra={
             "event": "federation.retry", "kind": kind, "envelope": envelope_id,

@@ -236,10 +236,11 @@ async def forward_rows(conn: AsyncConnection, peer: str, envelope_id: str) -> li
     return [OutboxRow(**row._mapping) for row in rows]
 
 
-async def next_due(conn: AsyncConnection, skip_seqs: Sequence[int] = ()) -> int | None:
+async def next_due(conn: AsyncConnection, after: int | None = None) -> int | None:
+    """When the next row falls due (of those due later than ``after``, if given)."""
     query = select(func.min(outbox.c.next_attempt_at))
-    if skip_seqs:
-        query = query.where(outbox.c.seq.not_in(list(skip_seqs)))
+    if after is not None:
+        query = query.where(outbox.c.next_attempt_at > after)
     value = (await conn.execute(query)).scalar()
     return int(value) if value is not None else None
 
