@@ -11,6 +11,7 @@ Ids are base64url and may begin with "-": they are passed after "--".
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +23,14 @@ from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
-from keys.encoding import b64url_decode
+from client import messaging
+from client.commands.common import connected
+from client.negotiation import collect, known_keys, outgoing
+from client.profile import Profile
+from keys import dsse
+from keys.encoding import b64url_decode, json_dumps
 from keys.exported import verify_exported
+from keys.listref import DISCLOSURE_TYPE, SaltedList, make_disclosure
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +81,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield world
     finally:
         node.stop()
+
+
+def forge_disclosure(world: World, agreement_id: str, data: bytes) -> None:
+    """Kyiv discloses to the ICRC, under the digest of the list it hands over, other
+    bytes than that list (the digest then does not open)."""
+    opened = Profile(world.env.root / "ua").open(UA_PASSPHRASE)
+    found = collect(opened, messaging.local_messages(opened))
+    agreement = found.agreement(agreement_id, known_keys(opened))
+    genuine = agreement.terms.transfer_from(opened.identity.id).lists[0]
+    icrc = opened.contacts().for_sending("ICRC", now=opened.clock.now())
+    envelope = make_disclosure(opened.identity.signing_key, SaltedList(bytes(32), data, 1),
+                               to=icrc.card.id).envelope
+    payload = json.loads(envelope.payload)
+    payload.update(list=genuine.digest, entries=genuine.entries)
+    forged = dsse.sign(DISCLOSURE_TYPE, json_dumps(payload), opened.identity.signing_key)
+
+    async def send() -> None:
+        async with connected(opened) as client:
+            await messaging.send(opened, client, ["ICRC"], outgoing(
+                "disclosure", "forged", about=agreement_id, disclosures=[forged]))
+    asyncio.run(send())
 
 
 def _sslib_verified(exported: dict[str, Any], names: tuple[str, ...]) -> list[int]:
@@ -135,6 +163,14 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     assert disclosed["refused"] == [] and len(disclosed["lists"]) == 1
     assert [e["family_name"] for e in disclosed["lists"][0]["names"]] == [
         "Шевченко", "Коваленко", "Бондаренко", "Бондаренко"]
+
+    # A list that is not the agreed one, validly signed by Kyiv (sent from Kyiv's own
+    # profile, in-process, over the real node): the guarantor refuses it with the reason.
+    forge_disclosure(world, agreement_id, b'{"v":1,"entries":[{"family_name":"X"}]}')
+    refused = world.env.run("disclosed", "--", agreement_id, home="icrc",
+                            passphrase=ICRC_PASSPHRASE)
+    assert "does not match the digest in the proposal" in refused.error_line()
+    assert "matches the digest and count in the signed terms" in refused.out  # the genuine one
 
     # The handover, recorded by Moscow. Row 2 is ambiguous (two Andrii Bondarenkos, no
     # date of birth) and row 4 is on no list: refused until an officer settles them.
