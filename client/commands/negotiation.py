@@ -29,9 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,14 +44,12 @@ from keys.agreement import (
 from keys.card import Card
 from keys.clock import SYSTEM_CLOCK
 from keys.cosigning import SignatureStatus
-from keys.encoding import format_time, json_dumps, json_loads, parse_time
+from keys.encoding import format_time, json_loads, parse_time
 from keys.errors import BackchannelError
 from keys.exported import bundle_kind, export_agreement, export_handover, verify_exported
 from keys.handover import (
-    EntryRef,
     HandoverCheck,
     HandoverRecord,
-    Unlisted,
     check_handover,
     countersign_handover,
     handover_status,
@@ -61,10 +58,8 @@ from keys.handover import (
     sign_handover,
 )
 from keys.listref import (
-    SALT_BYTES,
     SaltedList,
     check_list,
-    entry_digest,
     make_disclosure,
     salt_list,
 )
@@ -75,7 +70,16 @@ from keys.thread import Thread, counter, reject
 from .. import messaging, ui
 from ..bodies import Outgoing
 from ..errors import BodyError, BundleInvalid, ClientError
-from ..namelist import Entry, NameList, encode_body, from_body, load_namelist
+from ..handover_draft import (
+    AgreedList,
+    Draft,
+    agreed_lists,
+    describe,
+    parse_settlements,
+    settle_lines,
+)
+from ..handover_draft import draft as make_draft
+from ..namelist import NameList, encode_body, from_body, load_namelist
 from ..negotiation import (
     KINDS,
     Collected,
@@ -92,7 +96,7 @@ from ..negotiation import (
     verify_thread_keys,
 )
 from ..profile import OpenProfile
-from ..reconcile import Reconciliation, agreed_position, locate, reconcile
+from ..reconcile import Reconciliation, reconcile
 from ..relay_client import RelayClient
 from .common import (
     SubParsers,
@@ -300,12 +304,6 @@ def _load(path: str) -> NameList:
         raise ClientError(f"{path}: {first}{more}") from None
 
 
-def _label(entry: Entry) -> str:
-    parts = [entry.family_name, entry.given_names, entry.patronymic]
-    text = " ".join(p for p in parts if p)
-    return f"{text} ({entry.date_of_birth})" if entry.date_of_birth else text
-
-
 def result_json(result: Reconciliation, left: NameList, right: NameList) -> dict[str, Any]:
     """The result with 1-based entry numbers (as ``namelist check`` counts lines of
     people) and the entries themselves, so the file stands on its own."""
@@ -344,15 +342,15 @@ def run_reconcile(args: argparse.Namespace) -> int:
     console = ui.out()
     console.print(f"Matched ({len(result.matched)}):", markup=False)
     for m in result.matched:
-        console.print(f"  A{m.left + 1} {_label(left.entries[m.left])}  =  "
-                      f"B{m.right + 1} {_label(right.entries[m.right])}  "
+        console.print(f"  A{m.left + 1} {describe(left.entries[m.left].to_dict())}  =  "
+                      f"B{m.right + 1} {describe(right.entries[m.right].to_dict())}  "
                       f"{m.confidence:.2f}  [{'; '.join(m.reasons)}]", markup=False)
     console.print(f"Ambiguous, for an officer to decide ({len(result.ambiguous)}):",
                   markup=False)
     for a in result.ambiguous:
-        console.print(f"  A{a.left + 1} {_label(left.entries[a.left])}", markup=False)
+        console.print(f"  A{a.left + 1} {describe(left.entries[a.left].to_dict())}", markup=False)
         for c in a.candidates:
-            console.print(f"      ? B{c.right + 1} {_label(right.entries[c.right])}  "
+            console.print(f"      ? B{c.right + 1} {describe(right.entries[c.right].to_dict())}  "
                           f"{c.confidence:.2f}  [{'; '.join(c.reasons)}]", markup=False)
     console.print(f"Only in {args.list_a} ({len(result.unmatched_left)}): "
                   + ", ".join(f"A{i + 1}" for i in result.unmatched_left), markup=False)
@@ -830,204 +828,47 @@ def verify_exported_file(args: argparse.Namespace, data: bytes, cards: Sequence[
 
 # --- handover record / sign / export -------------------------------------------------
 
-@dataclass(frozen=True)
-class AgreedList:
-    """An agreed list whose salt we hold (ours, or disclosed to us), with its entries."""
-
-    giver: str
-    category: str
-    digest: str
-    entries: list[dict[str, Any]]
-    #: Position of its first entry among all the entries the giver hands over.
-    offset: int
-
-
 def _agreed_lists(opened: OpenProfile, found: Collected, agreement: Agreement
                   ) -> list[AgreedList]:
     """Every agreed list, opened with the salt we hold. Raises :class:`ClientError`
     when one is neither ours nor disclosed to us."""
-    lists = []
-    for transfer in agreement.terms.transfers:
-        category = next((c for c in CATEGORIES if transfer.counts.get(c)), "pow")
-        offset = 0
-        for ref in transfer.lists:
-            salted = salted_list(opened, found, ref.digest, agreement.terms)
-            if salted is None:
-                raise ClientError(f"this profile holds neither the salt of the agreed list "
-                                  f"{ref.digest[:12]}… nor a disclosure of it: ask the "
-                                  "delegation that made it to record the handover, or to "
-                                  "disclose the list to you")
-            check_list(ref.digest, salted.salt, salted.data)
-            entries = [e.to_dict() for e in from_body(json_loads(
-                salted.data, max_bytes=len(salted.data), what="list")).entries]
-            if len(entries) != ref.entries:
-                raise ClientError(f"the agreed list {ref.digest[:12]}… has {len(entries)} "
-                                  f"entries, not the {ref.entries} agreed")
-            lists.append(AgreedList(transfer.giver, category, ref.digest, entries, offset))
-            offset += len(entries)
-    return lists
+    opened_lists: dict[str, list[dict[str, Any]]] = {}
+    for ref in (r for t in agreement.terms.transfers for r in t.lists):
+        salted = salted_list(opened, found, ref.digest, agreement.terms)
+        if salted is None:
+            raise ClientError(f"this profile holds neither the salt of the agreed list "
+                              f"{ref.digest[:12]}… nor a disclosure of it: ask the "
+                              "delegation that made it to record the handover, or to "
+                              "disclose the list to you")
+        check_list(ref.digest, salted.salt, salted.data)
+        entries = [e.to_dict() for e in from_body(json_loads(
+            salted.data, max_bytes=len(salted.data), what="list")).entries]
+        if len(entries) != ref.entries:
+            raise ClientError(f"the agreed list {ref.digest[:12]}… has {len(entries)} "
+                              f"entries, not the {ref.entries} agreed")
+        opened_lists[ref.digest] = entries
+    return agreed_lists(agreement.terms, opened_lists)
 
 
-@dataclass(frozen=True)
-class Settled:
-    """An officer's decision about one row of the transferred file."""
-
-    #: "entry" (an agreed list's entry), "unlisted" or "skip".
-    what: str
-    giver: str = ""
-    #: For "entry": 0-based position among the giver's entries; for "unlisted": -1.
-    position: int = -1
-    category: str = ""
-
-
-_SETTLE = re.compile(r"(\d+)=(?:(skip)|unlisted:([^:]+)(?::([a-z]+))?|([^:=]+):(\d+))")
-
-
-def parse_settlements(values: Sequence[str], rows: int, opened: OpenProfile,
-                      agreement: Agreement) -> dict[int, Settled]:
-    """``ROW=ALIAS:N``, ``ROW=unlisted:ALIAS[:CATEGORY]`` or ``ROW=skip`` (ROW and N
-    1-based; ALIAS a party's alias, ``me`` for us) to 0-based row -> decision."""
-    parties = {"me": opened.identity.id}
+def _party_aliases(opened: OpenProfile, agreement: Agreement) -> dict[str, str]:
+    """Party id -> the alias an officer types (``me`` for us)."""
     book = opened.contacts()
+    out = {}
     for party in agreement.terms.parties:
         contact = book.by_id(party)
-        if contact is not None:
-            parties[contact.alias.lower()] = party
-    decisions: dict[int, Settled] = {}
-    for value in values:
-        m = _SETTLE.fullmatch(value.strip())
-        if m is None:
-            raise ClientError(f"--settle {value[:40]!r}: expected ROW=ALIAS:N, "
-                              "ROW=unlisted:ALIAS[:CATEGORY] or ROW=skip")
-        row = int(m[1])
-        if not 1 <= row <= rows:
-            raise ClientError(f"--settle {value[:40]!r}: the file has rows 1 to {rows}")
-        if row - 1 in decisions:
-            raise ClientError(f"--settle: row {row} is settled twice")
-        alias = m[3] or m[5]
-        giver = parties.get(alias.lower()) if alias else None
-        if alias and giver is None:
-            raise ClientError(f"--settle {value[:40]!r}: {alias} is not a party of the "
-                              "agreement (use a party's alias, or 'me')")
-        if m[2]:
-            decisions[row - 1] = Settled("skip")
-        elif m[3]:
-            assert giver is not None
-            category = m[4] or next((c for c in CATEGORIES if agreement.terms.transfer_from(
-                giver).counts.get(c)), "pow")
-            if category not in CATEGORIES:
-                raise ClientError(f"--settle {value[:40]!r}: the category is one of "
-                                  f"{', '.join(CATEGORIES)}")
-            decisions[row - 1] = Settled("unlisted", giver, -1, category)
-        else:
-            assert giver is not None
-            decisions[row - 1] = Settled("entry", giver, int(m[6]) - 1)
-    return decisions
+        if party == opened.identity.id:
+            out[party] = "me"
+        elif contact is not None:
+            out[party] = contact.alias
+    return out
 
 
 def _settle_lines(path: str) -> list[str]:
     try:
-        text = read_input(path, max_bytes=1024 * 1024, what="settlements").decode()
+        return settle_lines(read_input(path, max_bytes=1024 * 1024,
+                                       what="settlements").decode())
     except UnicodeDecodeError:
         raise ClientError(f"{path} is not UTF-8 text") from None
-    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
-    return [line for line in lines if line]
-
-
-@dataclass
-class Draft:
-    """Where each row of the transferred file goes, before anything is signed."""
-
-    delivered: dict[str, list[EntryRef]]
-    unlisted: dict[str, list[Unlisted]]
-    #: One line per row, for the officer's screen (names included: never sent).
-    placements: list[str]
-    #: (digest, salt, entry bytes) of the unlisted persons, kept once the record is sent.
-    entry_salts: list[tuple[str, bytes, bytes]]
-
-
-def _draft_refs(opened: OpenProfile, lists: Sequence[AgreedList],
-                transferred: NameList, decisions: Mapping[int, Settled]) -> Draft:
-    """Every row of ``transferred`` as an entry reference or an unlisted person: the
-    officer's decision where there is one, else reconcile's confident match. Raises
-    :class:`ClientError` naming every row still unsettled and its candidates."""
-    names = _names(opened)
-    entries = [e.to_dict() for e in transferred.entries]
-    located = locate(entries, [(x.digest, x.entries) for x in lists])
-    by_digest = {x.digest: x for x in lists}
-    per_giver: dict[str, list[AgreedList]] = {}
-    for x in lists:
-        per_giver.setdefault(x.giver, []).append(x)
-
-    def alias(giver: str) -> str:
-        return "me" if giver == opened.identity.id else names.get(giver, giver)
-
-    def position_label(digest: str, index: int) -> str:
-        x = by_digest[digest]
-        return f"{alias(x.giver)}:{x.offset + index + 1}"
-
-    draft = Draft({}, {}, [], [])
-    open_rows: list[str] = []
-    ambiguous = {a.left: a for a in located.ambiguous}
-
-    def deliver(row: int, x: AgreedList, index: int, how: str) -> None:
-        draft.delivered.setdefault(x.giver, []).append(EntryRef(x.digest, index, x.category))
-        draft.placements.append(
-            f"  row {row + 1} {namelist_entries([entries[row]])[0]} -> "
-            f"{position_label(x.digest, index)} {namelist_entries([x.entries[index]])[0]} "
-            f"({how})")
-
-    for row, entry in enumerate(entries):
-        decision = decisions.get(row)
-        if decision is not None:
-            if decision.what == "skip":
-                draft.placements.append(f"  row {row + 1} {namelist_entries([entry])[0]}: "
-                                        "skipped (settled)")
-                continue
-            if decision.what == "unlisted":
-                salt = secrets.token_bytes(SALT_BYTES)
-                data = json_dumps(entry)
-                digest = entry_digest(salt, data)
-                draft.entry_salts.append((digest, salt, data))
-                draft.unlisted.setdefault(decision.giver, []).append(
-                    Unlisted(digest, decision.category))
-                draft.placements.append(
-                    f"  row {row + 1} {namelist_entries([entry])[0]}: handed over by "
-                    f"{alias(decision.giver)} without being listed ({decision.category}, "
-                    "settled)")
-                continue
-            offset = decision.position
-            for x in per_giver.get(decision.giver, []):
-                if offset < len(x.entries):
-                    deliver(row, x, offset, "settled")
-                    break
-                offset -= len(x.entries)
-            else:
-                count = sum(len(x.entries) for x in per_giver.get(decision.giver, []))
-                raise ClientError(f"--settle row {row + 1}: {alias(decision.giver)} hands "
-                                  f"over {count} listed persons; there is no entry "
-                                  f"{decision.position + 1}")
-            continue
-        if row in located.found:
-            digest, index, confidence = located.found[row]
-            deliver(row, by_digest[digest], index, f"{confidence:.2f}")
-        elif row in ambiguous:
-            flat = [(y.digest, y.entries) for y in lists]
-            candidates = ", ".join(
-                f"{position_label(*agreed_position(flat, c.right))} {c.confidence:.2f}"
-                for c in ambiguous[row].candidates[:3])
-            open_rows.append(f"row {row + 1} ambiguous ({candidates})")
-        else:
-            open_rows.append(f"row {row + 1} on no agreed list")
-    if open_rows:
-        raise ClientError(f"{len(open_rows)} of {len(entries)} persons are not settled: "
-                          + "; ".join(open_rows[:10]) + ("; …" if len(open_rows) > 10 else "")
-                          + ". Settle each with --settle ROW=ALIAS:N, "
-                          "ROW=unlisted:ALIAS[:CATEGORY] or ROW=skip (backchannel reconcile "
-                          "shows the candidates)")
-    for refs in draft.delivered.values():
-        refs.sort(key=lambda r: (r.list, r.index))
-    return draft
 
 
 def run_handover_record(args: argparse.Namespace) -> int:
@@ -1044,9 +885,13 @@ def run_handover_record(args: argparse.Namespace) -> int:
             found = _collect(opened)
             keys = known_keys(opened)
             agreement = found.agreement(args.agreement, keys)
-            decisions = parse_settlements(settle, len(transferred), opened, agreement)
+            aliases = _party_aliases(opened, agreement)
+            decisions = parse_settlements(settle, len(transferred),
+                                          {a.lower(): i for i, a in aliases.items()},
+                                          agreement.terms)
             lists = _agreed_lists(opened, found, agreement)
-            draft = _draft_refs(opened, lists, transferred, decisions)
+            draft = make_draft(lists, [e.to_dict() for e in transferred.entries], decisions,
+                               aliases)
             record = make_handover(opened.identity.signing_key, agreement, place=args.place,
                                    at=at, delivered=draft.delivered, unlisted=draft.unlisted,
                                    witnesses=witnesses, notes=args.notes, clock=opened.clock)
@@ -1236,20 +1081,10 @@ def run_disclosed(args: argparse.Namespace) -> int:
                   f"{names.get(item['receiver'], item['receiver'])}), disclosed by "
                   f"{names.get(item['from'], item['from'])}: {item['entries']} entries, "
                   "matches the digest and count in the signed terms")
-            for number, entry in enumerate(namelist_entries(item["names"]), start=1):
-                print(f"  {number}. {entry}")
+            for number, entry in enumerate(item["names"], start=1):
+                print(f"  {number}. {describe(entry)}")
         if not shown and not refused:
             print("No list of this agreement has been disclosed to you.")
     if refused:
         raise ListMismatch(refused[0])
     return 0
-
-
-def namelist_entries(entries: Sequence[Mapping[str, Any]]) -> list[str]:
-    parts = ("family_name", "given_names", "patronymic")
-    out = []
-    for entry in entries:
-        text = " ".join(str(entry[p]) for p in parts if entry.get(p))
-        dob = entry.get("date_of_birth")
-        out.append(f"{text} ({dob})" if dob else text)
-    return out
