@@ -75,11 +75,16 @@ class Proof:
 
 def record(tx: Tx, proof: Proof) -> None:
     """Step 4, inside a group-commit job: raises :class:`errors.Forbidden` for a
-    revoked member, :class:`errors.Replay` for a nonce already recorded."""
-    if proof.member is not None and members.status_of(tx, proof.keyid) != members.ACTIVE:
-        proof.member.revoked = True
-        raise errors.Forbidden("this membership has been revoked")
-    if not nonces.record(tx, proof.keyid, proof.nonce, proof.expires):
+    revoked member, :class:`errors.Replay` for a nonce already recorded. Writes
+    nothing unless it returns (so a job may call it without a savepoint)."""
+    if proof.member is None:
+        fresh = nonces.record(tx, proof.keyid, proof.nonce, proof.expires)
+    else:
+        fresh = nonces.record_if_active(tx, proof.keyid, proof.nonce, proof.expires)
+        if not fresh and members.status_of(tx, proof.keyid) != members.ACTIVE:
+            proof.member.revoked = True
+            raise errors.Forbidden("this membership has been revoked")
+    if not fresh:
         raise errors.Replay("this signed request was already received")
 
 
@@ -183,7 +188,7 @@ class Authenticator:
     async def member(self, parts: SignedParts) -> Caller:
         """Authenticate a member's request (steps 1-4 of the module docstring)."""
         caller, proof = await self.verify_member(parts)
-        await self.db.run(lambda tx: record(tx, proof))
+        await self.db.run(lambda tx: record(tx, proof), savepoint=False)
         return caller
 
     async def peer(self, parts: SignedParts) -> Peer:
@@ -222,4 +227,4 @@ class Authenticator:
 
     async def remember(self, signed: httpsig.SignedRequest) -> None:
         proof = self._proof(signed)
-        await self.db.run(lambda tx: record(tx, proof))
+        await self.db.run(lambda tx: record(tx, proof), savepoint=False)

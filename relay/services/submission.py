@@ -136,7 +136,9 @@ class Submission:
             except IntegrityError:
                 return _RACE
 
-        outcome = await self.db.run(job)
+        # No savepoint around the whole job: record() writes only when it succeeds,
+        # and the envelope's work has a savepoint of its own.
+        outcome = await self.db.run(job, savepoint=False)
         if isinstance(outcome, errors.RelayError):
             raise outcome
         notices: list[Notice] = []
@@ -183,9 +185,14 @@ class Submission:
                               signer=self.node.id, recipient=None, at=now, body=receipt)
         notices: list[Notice] = []
         if relayed is None:
-            cursors = mailbox.add_deliveries(tx, routing.id, routing.to)
-            notices = [Notice(member, cursor, routing.id) for member, cursor in cursors]
-            _pg_notify(tx, notices)
+            def deliver(tx: Tx) -> None:
+                # At the end of the batch: on PostgreSQL the cursor lock is then held
+                # from the batch's first delivery to its commit only.
+                cursors = mailbox.add_deliveries(tx, routing.id, routing.to)
+                notices.extend(Notice(member, cursor, routing.id) for member, cursor in cursors)
+                _pg_notify(tx, notices)
+
+            tx.later(deliver)
         else:
             mailbox.add_statement(
                 tx, id=relayed.id, envelope_id=routing.id, kind="relayed",

@@ -19,8 +19,10 @@ asyncio lock as a batch, so the node's writers queue in FIFO order instead of
 sleeping in SQLite's busy handler; other processes (the CLI) still meet
 ``busy_timeout``.
 
-PostgreSQL: a batch runs on one pooled connection through ``run_sync``; each
-process has its own writer, and several processes commit concurrently.
+PostgreSQL: a batch runs on one pooled connection through ``run_sync``; up to
+:data:`PG_BATCHES_IN_FLIGHT` batches per process are in flight at once, and several
+processes commit concurrently. Work that holds a lock until the commit (the inbox
+cursor's advisory lock) is deferred to the end of its batch (:meth:`Tx.later`).
 
 See docs/decisions/0010-group-commit.md.
 """
@@ -41,6 +43,8 @@ T = TypeVar("T")
 
 #: Jobs per transaction at most; a longer queue is committed in several batches.
 MAX_BATCH: Final = 512
+#: PostgreSQL batches committing at once in one process (SQLite: one).
+PG_BATCHES_IN_FLIGHT: Final = 4
 
 
 class IntegrityError(Exception):
@@ -61,6 +65,9 @@ class Tx:
         self._cursor = raw.cursor()
         self._sql: dict[str, str] = {}
         self._depth = 0
+        self._later: list[Callable[[Tx], None]] = []
+        #: Names of transaction-scoped locks already taken in this batch.
+        self.held: set[str] = set()
 
     def _translate(self, sql: str) -> str:
         if not self.postgres:
@@ -87,15 +94,30 @@ class Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(self.execute(sql, params).fetchall())
 
+    def later(self, work: Callable[[Tx], None]) -> None:
+        """Run ``work`` after every job of the batch, just before the commit (dropped if
+        the savepoint around this call is rolled back). For the work that holds a lock
+        until the commit (the inbox-cursor lock on PostgreSQL): the lock is then taken
+        once per batch and held for the shortest time. If ``work`` raises, the whole
+        batch fails."""
+        self._later.append(work)
+
+    def _finish(self) -> None:
+        later, self._later = self._later, []
+        for work in later:
+            work(self)
+
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         """Work that is undone alone if it raises; the exception propagates."""
         self._depth += 1
         name = f"sp{self._depth}"
+        mark = len(self._later)
         self._cursor.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
+            del self._later[mark:]
             self._cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
             self._cursor.execute(f"RELEASE SAVEPOINT {name}")
             raise
@@ -106,21 +128,43 @@ class Tx:
 
 
 Job = Callable[[Tx], Any]
+
+
+class _Bare:
+    """A job run without a savepoint of its own (see :meth:`Committer.submit`)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __call__(self, tx: Tx) -> Any:
+        return self.job(tx)
+
+
 _Entry = tuple[Job, "asyncio.Future[Any]"]
 #: ``(True, value)`` or ``(False, exception)`` per job.
 _Outcome = tuple[bool, Any]
 
 
 def _run_jobs(tx: Tx, jobs: Sequence[Job]) -> list[_Outcome]:
+    tx._later = []
+    tx.held = set()
     outcomes: list[_Outcome] = []
     for job in jobs:
+        mark = len(tx._later)
         try:
-            with tx.savepoint():
+            if isinstance(job, _Bare):
                 value = job(tx)
+            else:
+                with tx.savepoint():
+                    value = job(tx)
         except Exception as exc:
+            del tx._later[mark:]
             outcomes.append((False, exc))
         else:
             outcomes.append((True, value))
+    tx._finish()
     return outcomes
 
 
@@ -198,13 +242,20 @@ class Committer:
         self._queue: list[_Entry] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         #: Counters, for tests and benchmarks: committed batches and jobs.
         self.batches = 0
         self.jobs = 0
 
-    def submit(self, job: Job) -> asyncio.Future[Any]:
+    def submit(self, job: Job, *, savepoint: bool = True) -> asyncio.Future[Any]:
         """Queue ``job``; the future resolves after the commit holding its work.
-        Jobs queued before the writer wakes share one transaction."""
+        Jobs queued before the writer wakes share one transaction.
+
+        ``savepoint=False`` saves two statements (a round trip each on PostgreSQL) for a
+        job that needs no savepoint of its own: one that writes nothing before it may
+        raise, and guards its later work with :meth:`Tx.savepoint` itself."""
+        if not savepoint:
+            job = _Bare(job)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
@@ -215,20 +266,30 @@ class Committer:
         self._wake.set()
         return future
 
-    async def run(self, job: Callable[[Tx], T]) -> T:
-        result: T = await self.submit(job)
+    async def run(self, job: Callable[[Tx], T], *, savepoint: bool = True) -> T:
+        result: T = await self.submit(job, savepoint=savepoint)
         return result
 
     async def _serve(self) -> None:
         assert self._wake is not None
         wake = self._wake
+        # SQLite has one writer; on PostgreSQL a batch mostly waits for round trips,
+        # so a few batches are in flight at once (each on its own connection).
+        slots = asyncio.Semaphore(1 if self._sqlite is not None else PG_BATCHES_IN_FLIGHT)
         while True:
             await wake.wait()
             wake.clear()
             while self._queue:
+                await slots.acquire()
                 batch = self._queue[:MAX_BATCH]
                 del self._queue[:MAX_BATCH]
-                await self._commit(batch)
+                if not batch:
+                    slots.release()
+                    break
+                task = asyncio.create_task(self._commit(batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+                task.add_done_callback(lambda _t: slots.release())
 
     async def _commit(self, batch: list[_Entry]) -> None:
         jobs = [job for job, _ in batch]
@@ -273,6 +334,10 @@ class Committer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for task in tuple(self._running):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for _, future in self._queue:
             if not future.done():
                 future.set_exception(CommitFailed("the node is shutting down"))

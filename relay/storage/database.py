@@ -131,10 +131,11 @@ class Database:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
 
-    async def run(self, job: Callable[[Tx], T]) -> T:
+    async def run(self, job: Callable[[Tx], T], *, savepoint: bool = True) -> T:
         """Run ``job`` in the next group commit; returns (or raises) what it did, once
-        its work is committed. A job that raises has none of its work stored."""
-        return await self.committer.run(job)
+        its work is committed. A job that raises has none of its work stored (unless
+        ``savepoint=False``: see relay.storage.committer.Committer.submit)."""
+        return await self.committer.run(job, savepoint=savepoint)
 
     async def migrate(self) -> None:
         """Apply every pending Alembic migration. Safe to run from several processes

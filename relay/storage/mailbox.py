@@ -235,8 +235,9 @@ def add_deliveries(tx: Tx, envelope_id: str, recipients: Sequence[str]
                    ) -> list[tuple[str, int]]:
     """:func:`insert_deliveries` inside a job (same cursor-order guarantee: the
     advisory lock on PostgreSQL, the single writer on SQLite)."""
-    if tx.postgres:
+    if tx.postgres and "cursor" not in tx.held:
         tx.execute("SELECT pg_advisory_xact_lock(?)", (_PG_CURSOR_LOCK,)).fetchall()
+        tx.held.add("cursor")
     out = []
     for recipient in recipients:
         row = tx.one("INSERT INTO deliveries (envelope_id, recipient) VALUES (?, ?) "

@@ -30,6 +30,15 @@ def record(tx: Tx, keyid: str, nonce: str, expires_at: int) -> bool:
         "ON CONFLICT DO NOTHING", (keyid, nonce, expires_at)).rowcount == 1)
 
 
+def record_if_active(tx: Tx, keyid: str, nonce: str, expires_at: int) -> bool:
+    """:func:`record`, only if ``keyid`` is an active member: one statement for the
+    usual case; False for a replay *or* a member no longer active."""
+    return bool(tx.execute(
+        "INSERT INTO nonces (keyid, nonce, expires_at) SELECT ?, ?, ? WHERE EXISTS "
+        "(SELECT 1 FROM members WHERE id = ? AND status = 'active') "
+        "ON CONFLICT DO NOTHING", (keyid, nonce, expires_at, keyid)).rowcount == 1)
+
+
 async def purge(conn: AsyncConnection, now: int) -> int:
     result = await conn.execute(delete(nonces).where(nonces.c.expires_at < now))
     return result.rowcount

@@ -185,3 +185,37 @@ async def test_every_queued_job_is_committed(database_url: str, jobs: int):
         assert len(await _nonces(db)) == jobs
     finally:
         await db.dispose()
+
+
+async def test_work_deferred_to_the_end_of_a_batch(database_url: str):
+    """Tx.later: run after every job (in job order), dropped with a failed job's
+    savepoint, and failing the whole batch when it fails."""
+    db = await _migrated(database_url)
+    try:
+        def deferring(nonce: str, *, then_fail: bool = False) -> object:
+            def job(tx: Tx) -> str:
+                tx.later(lambda tx: nonces.record(tx, "later", nonce, 2**40) and None)
+                if then_fail:
+                    raise ValueError("refused")
+                return nonce
+            return job
+
+        outcomes = await asyncio.gather(
+            db.committer.submit(deferring("a")),
+            db.committer.submit(deferring("b", then_fail=True)),
+            db.committer.submit(deferring("c")), return_exceptions=True)
+        assert outcomes[0] == "a" and outcomes[2] == "c"
+        assert isinstance(outcomes[1], ValueError)
+        assert await _nonces(db) == {"a", "c"}
+
+        def failing_later(tx: Tx) -> str:
+            tx.later(lambda tx: tx.execute("INSERT INTO nowhere VALUES (1)") and None)
+            return "done"
+
+        outcomes = await asyncio.gather(db.committer.submit(_remember("d")),
+                                        db.committer.submit(failing_later),
+                                        return_exceptions=True)
+        assert all(isinstance(o, CommitFailed) for o in outcomes), outcomes
+        assert await _nonces(db) == {"a", "c"}
+    finally:
+        await db.dispose()
