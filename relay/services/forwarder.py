@@ -44,6 +44,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from keys import dsse
 from keys.clock import SYSTEM_CLOCK, Clock, Random, system_random
 from keys.encoding import json_dumps
@@ -79,6 +81,11 @@ _FORWARD_KINDS: Final = ("accepted", "relayed")
 
 def _raw(data: bytes) -> Any:
     return json.loads(data)
+
+
+def _pick(cards: dict[str, bytes], signers: Sequence[str]) -> list[bytes]:
+    """The cards of ``signers``, each once, in order of first appearance."""
+    return [cards[i] for i in dict.fromkeys(signers) if i in cards]
 
 
 _Key = tuple[str, str, bool]
@@ -271,6 +278,8 @@ class Forwarder:
             sealed = await mailbox.get_sealed(conn, envelope_id) if meta else None
             peer = await federation.get_peer(conn, peer_id)
             carried = await federation.statements_of_kinds(conn, envelope_id, _FORWARD_KINDS)
+            known = await self._card_map(conn, [meta.sender, *(s for s, _ in carried)]
+                                         ) if meta else {}
         if meta is None or (sealed is None and meta.expires_at > now):
             # Gone, or already handed on by a concurrent push: nothing left to do.
             async with self.db.write() as conn:
@@ -293,7 +302,8 @@ class Forwarder:
         # statements of later hops may already have come back to us).
         forward = [(signer, body) for signer, body in carried
                    if signer not in hops or hops.index(signer) <= here]
-        body = await self._envelope_body(routing, sealed, forward)
+        cards = _pick(known, [routing.sender, *(signer for signer, _ in forward)])
+        body = forward_body(routing, sealed, (b for _, b in forward), cards)
         outcome = await self.client.post(peer.url, ENVELOPES_PATH, body)
         await self._decide(outcome, rows, meta.expires_at, meta.back_to, routing, peer_id)
 
@@ -316,19 +326,13 @@ class Forwarder:
                                 f"the next hop refused the envelope ({outcome.error})",
                                 "refused")
 
-    async def _envelope_body(self, routing: Routing, sealed: bytes,
-                             carried: Sequence[tuple[str, bytes]]) -> bytes:
-        signers = [routing.sender, *(signer for signer, _ in carried)]
-        cards = await self._cards(signers)
-        return forward_body(routing, sealed, (body for _, body in carried), cards)
-
-    async def _cards(self, signers: Sequence[str]) -> list[bytes]:
-        wanted = list(dict.fromkeys(signers))
-        async with self.db.read() as conn:
-            found = await federation.card_bodies(conn, [i for i in wanted
-                                                        if i != self.node.id])
+    async def _card_map(self, conn: AsyncConnection, signers: Sequence[str]
+                        ) -> dict[str, bytes]:
+        """Cards of ``signers`` known here (members, peers, cards met), and ours."""
+        found = await federation.card_bodies(conn, [i for i in dict.fromkeys(signers)
+                                                    if i != self.node.id])
         found[self.node.id] = self.node.card.to_json()
-        return [found[i] for i in wanted if i in found]
+        return found
 
     async def _retry(self, rows: list[OutboxRow], error: str, deadline: int | None,
                      kind: str, envelope_id: str, peer_id: str) -> None:
@@ -374,6 +378,7 @@ class Forwarder:
             found = await federation.statements_by_id(
                 conn, [r.statement_id for r in pending if r.statement_id])
             peer = await federation.get_peer(conn, peer_id)
+            known = await self._card_map(conn, [signer for signer, _ in found.values()])
         if not pending:
             return
         seqs = [r.seq for r in pending]
@@ -387,7 +392,7 @@ class Forwarder:
             await self._retry(pending, "not-a-peer-here", None, "statements", envelope_id,
                               peer_id)
             return
-        cards = await self._cards([signer for signer, _ in present])
+        cards = _pick(known, [signer for signer, _ in present])
         body = json_dumps({"envelope": envelope_id,
                            "statements": [_raw(b) for _, b in present],
                            "cards": [_raw(c) for c in cards]})
