@@ -39,6 +39,8 @@ from typing import Any, Final, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..errors import NodeError
+
 T = TypeVar("T")
 
 #: Jobs per transaction at most; a longer queue is committed in several batches.
@@ -51,8 +53,9 @@ class IntegrityError(Exception):
     """A job broke a constraint (on either backend); its savepoint was rolled back."""
 
 
-class CommitFailed(Exception):
-    """The batch's transaction could not be begun or committed: nothing of it is stored."""
+class CommitFailed(NodeError):
+    """The batch's transaction could not be begun or committed: nothing of it is stored
+    (answered 500, logged as a node error without details)."""
 
 
 class Tx:
