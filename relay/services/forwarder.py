@@ -72,6 +72,8 @@ BATCH: Final = 200
 #: connections and never answers holds at most this many until the timeout).
 CONCURRENCY: Final = 16
 PER_PEER: Final = 4
+#: How long statements due for a (peer, envelope) wait for company before their push.
+COALESCE_SECONDS: Final = 0.05
 #: Prepared forward pushes kept for the worker at most (sealed bytes included).
 PREPARED_BYTES: Final = 16 * 1024 * 1024
 #: After a push crashed on our side (e.g. the database), its rows wait this long.
@@ -111,6 +113,8 @@ class Forwarder:
         #: Keys whose last attempt crashed (the database, not the peer, failed): not
         #: tried again before this loop time, so a persistent fault cannot spin.
         self._resting: dict[_Key, float] = {}
+        #: Statement keys seen due and held back (:data:`COALESCE_SECONDS`), since when.
+        self._seen: dict[_Key, float] = {}
         #: A scan left due rows for a running push to finish first.
         self._deferred = False
         self._stopped = False
@@ -203,20 +207,34 @@ class Forwarder:
                               []).append(row)
         _, per_peer = self._in_flight()  # handoffs may have started pushes meanwhile
         started = False
+        seen = self._seen
+        self._seen = {}
+        hold = 0.0
         for key, group in groups.items():
             peer = key[0]
             if key in self._resting:
                 continue
+            if not key[2]:
+                # Statements travel back after a short wait, so that those following
+                # close behind (the next hop's relayed, a delivered) go in the same
+                # push, and the forward path keeps the CPU meanwhile.
+                first = self._seen[key] = seen.get(key, clock)
+                if clock - first < COALESCE_SECONDS:
+                    hold = max(hold, COALESCE_SECONDS - (clock - first))
+                    continue
             if (len(self._running) >= CONCURRENCY or key in self._running
                     or per_peer.get(peer, 0) >= PER_PEER):
                 self._deferred = True
                 continue
+            self._seen.pop(key, None)
             per_peer[peer] = per_peer.get(peer, 0) + 1
             task = asyncio.create_task(self._attempt(key, group))
             self._running[key] = (task, [r.seq for r in group])
             started = True
         if started and len(rows) == BATCH:
             return 0.0
+        if hold:
+            poll = min(poll, hold)
         if self._resting:
             poll = min(poll, max(0.05, min(self._resting.values()) - clock))
         if later is not None:
