@@ -52,7 +52,7 @@ class Membership:
             raise errors.ConfigError("the node has no url in relay.toml; invitations carry it")
         now = self.clock.now()
         secret = self.random(SECRET_BYTES)
-        invitation_id = b64url_encode(self.random(9))
+        invitation_id = _invitation_id(self.random)
         invitation = Invitation(self.url, self.node_card.id, self.node_card.fingerprint,
                                 secret, role, now + lifetime)
         async with self.db.write() as conn:
@@ -82,3 +82,13 @@ class Membership:
         if row is not None:
             raise errors.Conflict(f"member {ident} is already revoked")
         raise errors.NotFound(f"no active member or pending invitation has id {ident}")
+
+
+def _invitation_id(random: Random) -> str:
+    """72 random bits in base64url, never beginning with ``-``: operators type these
+    ids on command lines, where a leading ``-`` reads as an option (1 draw in 64)."""
+    while True:
+        candidate = b64url_encode(random(9))
+        if not candidate.startswith("-"):
+            return candidate
+

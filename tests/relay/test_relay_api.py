@@ -25,6 +25,7 @@ from keys.identity import Identity
 from keys.seal import open_sealed
 from keys.statements import load_statement, make_statement, verify_statement
 from relay.invitations import encode_invitation, parse_invitation
+from relay.services.membership import Membership
 
 
 def now() -> int:
@@ -587,3 +588,17 @@ async def test_concurrent_duplicate_submissions_store_once(node: RunningNode):
     assert len({str(r.body["receipt"]) for r in replies}) == 1
     counts = await node.counts()
     assert (counts["envelopes"], counts["deliveries"], counts["statements"]) == (1, 1, 1)
+
+
+async def test_invitation_ids_never_begin_with_a_dash(node: RunningNode):
+    # b64url maps 0xF8..0xFB in the first byte to '-': an id an operator could not
+    # pass to `relay revoke` without `--`. Such draws are drawn again.
+    draws = iter([b"\xf8" + bytes(8), b"\xfb" + bytes(8), b"\x00" * 9])
+
+    def random(n: int) -> bytes:
+        return next(draws) if n == 9 else secrets.token_bytes(n)
+
+    membership = Membership(node.db, node.identity.card, node.config.url, random=random)
+    issued = await membership.invite("label", "delegation", timedelta(days=1))
+    assert issued.id == "AAAAAAAAAAAA"
+    assert [row.id for row in await membership.invitations()] == ["AAAAAAAAAAAA"]
