@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from . import dsse
@@ -91,11 +91,25 @@ def make_statement(kind: str, envelope: str, signer: SigningKey, *, clock: Clock
         raise ValueError(f"unknown statement kind {kind!r}")
     if set(extra) != set(KINDS[kind]):
         raise ValueError(f"a {kind} statement needs exactly: {', '.join(KINDS[kind])}")
+    # The checks parse_statement makes on the fields, with its errors, without parsing
+    # back the JSON just written (a node signs a statement per submission).
+    given = {"envelope": envelope, "by": signer.id, **extra}
+    expect_str(given, "envelope", what="statement", max_len=43, min_len=43)
+    b64url_decode(envelope, max_bytes=32, exact=32, field="statement.envelope")
+    expect_str(given, "by", what="statement", max_len=64, min_len=1)
+    for name in KINDS[kind]:
+        limit = MAX_REASON if name == "reason" else 64
+        expect_str(given, name, what="statement", max_len=limit, min_len=1)
+        if name in _DIGEST_FIELDS:
+            b64url_decode(given[name], max_bytes=32, exact=32, field=f"statement.{name}")
+    # Whole seconds, as format_time writes and parse_time reads back.
+    at = clock.now().astimezone(UTC).replace(microsecond=0)
     body: dict[str, Any] = {"v": 1, "type": kind, "envelope": envelope, "by": signer.id,
-                            "at": format_time(clock.now())}
+                            "at": format_time(at)}
     body.update(extra)
     signed = dsse.sign(STATEMENT_TYPE, json_dumps(body), signer)
-    return parse_statement(signed)
+    return Statement(statement_id(signed), kind, envelope, signer.id, at,
+                     {name: extra[name] for name in KINDS[kind]}, signed)
 
 
 def parse_statement(signed: dsse.Envelope) -> Statement:
