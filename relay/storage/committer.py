@@ -71,6 +71,10 @@ class Tx:
         self._later: list[Callable[[Tx], None]] = []
         #: Names of transaction-scoped locks already taken in this batch.
         self.held: set[str] = set()
+        #: Set when a statement failed outside every savepoint (or a rollback to one
+        #: failed): PostgreSQL has then aborted the whole transaction, and its COMMIT
+        #: would silently roll back, so the batch must fail as a whole.
+        self.broken = False
 
     def _translate(self, sql: str) -> str:
         if not self.postgres:
@@ -88,7 +92,11 @@ class Tx:
         try:
             cursor.execute(self._translate(sql), tuple(params))
         except self._integrity as exc:
+            self.broken = self.broken or self._depth == 0
             raise IntegrityError(type(exc).__name__) from None
+        except BaseException:
+            self.broken = self.broken or self._depth == 0
+            raise
         return cursor
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -121,8 +129,14 @@ class Tx:
             yield
         except BaseException:
             del self._later[mark:]
-            self._cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+            try:
+                self._cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+            except BaseException:
+                # The transaction is in an unknown state (SQLite may have rolled it
+                # back whole after an I/O error): nothing of this batch may commit.
+                self.broken = True
+                raise
             raise
         else:
             self._cursor.execute(f"RELEASE SAVEPOINT {name}")
@@ -153,6 +167,7 @@ _Outcome = tuple[bool, Any]
 def _run_jobs(tx: Tx, jobs: Sequence[Job]) -> list[_Outcome]:
     tx._later = []
     tx.held = set()
+    tx.broken = False
     outcomes: list[_Outcome] = []
     for job in jobs:
         mark = len(tx._later)
@@ -163,6 +178,9 @@ def _run_jobs(tx: Tx, jobs: Sequence[Job]) -> list[_Outcome]:
                 with tx.savepoint():
                     value = job(tx)
         except Exception as exc:
+            if tx.broken:
+                raise CommitFailed(f"a job broke the transaction ({type(exc).__name__})"
+                                   ) from exc
             del tx._later[mark:]
             outcomes.append((False, exc))
         else:

@@ -219,3 +219,26 @@ async def test_work_deferred_to_the_end_of_a_batch(database_url: str):
         assert await _nonces(db) == {"a", "c"}
     finally:
         await db.dispose()
+
+
+async def test_a_statement_failing_outside_a_savepoint_fails_the_whole_batch(database_url: str):
+    """A job queued with savepoint=False whose statement fails: on PostgreSQL the whole
+    transaction is then aborted and its COMMIT silently rolls back, so no job of the
+    batch may be answered as committed."""
+    db = await _migrated(database_url)
+    try:
+        def bad_statement(tx: Tx) -> None:
+            tx.execute("SELECT no_such_column FROM nonces")
+
+        futures = [db.committer.submit(_remember("a")),
+                   db.committer.submit(bad_statement, savepoint=False),
+                   db.committer.submit(_remember("b"))]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        stored = await _nonces(db)
+        for nonce, outcome in (("a", outcomes[0]), ("b", outcomes[2])):
+            assert outcome is True and nonce in stored or isinstance(outcome, CommitFailed), \
+                (outcomes, stored)
+        assert isinstance(outcomes[1], Exception)
+        assert await db.run(_remember("c")) is True
+    finally:
+        await db.dispose()
