@@ -236,7 +236,7 @@ async def test_a_statement_failing_outside_a_savepoint_fails_the_whole_batch(dat
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         stored = await _nonces(db)
         for nonce, outcome in (("a", outcomes[0]), ("b", outcomes[2])):
-            assert outcome is True and nonce in stored or isinstance(outcome, CommitFailed), \
+            assert (outcome is True and nonce in stored) or isinstance(outcome, CommitFailed), \
                 (outcomes, stored)
         assert isinstance(outcomes[1], Exception)
         assert await db.run(_remember("c")) is True
