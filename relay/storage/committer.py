@@ -124,11 +124,16 @@ class Tx:
         self._depth += 1
         name = f"sp{self._depth}"
         mark = len(self._later)
+        # Locks taken inside are released by a rollback to the savepoint (PostgreSQL
+        # does so for transaction-level advisory locks too): forget them as well, or a
+        # later job would skip taking the inbox-cursor lock it no longer holds.
+        held = set(self.held)
         self._cursor.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             del self._later[mark:]
+            self.held = held
             try:
                 self._cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
                 self._cursor.execute(f"RELEASE SAVEPOINT {name}")

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from keys.encoding import b64url_encode
 from keys.identity import Identity
 from relay.app import create_app
-from relay.storage import nonces
+from relay.storage import mailbox, nonces
 from relay.storage.committer import CommitFailed, IntegrityError, Tx
 from relay.storage.database import Database
 
@@ -240,5 +240,32 @@ async def test_a_statement_failing_outside_a_savepoint_fails_the_whole_batch(dat
                 (outcomes, stored)
         assert isinstance(outcomes[1], Exception)
         assert await db.run(_remember("c")) is True
+    finally:
+        await db.dispose()
+
+
+async def test_a_lock_taken_in_a_rolled_back_savepoint_is_taken_again(database_url: str):
+    """PostgreSQL releases the inbox-cursor lock taken inside a savepoint that is rolled
+    back: the next job of the batch that inserts deliveries must take it again, or
+    cursors could become visible out of order."""
+    db = await _migrated(database_url)
+    try:
+        def takes_the_lock_then_fails(tx: Tx) -> None:
+            mailbox.add_deliveries(tx, "no-envelope", [])
+            raise ValueError("refused after taking the lock")
+
+        def takes_the_lock(tx: Tx) -> bool:
+            mailbox.add_deliveries(tx, "no-envelope", [])
+            if not tx.postgres:
+                return True  # SQLite: the single writer orders the cursors
+            row = tx.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                         "AND pid = pg_backend_pid() AND granted")
+            return bool(row[0] == 1)
+
+        futures = [db.committer.submit(takes_the_lock_then_fails),
+                   db.committer.submit(takes_the_lock)]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(outcomes[0], ValueError)
+        assert outcomes[1] is True
     finally:
         await db.dispose()
