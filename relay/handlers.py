@@ -18,7 +18,7 @@ from .inputs import int_query, parse_json_object, read_body, require_json_type, 
 from .logs import note
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import openapi_document
-from .services.auth import Caller
+from .services.auth import Caller, Proof
 
 API_VERSION = 1
 
@@ -175,15 +175,28 @@ def _federation_limit(max_sealed: int) -> int:
 STATEMENTS_LIMIT = 1024 * 1024
 
 
+async def _peer_doc(request: web.Request, proof: Proof, body: bytes, limit: int,
+                    required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
+    """A peer's JSON document; a malformed one still records the request's nonce
+    (which answers a replay or an unpinned peer first)."""
+    try:
+        return parse_json_object(body, limit=limit, required=required, optional=optional)
+    except errors.RelayError:
+        await request.app[appkeys.FEDERATION].settle(proof)
+        raise
+
+
 async def federation_envelope(request: web.Request) -> web.Response:
     app = request.app
     limit = _federation_limit(app[appkeys.CONFIG].max_sealed_bytes)
     body = await _json_body(request, limit)
-    peer = await app[appkeys.AUTH].peer(signed_parts(request, body, app[appkeys.CONFIG].url))
+    # The nonce is recorded in the accepting transaction (one commit per push).
+    peer, proof = await app[appkeys.AUTH].verify_peer(
+        signed_parts(request, body, app[appkeys.CONFIG].url))
     note(member=peer.id)
-    doc = parse_json_object(body, limit=limit, required=("envelope", "sealed"),
-                            optional=("statements", "cards"))
-    received = await app[appkeys.FEDERATION].accept_envelope(peer, doc)
+    doc = await _peer_doc(request, proof, body, limit, ("envelope", "sealed"),
+                          ("statements", "cards"))
+    received = await app[appkeys.FEDERATION].accept_envelope(peer, proof, doc)
     note(envelope=received.id)
     if received.created:
         app[appkeys.METRICS].federation_received.labels("envelope").inc()
@@ -194,11 +207,12 @@ async def federation_envelope(request: web.Request) -> web.Response:
 async def federation_statements(request: web.Request) -> web.Response:
     app = request.app
     body = await _json_body(request, STATEMENTS_LIMIT)
-    peer = await app[appkeys.AUTH].peer(signed_parts(request, body, app[appkeys.CONFIG].url))
+    peer, proof = await app[appkeys.AUTH].verify_peer(
+        signed_parts(request, body, app[appkeys.CONFIG].url))
     note(member=peer.id)
-    doc = parse_json_object(body, limit=STATEMENTS_LIMIT, required=("envelope", "statements"),
-                            optional=("cards",))
-    stored = await app[appkeys.FEDERATION].accept_statements(peer, doc)
+    doc = await _peer_doc(request, proof, body, STATEMENTS_LIMIT, ("envelope", "statements"),
+                          ("cards",))
+    stored = await app[appkeys.FEDERATION].accept_statements(peer, proof, doc)
     if isinstance(doc["envelope"], str):
         note(envelope=doc["envelope"][:43])
     app[appkeys.METRICS].federation_received.labels("statements").inc(stored)

@@ -16,6 +16,14 @@ For a member's request, in order:
    across processes sharing PostgreSQL. A submission records the nonce in its own
    job (relay.services.submission), so one commit covers both; other requests use
    :meth:`Authenticator.member`, whose job does this step alone.
+
+A peer node's request (:meth:`Authenticator.verify_peer`) is verified the same way
+with the key of a pinned peer (cached like members' keys: a node id derives from its
+key); a key this node has not pinned is refused (403 ``not-a-peer``). In the job that
+accepts the push, transactionally: refuse a peer no longer pinned (403, the database
+being the authority), then record the nonce (401 ``replay``). A push refused before
+its job still records its nonce, in a job of its own (relay.services.federation), so
+a replay is answered ``replay`` whatever the first answer was.
 """
 
 from __future__ import annotations
@@ -62,6 +70,18 @@ class _Known:
     revoked: bool = False
 
 
+@dataclass
+class _KnownPeer:
+    peer: Peer
+    #: Set once a transaction found the peer no longer pinned (the entry is then
+    #: dropped and the database asked again).
+    removed: bool = False
+
+
+NOT_A_PEER: Final = ("this node does not peer with the signing key; its operator pins "
+                     "peers with `backchannel relay peers add`")
+
+
 @dataclass(frozen=True)
 class Proof:
     """A verified request whose nonce is still to be recorded, in the request's job."""
@@ -71,13 +91,21 @@ class Proof:
     expires: int
     #: The member's cache entry, for a member's request (checked for revocation).
     member: _Known | None = None
+    #: The peer's cache entry, for a peer node's request (checked for being pinned).
+    peer: _KnownPeer | None = None
 
 
 def record(tx: Tx, proof: Proof) -> None:
     """Step 4, inside a group-commit job: raises :class:`errors.Forbidden` for a
-    revoked member, :class:`errors.Replay` for a nonce already recorded. Writes
-    nothing unless it returns (so a job may call it without a savepoint)."""
-    if proof.member is None:
+    revoked member, :class:`errors.NotAPeer` for a peer no longer pinned,
+    :class:`errors.Replay` for a nonce already recorded. Writes nothing unless it
+    returns (so a job may call it without a savepoint)."""
+    if proof.peer is not None:
+        fresh = nonces.record_if_peer(tx, proof.keyid, proof.nonce, proof.expires)
+        if not fresh and not federation.is_pinned(tx, proof.keyid):
+            proof.peer.removed = True
+            raise errors.NotAPeer(NOT_A_PEER)
+    elif proof.member is None:
         fresh = nonces.record(tx, proof.keyid, proof.nonce, proof.expires)
     else:
         fresh = nonces.record_if_active(tx, proof.keyid, proof.nonce, proof.expires)
@@ -122,6 +150,7 @@ class Authenticator:
         self.window = window
         self.clock = clock
         self._known: dict[str, _Known] = {}
+        self._peers: dict[str, _KnownPeer] = {}
 
     def _verify(self, parts: SignedParts, resolve_key: Callable[[str], VerifyKey | None]
                 ) -> httpsig.SignedRequest:
@@ -191,20 +220,50 @@ class Authenticator:
         await self.db.run(lambda tx: record(tx, proof), savepoint=False)
         return caller
 
-    async def peer(self, parts: SignedParts) -> Peer:
-        """Authenticate a node-to-node request: signed (as a member's is) by the key of
-        a pinned peer node. Peers are not rate-limited: each is one operator's node,
-        pinned on purpose, and carries many members' traffic."""
+    def _cached_peer_key(self, keyid: str) -> VerifyKey | None:
+        known = self._peers.get(keyid)
+        if known is None or known.removed:
+            raise _KeyNeeded(keyid)
+        return known.peer.key
+
+    async def verify_peer(self, parts: SignedParts) -> tuple[Peer, Proof]:
+        """A node-to-node request: signed (as a member's is) by the key of a pinned
+        peer node. Whether the peer is still pinned, and the nonce, are left to the
+        caller's job (:func:`record` with the returned proof). Peers are not
+        rate-limited: each is one operator's node, pinned on purpose, and carries
+        many members' traffic."""
+        try:
+            signed = self._verify(parts, self._cached_peer_key)
+            return self._peer_proof(signed, self._peers[signed.keyid])
+        except _KeyNeeded:
+            pass
+        except errors.Unauthorized:
+            # A refusal with a cached key: asked again below, so the answer is the
+            # one the database gives (a peer removed meanwhile is "not a peer").
+            pass
         keyid = self.keyid_of(parts)
+        self._peers.pop(keyid, None)
         async with self.db.read() as conn:
             row = await federation.get_peer(conn, keyid)
         if row is None:
-            raise errors.NotAPeer("this node does not peer with the signing key; its "
-                                  "operator pins peers with `backchannel relay peers add`")
-        key = VerifyKey(row.signing_key)
-        signed = self._verify(parts, {row.id: key}.get)
-        await self.remember(signed)
-        return Peer(row.id, key)
+            raise errors.NotAPeer(NOT_A_PEER)
+        known = _KnownPeer(Peer(row.id, VerifyKey(row.signing_key)))
+        signed = self._verify(parts, {row.id: known.peer.key}.get)
+        if len(self._peers) >= MAX_CACHED_KEYS:
+            del self._peers[next(iter(self._peers))]
+        self._peers[keyid] = known
+        return self._peer_proof(signed, known)
+
+    def _peer_proof(self, signed: httpsig.SignedRequest, known: _KnownPeer
+                    ) -> tuple[Peer, Proof]:
+        return known.peer, Proof(signed.keyid, signed.nonce,
+                                 signed.created + self.window + 1, peer=known)
+
+    async def peer(self, parts: SignedParts) -> Peer:
+        """:meth:`verify_peer` with the nonce recorded in a job of its own."""
+        peer, proof = await self.verify_peer(parts)
+        await self.settle(proof)
+        return peer
 
     async def newcomer(self, parts: SignedParts, key: VerifyKey) -> None:
         """Proof of possession for registration: the request is signed by ``key``."""
@@ -226,5 +285,9 @@ class Authenticator:
         return Proof(signed.keyid, signed.nonce, signed.created + self.window + 1, member)
 
     async def remember(self, signed: httpsig.SignedRequest) -> None:
-        proof = self._proof(signed)
+        await self.settle(self._proof(signed))
+
+    async def settle(self, proof: Proof) -> None:
+        """Step 4 in a job of its own (for a request whose work has no job, or was
+        refused before it)."""
         await self.db.run(lambda tx: record(tx, proof), savepoint=False)

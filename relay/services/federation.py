@@ -2,8 +2,9 @@
 
 An envelope pushed by peer P to this node N (``POST /v1/federation/envelopes``):
 
-1. P is a pinned peer and signed the request (the handler, through
-   :meth:`Authenticator.peer`).
+1. P signed the request with a pinned peer's key (the handler, through
+   :meth:`Authenticator.verify_peer`); that P is still pinned and the request's nonce
+   are checked in step 8's transaction (relay.services.auth.record).
 2. Parse the envelope and the sealed bytes (size-limited).
 3. N is on the route after the origin and P is the hop just before N
    (:func:`relay.rules.check_transit`).
@@ -17,8 +18,10 @@ An envelope pushed by peer P to this node N (``POST /v1/federation/envelopes``):
 7. At the destination every recipient is an active member; elsewhere, N peers with
    the next hop.
 8. One transaction (a job of the node's group commit, relay.storage.committer):
-   the envelope (with P as the hop statements go back to), the carried statements
-   and cards; at the destination one delivery per recipient; elsewhere N's
+   P is still pinned and the nonce is new (recorded even if what follows is
+   refused, as for a member's submission); then, in a savepoint, the envelope (with
+   P as the hop statements go back to), the carried statements and cards; at the
+   destination one delivery per recipient; elsewhere N's
    *relayed* statement, a push of the envelope to the next hop and a push of the
    *relayed* statement back to P. After the commit the forward push is handed to
    the outbox worker ready to send (:class:`Handoff`).
@@ -31,7 +34,10 @@ job) the new ones are stored, an intermediary countersigns each new *opened*
 statement, and all that is new goes on back towards the origin. Statements already
 stored are skipped, so a retried push stores nothing twice.
 
-Any refusal happens before the transaction: nothing is half-stored.
+Any refusal happens before the transaction or inside its savepoint: nothing is
+half-stored. A push refused before its transaction, or answered from what is stored
+(step 4), records its nonce in a job of its own, which answers first that P is no
+longer pinned or that the request is a replay: one commit per push either way.
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ from ..storage import federation, mailbox, members
 from ..storage.committer import IntegrityError as JobIntegrityError
 from ..storage.committer import Tx
 from ..storage.database import Database
-from .auth import Peer
+from .auth import Peer, Proof, record
 from .mailbox import parse_statement
 from .submission import parse_submission
 
@@ -73,12 +79,28 @@ MAX_BACK: Final = 128
 MAX_CARDS: Final = 64
 _ID_LEN: Final = 43
 _NODE_KINDS: Final = frozenset({"accepted", "relayed", "delivered", "countersigned", "failed"})
+#: A job's outcome when a concurrent push of the same envelope or statements won.
+_RACE: Final = "race"
 
 
 @dataclass(frozen=True)
 class Received:
     id: str
     created: bool
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Step 4's answer: the envelope is stored already (its nonce still to record)."""
+
+    id: str
+
+
+class _Refused(Exception):
+    """A refusal inside the accepting job, after the request's nonce was recorded."""
+
+    def __init__(self, problem: errors.RelayError) -> None:
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -189,7 +211,28 @@ class Federation:
 
     # --- envelopes going forward -------------------------------------------------------
 
-    async def accept_envelope(self, peer: Peer, doc: Mapping[str, Any]) -> Received:
+    async def settle(self, proof: Proof) -> None:
+        """The request's nonce in a job of its own (a push with no job of its own)."""
+        await self.db.run(lambda tx: record(tx, proof), savepoint=False)
+
+    async def accept_envelope(self, peer: Peer, proof: Proof, doc: Mapping[str, Any]
+                              ) -> Received:
+        """Steps 2-8; ``proof``: the request's nonce (relay.services.auth), recorded in
+        step 8's transaction."""
+        try:
+            outcome = await self._accept_envelope(peer, proof, doc)
+        except _Refused as refused:
+            raise refused.problem from None  # refused in the job: the nonce is recorded
+        except errors.RelayError:
+            await self.settle(proof)  # a replay or an unpinned peer is answered as such
+            raise
+        if isinstance(outcome, _Stored):
+            await self.settle(proof)
+            return Received(outcome.id, False)
+        return outcome
+
+    async def _accept_envelope(self, peer: Peer, proof: Proof, doc: Mapping[str, Any]
+                               ) -> Received | _Stored:
         # Step 2.
         routing, sealed, header = parse_submission(doc["envelope"], doc["sealed"],
                                                    max_sealed=self.max_sealed)
@@ -208,7 +251,7 @@ class Federation:
         async with self.db.read() as conn:
             # Step 4.
             if await mailbox.get_envelope(conn, routing.id) is not None:
-                return Received(routing.id, False)
+                return _Stored(routing.id)
             if refusal is not None:
                 raise refusal
             cards = await self._cards_for(conn, [routing.sender, *(s.by for s in carried)],
@@ -247,12 +290,9 @@ class Federation:
         keep = card_payload(c for i, c in cards.items()
                             if i != self.node.id and (i == routing.sender
                                                       or any(s.by == i for s in carried)))
-        try:
-            notices = await self._store(routing, sealed, peer, carried, keep, relayed,
-                                        int(now.timestamp()))
-        except (IntegrityError, JobIntegrityError):
-            notices = None  # a concurrent push of the same envelope won
-        if notices is None:
+        notices = await self._store(routing, sealed, peer, proof, carried, keep, relayed,
+                                    int(now.timestamp()))
+        if notices is None:  # stored already, or a concurrent push of it won
             return Received(routing.id, False)
         self.announcer.after_commit(notices)
         if relayed is not None and next_peer is not None and self.handoff is not None:
@@ -277,14 +317,25 @@ class Federation:
                             (cards[i].to_json() for i in signers if i in cards))
         return Handoff(peer, routing.id, url, body, int(routing.expires.timestamp()))
 
-    async def _store(self, routing: Routing, sealed: bytes, peer: Peer,
+    async def _store(self, routing: Routing, sealed: bytes, peer: Peer, proof: Proof,
                      carried: list[Statement], cards: dict[str, bytes],
                      relayed: Statement | None, now: int) -> list[Notice] | None:
         """Step 8 as one job of the node's group commit (relay.storage.committer);
-        None when the envelope was already stored."""
+        None when the envelope was already stored. Raises :class:`_Refused` for a
+        refusal after the nonce was recorded."""
         carried = list({s.id: s for s in carried}.values())
 
-        def job(tx: Tx) -> list[Notice] | None:
+        def job(tx: Tx) -> list[Notice] | errors.RelayError | None:
+            record(tx, proof)
+            try:
+                with tx.savepoint():
+                    return store(tx)
+            except errors.RelayError as exc:
+                return exc  # refused: the nonce stays recorded
+            except JobIntegrityError:
+                return None  # a concurrent push of the same envelope won
+
+        def store(tx: Tx) -> list[Notice] | None:
             # The envelope id covers the content id: one lookup answers both "stored
             # already?" and "this content under another envelope?".
             holder = mailbox.content_holder(tx, routing.content)
@@ -311,11 +362,30 @@ class Federation:
             federation.push_later(tx, peer.id, routing.id, [relayed.id], now)
             return []
 
-        return await self.db.run(job)
+        # No savepoint around the whole job: record() writes only when it succeeds,
+        # and the envelope's work has a savepoint of its own.
+        try:
+            outcome = await self.db.run(job, savepoint=False)
+        except IntegrityError:
+            return None  # a concurrent push of the same envelope won
+        if isinstance(outcome, errors.RelayError):
+            raise _Refused(outcome)
+        return outcome
 
     # --- statements coming back --------------------------------------------------------
 
-    async def accept_statements(self, peer: Peer, doc: Mapping[str, Any]) -> int:
+    async def accept_statements(self, peer: Peer, proof: Proof, doc: Mapping[str, Any]
+                                ) -> int:
+        """``proof``: the request's nonce (relay.services.auth), recorded in the
+        transaction that stores the statements."""
+        try:
+            return await self._accept_statements(peer, proof, doc)
+        except errors.RelayError:
+            await self.settle(proof)  # a replay or an unpinned peer is answered as such
+            raise
+
+    async def _accept_statements(self, peer: Peer, proof: Proof, doc: Mapping[str, Any]
+                                 ) -> int:
         envelope_id = doc["envelope"]
         if not isinstance(envelope_id, str) or len(envelope_id) != _ID_LEN:
             raise errors.BadRequest("envelope must be an envelope id")
@@ -352,7 +422,15 @@ class Federation:
                     for s in statements if intermediary and s.kind == "opened"}
         back_to = meta.back_to
 
-        def job(tx: Tx) -> list[Statement]:
+        def job(tx: Tx) -> list[Statement] | str:
+            record(tx, proof)
+            try:
+                with tx.savepoint():
+                    return store(tx)
+            except JobIntegrityError:
+                return _RACE  # a concurrent push of the same statements won
+
+        def store(tx: Tx) -> list[Statement]:
             known = federation.stored_ids(tx, [s.id for s in statements])
             new = list({s.id: s for s in statements if s.id not in known}.values())
             new += [counters[s.id] for s in new if s.id in counters]
@@ -363,9 +441,13 @@ class Federation:
             return new
 
         try:
-            new = await self.db.run(job)
-        except (IntegrityError, JobIntegrityError):
+            # No savepoint around the whole job: record() writes only when it
+            # succeeds, and the statements' work has a savepoint of its own.
+            new = await self.db.run(job, savepoint=False)
+        except IntegrityError:
             return 0  # a concurrent push of the same statements won
+        if isinstance(new, str):
+            return 0
         if new and back_to is not None:
             self.wake()
         return len(new)

@@ -43,6 +43,11 @@ async def get_peer(conn: AsyncConnection, peer_id: str) -> PeerRow | None:
     return PeerRow(**row._mapping) if row is not None else None
 
 
+def is_pinned(tx: Tx, peer_id: str) -> bool:
+    """Inside a group-commit job: ``peer_id`` is a pinned peer."""
+    return tx.one("SELECT 1 FROM peers WHERE id = ?", (peer_id,)) is not None
+
+
 async def list_peers(conn: AsyncConnection) -> list[PeerRow]:
     rows = await conn.execute(select(peers).order_by(peers.c.added_at, peers.c.id))
     return [PeerRow(**row._mapping) for row in rows]

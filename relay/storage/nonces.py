@@ -39,6 +39,15 @@ def record_if_active(tx: Tx, keyid: str, nonce: str, expires_at: int) -> bool:
         "ON CONFLICT DO NOTHING", (keyid, nonce, expires_at, keyid)).rowcount == 1)
 
 
+def record_if_peer(tx: Tx, keyid: str, nonce: str, expires_at: int) -> bool:
+    """:func:`record`, only if ``keyid`` is a pinned peer node: False for a replay
+    *or* a peer no longer pinned."""
+    return bool(tx.execute(
+        "INSERT INTO nonces (keyid, nonce, expires_at) SELECT ?, ?, ? WHERE EXISTS "
+        "(SELECT 1 FROM peers WHERE id = ?) "
+        "ON CONFLICT DO NOTHING", (keyid, nonce, expires_at, keyid)).rowcount == 1)
+
+
 async def purge(conn: AsyncConnection, now: int) -> int:
     result = await conn.execute(delete(nonces).where(nonces.c.expires_at < now))
     return result.rowcount

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from federation_support import (
     as_node,
     chain,
@@ -25,7 +26,7 @@ from federation_support import (
     statement_kinds,
     wake,
 )
-from relay_support import RunningNode
+from relay_support import Member, RunningNode
 
 from keys import dsse
 from keys.clock import FixedClock
@@ -34,10 +35,13 @@ from keys.envelope import parse_routing
 from keys.identity import Identity
 from keys.seal import SealedHeader
 from keys.statements import STATEMENT_TYPE, make_statement, parse_statement
+from relay.app import create_app
 from relay.backoff import next_attempt, retry_delay, uniform
 from relay.config import load_config
 from relay.errors import ConfigError, StatementInvalid, Unroutable
 from relay.rules import check_carried, check_transit
+from relay.services.peering import Peering
+from relay.storage.database import Database
 
 ROUTE_KINDS = ["accepted", "relayed", "relayed", "relayed", "delivered", "opened",
                "countersigned", "countersigned"]
@@ -554,3 +558,114 @@ async def test_recipients_may_look_up_a_remote_sender_others_may_not(tmp_path: P
     finally:
         for node in nodes:
             await node.stop()
+
+
+# --- peer nonces and pinning, inside the accepting transaction ----------------------------
+
+async def _restarted(stopped: RunningNode) -> RunningNode:
+    """The same node (identity, configuration, database) started again, on a new port."""
+    app = create_app(stopped.config, node=stopped.identity, database_url=stopped.database_url)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return RunningNode(stopped.identity, stopped.config, stopped.database_url,
+                       f"http://127.0.0.1:{runner.addresses[0][1]}", runner,
+                       Database.open(stopped.database_url), signed_url=stopped.config.url)
+
+
+async def test_a_peers_replayed_pushes_are_refused_after_a_restart(tmp_path: Path, four_urls):
+    """A peer's nonce is committed with the push it came with, also when the push was
+    refused (inside the transaction or before it): a replay to the restarted node is
+    refused as a replay without being processed."""
+    kyiv, ist = await chain(tmp_path, ["Kyiv", "Istanbul"],
+                            urls=four_urls[:2] if four_urls else None)
+    sent = []
+    try:
+        ua, ru = await kyiv.join("UA"), await ist.join("RU")
+        stranger = Member(Identity.create("Nobody", "delegation"), ua.client)
+        from_kyiv = await as_node(kyiv, ist)
+        good, good_sealed = routed(ua, [ru], [kyiv, ist])
+        lost, lost_sealed = routed(ua, [stranger], [kyiv, ist], text="to nobody here")
+        bad, _ = routed(ua, [ru], [kyiv, ist], text="sent with the wrong bytes")
+        for doc, status in ((push_doc(good, good_sealed, cards=[ua.card]), 201),
+                            (push_doc(lost, lost_sealed, cards=[ua.card]), 404),
+                            (push_doc(bad, lost_sealed, cards=[ua.card]), 400)):
+            data = json.dumps(doc).encode()
+            headers = from_kyiv.signed_headers("POST", "/v1/federation/envelopes", data)
+            reply = await from_kyiv.send("POST", "/v1/federation/envelopes", body=data,
+                                         headers=headers)
+            assert reply.status == status, reply.body
+            sent.append((data, headers))
+        data = json.dumps({"envelope": good.id, "statements": []}).encode()
+        headers = from_kyiv.signed_headers("POST", "/v1/federation/statements", data)
+        # Statements about an envelope come back only from the next hop: refused.
+        (await from_kyiv.send("POST", "/v1/federation/statements", body=data,
+                              headers=headers)).problem(403, "forbidden")
+        statements = (data, headers)
+        counts = await ist.counts()
+    finally:
+        await ist.stop()
+    second = await _restarted(ist)
+    try:
+        client = await as_node(kyiv, second)
+        for data, headers in sent:
+            (await client.send("POST", "/v1/federation/envelopes", body=data,
+                               headers=headers)).problem(401, "replay")
+        data, headers = statements
+        (await client.send("POST", "/v1/federation/statements", body=data,
+                           headers=headers)).problem(401, "replay")
+        assert await second.counts() == counts
+        # Signed afresh, the push refused inside the transaction is processed again.
+        (await client.call("POST", "/v1/federation/envelopes",
+                           push_doc(lost, lost_sealed, cards=[ua.card]))).problem(404, "not-found")
+    finally:
+        await second.stop()
+        await kyiv.stop()
+
+
+async def test_a_push_from_a_peer_removed_meanwhile_is_refused_and_stores_nothing(
+        tmp_path: Path, four_urls):
+    """The peer's key is cached by the node (node ids derive from keys), but whether it
+    is still pinned is decided in the transaction that would store the push."""
+    kyiv, ist = await chain(tmp_path, ["Kyiv", "Istanbul"],
+                            urls=four_urls[:2] if four_urls else None)
+    try:
+        ua, ru = await kyiv.join("UA"), await ist.join("RU")
+        from_kyiv = await as_node(kyiv, ist)
+        first, first_sealed = routed(ua, [ru], [kyiv, ist])
+        assert (await from_kyiv.call("POST", "/v1/federation/envelopes",
+                                     push_doc(first, first_sealed, cards=[ua.card]))
+                ).status == 201  # Kyiv's key is now known to Istanbul
+        # Istanbul's operator removes Kyiv (`relay peers remove`, another process).
+        operator = Database.open(ist.database_url)
+        try:
+            await Peering(operator, ist.id).remove(kyiv.id)
+        finally:
+            await operator.dispose()
+        before = await ist.counts()
+        later, later_sealed = routed(ua, [ru], [kyiv, ist], text="after the removal")
+        data = json.dumps(push_doc(later, later_sealed, cards=[ua.card])).encode()
+        headers = from_kyiv.signed_headers("POST", "/v1/federation/envelopes", data)
+        reply = await from_kyiv.send("POST", "/v1/federation/envelopes", body=data,
+                                     headers=headers)
+        reply.problem(403, "not-a-peer")
+        assert "does not peer with the signing key" in reply.body["detail"]
+        (await from_kyiv.call("POST", "/v1/federation/statements",
+                              {"envelope": first.id, "statements": []})
+         ).problem(403, "not-a-peer")
+        # A refused push of an envelope already stored, and a malformed one.
+        (await from_kyiv.call("POST", "/v1/federation/envelopes",
+                              push_doc(first, first_sealed, cards=[ua.card]))
+         ).problem(403, "not-a-peer")
+        (await from_kyiv.call("POST", "/v1/federation/envelopes", {"envelope": 1})
+         ).problem(403, "not-a-peer")
+        assert await ist.counts() == before  # not even the nonces
+        # Pinned again, the very same signed push is accepted: the refusal wrote nothing.
+        await pin(ist, kyiv)
+        reply = await from_kyiv.send("POST", "/v1/federation/envelopes", body=data,
+                                     headers=headers)
+        assert reply.status == 201, reply.body
+    finally:
+        await ist.stop()
+        await kyiv.stop()
