@@ -1016,6 +1016,11 @@ def run_disclose(args: argparse.Namespace) -> int:
                 raise ClientError("only a party of the agreement discloses its lists")
             if recipient.card.id == me:
                 raise ClientError("you hold your own lists: disclose them to someone else")
+            if recipient.card.id not in (*terms.guarantors, terms.other_party(me)):
+                # Names go to the other delegation and, on request, a guarantor of
+                # these terms: never to a contact picked by a mistyped --to.
+                raise ClientError(f"{args.to} is neither a guarantor nor the other party "
+                                  "of these terms: lists are disclosed to them only")
             transfer = (terms.transfer_from(me) if args.list == "give"
                         else terms.transfer_from(terms.other_party(me)))
             lists = []

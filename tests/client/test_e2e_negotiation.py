@@ -285,3 +285,13 @@ def test_counter_then_reject(world: World, tmp_path: Path) -> None:
     again = env.run("counter", "--place", "Sumy", "--", second, home="ru",
                     passphrase=RU_PASSPHRASE)
     assert "closed" in again.error_line()
+
+    # A list is disclosed to the other party or a guarantor of the terms only: the
+    # ICRC, no guarantor of this proposal, is refused before anything is sent.
+    unguaranteed = json.loads(env.ua(
+        "propose", "--to", "RU", "--give", str(give), "--receive", str(receive),
+        "--place", "Sumy", "--window", "2030-12-01/2030-12-03", "--json").out)["id"]
+    stray = env.run("disclose", "--agreement", unguaranteed, "--list", "give", "--to", "ICRC",
+                    home="ua", passphrase=UA_PASSPHRASE)
+    assert "neither a guarantor nor the other party" in stray.error_line()
+    assert "Шевченко" not in stray.out + stray.err
