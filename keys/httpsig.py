@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -150,8 +151,74 @@ def _signature_base(components: list[str], params: dict[str, Any], method: str, 
 def _serialise_member(inner: list[tuple[str, dict[str, Any]]], params: dict[str, Any]) -> str:
     # Serialise a one-member dictionary and strip the label: that is exactly the
     # inner-list serialisation RFC 9421 uses for @signature-params.
+    fast = _serialise_simple(inner, params)
+    if fast is not None:
+        return fast
     text: str = http_sf.ser({"x": (inner, params)})
     return text[2:]
+
+
+# --- Fast paths for the exact header shapes our clients send -----------------------
+#
+# http_sf is pure Python and a good share of a submission's CPU. The expressions
+# below match only a strict subset of RFC 8941 (one dictionary member, no spaces
+# around it, strings without escapes, non-negative integers without leading zeros,
+# canonical padded base64, no duplicate parameters) on which they yield exactly what
+# http_sf yields; anything else goes to http_sf, so both accept and refuse the same
+# inputs (tests/keys/test_httpsig_fastpath.py checks it).
+
+_KEY = r"[a-z][a-z0-9_\-.*]*"
+_STR = r'[ !#-\[\]-~]*'
+_INT = r"0|[1-9][0-9]{0,14}"
+_INPUT_RE = re.compile(rf'({_KEY})=\(("{_STR}"(?: "{_STR}")*)\)((?:;{_KEY}=(?:{_INT}|"{_STR}"))*)')
+_ITEM_RE = re.compile(rf'"({_STR})"')
+_PARAM_RE = re.compile(rf';({_KEY})=(?:({_INT})|"({_STR})")')
+_BYTES_RE = re.compile(rf"({_KEY})=:([A-Za-z0-9+/]+={{0,2}}):")
+_KEY_RE = re.compile(_KEY)
+_STR_RE = re.compile(_STR)
+
+
+def _parse_simple(value: str) -> dict[str, Any] | None:
+    """``http_sf.parse(value, tltype="dictionary")`` for the shapes above, else None."""
+    match = _BYTES_RE.fullmatch(value)
+    if match is not None:
+        content = match[2]
+        if len(content) % 4:
+            return None
+        # A multiple of 4 with at most two "=" after data: http_sf's re-padding gives
+        # back the same text, which it decodes exactly so.
+        return {match[1]: (base64.b64decode(content, validate=True), {})}
+    match = _INPUT_RE.fullmatch(value)
+    if match is None:
+        return None
+    params: dict[str, Any] = {}
+    for key, number, text in _PARAM_RE.findall(match[3]):
+        if key in params:
+            return None  # the last one wins in RFC 8941: left to http_sf
+        params[key] = int(number) if number else text
+    items: list[tuple[str, dict[str, Any]]] = [(item, {}) for item in _ITEM_RE.findall(match[2])]
+    return {match[1]: (items, params)}
+
+
+def _serialise_simple(inner: list[tuple[str, dict[str, Any]]], params: dict[str, Any]
+                      ) -> str | None:
+    """``_serialise_member`` for plain strings and small non-negative integers."""
+    parts = ["("]
+    for index, (item, item_params) in enumerate(inner):
+        if item_params or type(item) is not str or not _STR_RE.fullmatch(item):
+            return None
+        parts.append(f' "{item}"' if index else f'"{item}"')
+    parts.append(")")
+    for key, value in params.items():
+        if type(key) is not str or not _KEY_RE.fullmatch(key):
+            return None
+        if type(value) is int and 0 <= value < 10**15:
+            parts.append(f";{key}={value}")
+        elif type(value) is str and _STR_RE.fullmatch(value):
+            parts.append(f';{key}="{value}"')
+        else:
+            return None
+    return "".join(parts)
 
 
 def sign_request(key: SigningKey, *, method: str, url: str, body: bytes, created: int,
@@ -178,6 +245,9 @@ def sign_request(key: SigningKey, *, method: str, url: str, body: bytes, created
 def _parse_dict(value: str | None, what: str) -> dict[str, Any]:
     if value is None:
         raise SignatureMissing(f"the request has no {what} header")
+    simple = _parse_simple(value)
+    if simple is not None:
+        return simple
     try:
         parsed: dict[str, Any] = http_sf.parse(value.encode("ascii"), tltype="dictionary")
     except (UnicodeEncodeError, ValueError) as exc:
