@@ -77,6 +77,8 @@ MAX_CARRIED: Final = 32
 #: *countersigned*, plus the nodes' own statements; pushes are cut to this size.
 MAX_BACK: Final = 128
 MAX_CARDS: Final = 64
+#: Verified cards remembered (by their exact envelope) at most; the oldest goes first.
+MAX_VERIFIED_CARDS: Final = 4096
 _ID_LEN: Final = 43
 _NODE_KINDS: Final = frozenset({"accepted", "relayed", "delivered", "countersigned", "failed"})
 #: A job's outcome when a concurrent push of the same envelope or statements won.
@@ -125,9 +127,15 @@ def forward_body(routing: Routing, sealed: bytes, statements: Iterable[bytes],
                        "cards": [json.loads(c) for c in cards]})
 
 
-def parse_cards(value: object, now: datetime) -> dict[str, Card]:
+def parse_cards(value: object, now: datetime,
+                verified: dict[dsse.Envelope, Card] | None = None) -> dict[str, Card]:
     """Cards carried in a push, by identity id (self-signatures checked; expiry is
-    judged against each statement's time by whoever verifies a bundle)."""
+    judged against each statement's time by whoever verifies a bundle).
+
+    ``verified``: cards already verified, by envelope. Read without an expiry or
+    creation check, a card is a function of its envelope's exact bytes (payload and
+    signatures), so a card seen before is not verified again: every push carries the
+    sender's and the nodes' cards, the same few over and over."""
     if value is None:
         return {}
     if not isinstance(value, list) or len(value) > MAX_CARDS:
@@ -135,8 +143,14 @@ def parse_cards(value: object, now: datetime) -> dict[str, Card]:
     cards: dict[str, Card] = {}
     for item in value:
         try:
-            card = load_card(dsse.Envelope.from_dict(item, max_payload=MAX_CARD_BYTES),
-                             now=now, allow_expired=True, check_created=False)
+            envelope = dsse.Envelope.from_dict(item, max_payload=MAX_CARD_BYTES)
+            card = verified.get(envelope) if verified is not None else None
+            if card is None:
+                card = load_card(envelope, now=now, allow_expired=True, check_created=False)
+                if verified is not None:
+                    if len(verified) >= MAX_VERIFIED_CARDS:
+                        del verified[next(iter(verified))]
+                    verified[envelope] = card
         except BackchannelError as exc:
             raise errors.BadRequest(f"invalid card: {exc}") from None
         cards[card.id] = card
@@ -197,6 +211,7 @@ class Federation:
         self.clock = clock
         self.wake = wake
         self.handoff = handoff
+        self._verified: dict[dsse.Envelope, Card] = {}
 
     async def _cards_for(self, conn: AsyncConnection, ids: Iterable[str],
                          given: Mapping[str, Card]) -> dict[str, Card]:
@@ -244,7 +259,7 @@ class Federation:
         given: dict[str, Card] = {}
         carried: list[Statement] = []
         try:
-            given = parse_cards(doc.get("cards"), self.clock.now())
+            given = parse_cards(doc.get("cards"), self.clock.now(), self._verified)
             carried = parse_statements(doc.get("statements", []), MAX_CARRIED)
         except errors.RelayError as exc:
             refusal = exc
@@ -390,7 +405,7 @@ class Federation:
         if not isinstance(envelope_id, str) or len(envelope_id) != _ID_LEN:
             raise errors.BadRequest("envelope must be an envelope id")
         statements = parse_statements(doc["statements"], MAX_BACK)
-        given = parse_cards(doc.get("cards"), self.clock.now())
+        given = parse_cards(doc.get("cards"), self.clock.now(), self._verified)
         async with self.db.read() as conn:
             meta = await mailbox.get_envelope(conn, envelope_id)
             if meta is None:

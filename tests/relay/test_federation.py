@@ -38,8 +38,9 @@ from keys.statements import STATEMENT_TYPE, make_statement, parse_statement
 from relay.app import create_app
 from relay.backoff import next_attempt, retry_delay, uniform
 from relay.config import load_config
-from relay.errors import ConfigError, StatementInvalid, Unroutable
+from relay.errors import BadRequest, ConfigError, StatementInvalid, Unroutable
 from relay.rules import check_carried, check_transit
+from relay.services.federation import parse_cards
 from relay.services.peering import Peering
 from relay.storage.database import Database
 
@@ -93,6 +94,23 @@ def _routing(sender: Identity, nodes: list[Identity], recipient: Identity):
     return make_envelope(sender.signing_key, sealed.data, to=[recipient.id],
                          origin=nodes[0].id, route=[n.id for n in nodes[1:-1]],
                          destination=nodes[-1].id)
+
+
+def test_cards_verified_once_are_remembered_by_their_exact_bytes(make_identity):
+    kyiv = make_identity("Kyiv HQ")
+    now = datetime.now(UTC)
+    verified: dict = {}
+    doc = kyiv.card.envelope.to_dict()
+    first = parse_cards([doc], now, verified)
+    assert first[kyiv.id].verify_key == kyiv.card.verify_key and len(verified) == 1
+    assert parse_cards([doc], now, verified)[kyiv.id] is first[kyiv.id]
+    # The same payload under another signature is not the card remembered: verified,
+    # and refused.
+    forged = {**doc, "signatures": [{**doc["signatures"][0],
+                                     "sig": b64url_encode(bytes(64))}]}
+    with pytest.raises(BadRequest, match="invalid card"):
+        parse_cards([forged], now, verified)
+    assert len(verified) == 1
 
 
 def test_transit_rules(four):
