@@ -368,9 +368,19 @@ class Federation:
             add_statements(tx, routing.id, [s for s in carried if s.id not in known])
             federation.keep_cards(tx, cards, now)
             if relayed is None:
-                cursors = mailbox.add_deliveries(tx, routing.id, routing.to)
-                notices = [Notice(member, cursor, routing.id) for member, cursor in cursors]
-                notify_in_job(tx, notices)
+                notices: list[Notice] = []
+
+                def deliver(tx: Tx) -> None:
+                    # At the end of the batch, as submissions do: on PostgreSQL the
+                    # inbox-cursor lock is then held from the batch's first delivery
+                    # to its commit only, never while other jobs run (which could
+                    # block other batches or deadlock with them).
+                    cursors = mailbox.add_deliveries(tx, routing.id, routing.to)
+                    notices.extend(Notice(member, cursor, routing.id)
+                                   for member, cursor in cursors)
+                    notify_in_job(tx, notices)
+
+                tx.later(deliver)
                 return notices
             add_statements(tx, routing.id, [relayed])
             federation.push_later(tx, relayed.fields["next"], routing.id, [None], now)
