@@ -44,6 +44,7 @@ from keys.agreement import (
 from keys.card import Card
 from keys.clock import SYSTEM_CLOCK
 from keys.cosigning import SignatureStatus
+from keys.ed25519 import VerifyKey
 from keys.encoding import format_time, json_loads, parse_time
 from keys.errors import BackchannelError
 from keys.exported import bundle_kind, export_agreement, export_handover, verify_exported
@@ -735,15 +736,21 @@ def _timeline(thread: Thread, names: dict[str, str], now: datetime) -> list[dict
     return rows
 
 
-def run_thread(args: argparse.Namespace) -> int:
+def _read_documents(args: argparse.Namespace
+                    ) -> tuple[OpenProfile, Collected, dict[str, VerifyKey]]:
+    """The profile and every negotiation document in it, after fetching new ones from
+    the node unless ``--offline``."""
     opened = open_profile(args)
     if not args.offline:
         async def work() -> None:
             async with connected(opened) as client:
                 await _fetch_new(opened, client)
         run_async(work())
-    found = _collect(opened)
-    keys = known_keys(opened)
+    return opened, _collect(opened), known_keys(opened)
+
+
+def run_thread(args: argparse.Namespace) -> int:
+    opened, found, keys = _read_documents(args)
     agreement: Agreement | None = None
     ident = args.id
     if ident not in found.messages:
@@ -1046,14 +1053,7 @@ def run_disclose(args: argparse.Namespace) -> int:
 
 
 def run_disclosed(args: argparse.Namespace) -> int:
-    opened = open_profile(args)
-    if not args.offline:
-        async def work() -> None:
-            async with connected(opened) as client:
-                await _fetch_new(opened, client)
-        run_async(work())
-    found = _collect(opened)
-    keys = known_keys(opened)
+    opened, found, keys = _read_documents(args)
     terms, idents = _terms_of(found, args.id, keys)
     names = _names(opened)
     shown: list[dict[str, Any]] = []
