@@ -5,11 +5,14 @@ multi-node end-to-end tests."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 NODE_PASSPHRASE = "node passphrase"
 #: A node starts in about a second; 60 s bounds a hung start on a loaded machine.
@@ -66,4 +69,66 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
+
+@dataclass
+class Node:
+    """A relay node as ``backchannel relay init`` / ``serve`` subprocesses."""
+
+    env: Env
+    directory: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    #: Extra environment for ``relay serve`` (subclasses tune the node).
+    serve_env: ClassVar[dict[str, str]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory.parent / f"{self.directory.name}.log"
+
+    def init(self, name: str) -> str:
+        """Create the node; returns its id."""
+        out = self.env.ok("relay", "init", "--dir", str(self.directory), "--name", name,
+                          "--url", self.url, "--port", str(self.port),
+                          passphrase=NODE_PASSPHRASE).out
+        return out.split("node id:", 1)[1].split()[0]
+
+    def invite(self, label: str) -> str:
+        result = self.env.ok("relay", "invite", "--dir", str(self.directory), "--name", label)
+        return result.out.strip().splitlines()[-1]
+
+    def start(self) -> None:
+        env = {**self.env.base, **self.serve_env, "BACKCHANNEL_PASSPHRASE": NODE_PASSPHRASE}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "client", "relay", "serve", "--dir",
+                 str(self.directory)], env=env, stdout=subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        timer = threading.Timer(START_TIMEOUT, self.proc.kill)
+        timer.start()
+        try:
+            line = self.proc.stdout.readline()
+        finally:
+            timer.cancel()
+        assert line.startswith(b"relay: listening on"), (line, self.log.read_text())
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no checkpoint of the WAL."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 

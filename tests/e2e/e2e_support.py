@@ -7,19 +7,15 @@ environment: 1 s, at most 2 s), so that a peer coming back is reached at once.
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cli_process import NODE_PASSPHRASE, START_TIMEOUT, Result, free_port
+from cli_process import NODE_PASSPHRASE, Result, free_port
 from cli_process import Env as BaseEnv
+from cli_process import Node as BaseNode
 
 __all__ = ["NODE_PASSPHRASE", "Env", "Node", "Result", "eventually", "free_port", "parallel"]
 
@@ -39,20 +35,8 @@ class Env(BaseEnv):
         self.base["COLUMNS"] = "160"
 
 
-@dataclass
-class Node:
-    env: Env
-    directory: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.directory.parent / f"{self.directory.name}.log"
+class Node(BaseNode):
+    serve_env = FAST_FEDERATION
 
     @property
     def card(self) -> Path:
@@ -63,48 +47,9 @@ class Node:
     def database(self) -> Path:
         return self.directory / "relay.db"
 
-    def init(self, name: str) -> str:
-        """Create the node; returns its id."""
-        out = self.env.ok("relay", "init", "--dir", str(self.directory), "--name", name,
-                          "--url", self.url, "--port", str(self.port),
-                          passphrase=NODE_PASSPHRASE).out
-        return out.split("node id:", 1)[1].split()[0]
-
     def peer(self, other: Node) -> Result:
         return self.env.ok("relay", "peers", "add", "--dir", str(self.directory),
                            str(other.card))
-
-    def start(self) -> None:
-        env = {**self.env.base, **FAST_FEDERATION, "BACKCHANNEL_PASSPHRASE": NODE_PASSPHRASE}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "client", "relay", "serve", "--dir",
-                 str(self.directory)], env=env, stdout=subprocess.PIPE, stderr=log)
-        assert self.proc.stdout is not None
-        timer = threading.Timer(START_TIMEOUT, self.proc.kill)
-        timer.start()
-        try:
-            line = self.proc.stdout.readline()
-        finally:
-            timer.cancel()
-        assert line.startswith(b"relay: listening on"), (line, self.log.read_text())
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, no checkpoint of the WAL."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         """Read the node's SQLite database (a WAL reader never blocks the node)."""
