@@ -264,7 +264,7 @@ def register(sub: SubParsers) -> None:
     parser.add_argument("--list", required=True, choices=("give", "receive"),
                         help="the list you hand over (give) or receive")
     parser.add_argument("--to", required=True, metavar="ALIAS",
-                        help="a guarantor (or any contact you choose to show the list to)")
+                        help="a guarantor of these terms, or the other party (no one else)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_disclose)
 
