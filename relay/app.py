@@ -86,6 +86,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     db = app[appkeys.DB]
     await db.migrate()
+    await app[appkeys.AUTH].preload()
     listener = None
     if db.is_postgres:
         listener = PgListener(db, app[appkeys.NOTIFIER])

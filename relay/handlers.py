@@ -75,6 +75,8 @@ async def register(request: web.Request) -> web.Response:
         raise errors.BadRequest(f"invalid card: {exc}") from None
     await app[appkeys.AUTH].newcomer(signed_parts(request, body, config.url), card.verify_key)
     member = await app[appkeys.REGISTRATION].register(doc["invitation"], card)
+    # Its first signed request then needs no database read.
+    app[appkeys.AUTH].welcome(member.id, member.role, card.verify_key)
     app[appkeys.METRICS].registrations.inc()
     note(member=member.id)
     return _json({"member": {"id": member.id, "role": member.role, "label": member.label},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -18,6 +19,18 @@ from .errors import NodeError
 from .storage.database import redacted
 
 log = logging.getLogger("relay.server")
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up (modules, SQLAlchemy, Alembic: about
+    100,000 objects) out of the cyclic garbage collector's reach.
+
+    A full collection walks every tracked object; with the start-up heap included it
+    stopped the event loop for about 100 ms on a two-core machine, every few seconds
+    under load: the whole 99th percentile of the end-to-end latency benchmark. The
+    frozen objects live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(config: RelayConfig, node: Identity, database_url: str, *,
@@ -37,6 +50,7 @@ async def serve(config: RelayConfig, node: Identity, database_url: str, *,
             raise NodeError(f"cannot listen on {config.host}:{config.port}: "
                             f"{exc.strerror}") from None
         port = runner.addresses[0][1] if runner.addresses else config.port
+        settle_heap()
         log.info("listening", extra={"event": "serve", "host": config.host, "port": port,
                                      "backend": redacted(database_url).split(":")[0]})
         # Scripts and tests wait for this exact line on stdout.

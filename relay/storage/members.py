@@ -88,6 +88,13 @@ async def get_member(conn: AsyncConnection, member_id: str) -> MemberRow | None:
     return MemberRow(**row._mapping) if row is not None else None
 
 
+async def recent_members(conn: AsyncConnection, limit: int) -> list[MemberRow]:
+    """The ``limit`` members who joined last (for warming the key cache at start)."""
+    rows = await conn.execute(select(members).order_by(members.c.joined_at.desc(),
+                                                       members.c.id).limit(limit))
+    return [MemberRow(**row._mapping) for row in rows]
+
+
 async def insert_member(conn: AsyncConnection, *, id: str, role: str, label: str, card: bytes,
                         signing_key: bytes, invitation_id: str, joined_at: int) -> None:
     await conn.execute(insert(members).values(

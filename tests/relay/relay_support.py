@@ -187,10 +187,14 @@ class RunningNode:
                      ) -> str:
         return (await self.membership(clock).invite(label, role, lifetime)).text
 
-    async def client(self, identity: Identity | None = None) -> SignedClient:
+    async def session(self) -> aiohttp.ClientSession:
+        """An HTTP session closed with the node."""
         session = aiohttp.ClientSession()
         self.sessions.append(session)
-        return SignedClient(session, self, identity)
+        return session
+
+    async def client(self, identity: Identity | None = None) -> SignedClient:
+        return SignedClient(await self.session(), self, identity)
 
     async def join(self, name: str = "Member", role: str = "delegation") -> Member:
         identity = Identity.create(name, role)

@@ -14,7 +14,7 @@ import aiohttp
 import http_message_signatures as hms
 from cryptography.hazmat.primitives.asymmetric import ed25519 as crypto_ed25519
 from openapi_spec_validator import validate as validate_openapi
-from relay_support import Member, Reply, RunningNode, sealed_for, start_node
+from relay_support import Member, Reply, RunningNode, SignedClient, sealed_for, start_node
 
 from keys import dsse
 from keys.card import load_card
@@ -24,6 +24,7 @@ from keys.envelope import make_envelope
 from keys.identity import Identity
 from keys.seal import open_sealed
 from keys.statements import load_statement, make_statement, verify_statement
+from relay import appkeys
 from relay.invitations import encode_invitation, parse_invitation
 from relay.services.membership import Membership
 
@@ -233,6 +234,30 @@ async def test_revoked_member_is_refused(node: RunningNode):
     routing, sealed = sealed_for(bob, [alice], node.id)
     (await bob.client.submit(routing, sealed)).problem(404, "not-found")
     assert await node.counts() == before
+
+
+async def test_member_keys_are_cached_at_registration_and_at_start(database_url: str):
+    """A member's first request needs no database read: its key is cached when it
+    registers, and every member's (with its revocation) when the node starts."""
+    node = await start_node(database_url)
+    try:
+        alice, bob = await pair(node)
+        known = node.app[appkeys.AUTH]._known
+        assert {alice.id, bob.id} <= known.keys()
+        assert await node.membership().revoke(bob.id) == "member"
+    finally:
+        await node.stop()
+    again = await start_node(database_url)
+    try:
+        known = again.app[appkeys.AUTH]._known
+        assert not known[alice.id].revoked and known[bob.id].revoked
+        assert known[alice.id].caller.key.raw == alice.identity.signing_key.public.raw
+        as_alice = SignedClient(await again.session(), again, alice.identity)
+        as_bob = SignedClient(await again.session(), again, bob.identity)
+        assert (await as_alice.inbox()).status == 200
+        (await as_bob.inbox()).problem(403, "forbidden")
+    finally:
+        await again.stop()
 
 
 async def test_interop_request_signed_by_http_message_signatures(node: RunningNode):
