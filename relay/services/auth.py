@@ -264,8 +264,7 @@ class Authenticator:
             pass
         keyid = self.keyid_of(parts)
         self._peers.pop(keyid, None)
-        async with self.db.read() as conn:
-            row = await federation.get_peer(conn, keyid)
+        row = await self.db.query(lambda tx: federation.peer_row(tx, keyid))
         if row is None:
             raise errors.NotAPeer(NOT_A_PEER)
         known = _KnownPeer(Peer(row.id, VerifyKey(row.signing_key)))

@@ -67,6 +67,8 @@ from ..storage import federation, mailbox, members
 from ..storage.committer import IntegrityError as JobIntegrityError
 from ..storage.committer import Tx
 from ..storage.database import Database
+from ..storage.federation import PeerRow
+from ..storage.mailbox import EnvelopeMeta
 from .auth import Peer, Proof, record
 from .mailbox import parse_statement
 from .submission import parse_submission
@@ -213,13 +215,16 @@ class Federation:
         self.handoff = handoff
         self._verified: dict[dsse.Envelope, Card] = {}
 
-    async def _cards_for(self, conn: AsyncConnection, ids: Iterable[str],
-                         given: Mapping[str, Card]) -> dict[str, Card]:
-        """Cards for ``ids``: carried in the request, else known here."""
-        wanted = {i for i in ids if i not in given and i != self.node.id}
+    def _not_given(self, ids: Iterable[str], given: Mapping[str, Card]) -> list[str]:
+        """Which cards of ``ids`` must be read here (not carried, not ours)."""
+        return [i for i in dict.fromkeys(ids) if i not in given and i != self.node.id]
+
+    def _cards_for(self, given: Mapping[str, Card], bodies: Mapping[str, bytes]
+                   ) -> dict[str, Card]:
+        """The cards carried in the request, ours, and those read here (``bodies``)."""
         found = dict(given)
         found[self.node.id] = self.node.card
-        for ident, body in (await federation.card_bodies(conn, wanted)).items():
+        for ident, body in bodies.items():
             found[ident] = load_card(body, now=self.clock.now(), allow_expired=True,
                                      check_created=False)
         return found
@@ -263,17 +268,23 @@ class Federation:
             carried = parse_statements(doc.get("statements", []), MAX_CARRIED)
         except errors.RelayError as exc:
             refusal = exc
-        async with self.db.read() as conn:
+        next_hop = routing.next_hop(self.node.id)
+        wanted = self._not_given([routing.sender, *(s.by for s in carried)], given)
+
+        def read(tx: Tx) -> tuple[dict[str, bytes], PeerRow | None] | None:
             # Step 4.
-            if await mailbox.get_envelope(conn, routing.id) is not None:
-                return _Stored(routing.id)
-            if refusal is not None:
-                raise refusal
-            cards = await self._cards_for(conn, [routing.sender, *(s.by for s in carried)],
-                                          given)
-            next_hop = routing.next_hop(self.node.id)
-            next_peer = None if next_hop is None else await federation.get_peer(conn,
-                                                                                 next_hop)
+            if mailbox.envelope_meta(tx, routing.id) is not None:
+                return None
+            return (federation.card_bodies(tx, wanted),
+                    None if next_hop is None else federation.peer_row(tx, next_hop))
+
+        found = await self.db.query(read)
+        if found is None:
+            return _Stored(routing.id)
+        if refusal is not None:
+            raise refusal
+        cards = self._cards_for(given, found[0])
+        next_peer = found[1]
         # Step 5.
         sender = cards.get(routing.sender)
         if sender is None:
@@ -416,19 +427,26 @@ class Federation:
             raise errors.BadRequest("envelope must be an envelope id")
         statements = parse_statements(doc["statements"], MAX_BACK)
         given = parse_cards(doc.get("cards"), self.clock.now(), self._verified)
-        async with self.db.read() as conn:
-            meta = await mailbox.get_envelope(conn, envelope_id)
+        wanted = self._not_given((s.by for s in statements), given)
+        targets = {s.fields["statement"] for s in statements if s.kind == "countersigned"}
+        opened_here = {s.id for s in statements if s.kind == "opened"}
+
+        def read(tx: Tx) -> tuple[EnvelopeMeta, dict[str, bytes], set[str]] | None:
+            meta = mailbox.envelope_meta(tx, envelope_id)
             if meta is None:
-                raise errors.NotFound("no such envelope")
-            routing = parse_routing(dsse.Envelope.from_json(meta.routing))
-            if routing.next_hop(self.node.id) != peer.id:
-                raise errors.Forbidden("statements about this envelope come back only from "
-                                       "the next hop on its route")
-            cards = await self._cards_for(conn, (s.by for s in statements), given)
-            targets = {s.fields["statement"] for s in statements if s.kind == "countersigned"}
-            opened_here = {s.id for s in statements if s.kind == "opened"}
-            stored = await federation.known_statements(conn, sorted(targets - opened_here),
-                                                       kind="opened")
+                return None
+            return (meta, federation.card_bodies(tx, wanted),
+                    federation.stored_ids(tx, sorted(targets - opened_here), kind="opened"))
+
+        found = await self.db.query(read)
+        if found is None:
+            raise errors.NotFound("no such envelope")
+        meta, bodies, stored = found
+        routing = parse_routing(dsse.Envelope.from_json(meta.routing))
+        if routing.next_hop(self.node.id) != peer.id:
+            raise errors.Forbidden("statements about this envelope come back only from "
+                                   "the next hop on its route")
+        cards = self._cards_for(given, bodies)
         for statement in statements:
             check_carried(statement, routing, node_id=self.node.id, forward=False)
             check_signed(statement, cards.get(statement.by))

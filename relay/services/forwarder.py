@@ -42,9 +42,8 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keys import dsse
 from keys.clock import SYSTEM_CLOCK, Clock, Random, system_random
@@ -58,8 +57,10 @@ from ..config import RelayConfig
 from ..metrics import Metrics
 from ..peer_client import Outcome, PeerClient
 from ..storage import federation, mailbox
+from ..storage.committer import Tx
 from ..storage.database import Database
-from ..storage.federation import OutboxRow
+from ..storage.federation import OutboxRow, PeerRow
+from ..storage.mailbox import EnvelopeMeta
 from .federation import MAX_BACK, Handoff, forward_body, insert_statements
 
 log = logging.getLogger("relay.federation")
@@ -91,6 +92,18 @@ def _pick(cards: dict[str, bytes], signers: Sequence[str]) -> list[bytes]:
 
 
 _Key = tuple[str, str, bool]
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What a forward push needs from storage, read in one transaction."""
+
+    rows: list[OutboxRow]
+    meta: EnvelopeMeta | None
+    sealed: bytes | None
+    peer: PeerRow | None
+    carried: list[tuple[str, bytes]]
+    cards: dict[str, bytes]
 
 
 class Forwarder:
@@ -194,11 +207,10 @@ class Forwarder:
         clock = asyncio.get_running_loop().time()
         self._resting = {k: t for k, t in self._resting.items() if t > clock}
         seqs, per_peer = self._in_flight()
-        async with self.db.read() as conn:
-            rows = await federation.due(conn, now, BATCH, skip_seqs=seqs,
-                                        skip_peers=[p for p, n in per_peer.items()
-                                                    if n >= PER_PEER])
-            later = await federation.next_due(conn, after=now)
+        full = [p for p, n in per_peer.items() if n >= PER_PEER]
+        rows, later = await self.db.query(lambda tx: (
+            federation.due(tx, now, BATCH, skip_seqs=seqs, skip_peers=full),
+            federation.next_due(tx, after=now)))
         if any(n >= PER_PEER for n in per_peer.values()):
             self._deferred = True  # the full peers' rows were not even read
         groups: dict[_Key, list[OutboxRow]] = {}
@@ -277,27 +289,33 @@ class Forwarder:
                 self._count("envelope", "ok", envelope_id, peer_id,
                             rows[0].attempts + 1 if rows else 1)
                 return
-            async with self.db.read() as conn:
-                meta = await mailbox.get_envelope(conn, envelope_id)
-                rows = await federation.forward_rows(conn, peer_id, envelope_id)
+            meta, rows = await self.db.query(lambda tx: (
+                mailbox.envelope_meta(tx, envelope_id),
+                federation.forward_rows(tx, peer_id, envelope_id)))
             if meta is None or not rows:
                 return  # gone meanwhile (handed on by a concurrent push, or purged)
             await self._decide(outcome, rows, meta.expires_at, meta.back_to,
                                parse_routing(dsse.Envelope.from_json(meta.routing)), peer_id)
             return
-        if rows is None:
-            async with self.db.read() as conn:
-                rows = await federation.forward_rows(conn, peer_id, envelope_id)
-            if not rows:
-                return
+        given = rows
+
+        def read(tx: Tx) -> _Stored:
+            meta = mailbox.envelope_meta(tx, envelope_id)
+            carried = federation.statements_of_kinds(tx, envelope_id, _FORWARD_KINDS)
+            return _Stored(
+                given if given is not None else federation.forward_rows(tx, peer_id,
+                                                                         envelope_id),
+                meta, mailbox.sealed_of(tx, envelope_id) if meta else None,
+                federation.peer_row(tx, peer_id), carried,
+                self._card_map(tx, [meta.sender, *(s for s, _ in carried)]) if meta else {})
+
+        stored = await self.db.query(read)
+        rows, meta, sealed, peer, carried, known = (
+            stored.rows, stored.meta, stored.sealed, stored.peer, stored.carried,
+            stored.cards)
+        if not rows:
+            return
         seqs = [r.seq for r in rows]
-        async with self.db.read() as conn:
-            meta = await mailbox.get_envelope(conn, envelope_id)
-            sealed = await mailbox.get_sealed(conn, envelope_id) if meta else None
-            peer = await federation.get_peer(conn, peer_id)
-            carried = await federation.statements_of_kinds(conn, envelope_id, _FORWARD_KINDS)
-            known = await self._card_map(conn, [meta.sender, *(s for s, _ in carried)]
-                                         ) if meta else {}
         if meta is None or (sealed is None and meta.expires_at > now):
             # Gone, or already handed on by a concurrent push: nothing left to do.
             async with self.db.write() as conn:
@@ -344,11 +362,10 @@ class Forwarder:
                                 f"the next hop refused the envelope ({outcome.error})",
                                 "refused")
 
-    async def _card_map(self, conn: AsyncConnection, signers: Sequence[str]
-                        ) -> dict[str, bytes]:
+    def _card_map(self, tx: Tx, signers: Sequence[str]) -> dict[str, bytes]:
         """Cards of ``signers`` known here (members, peers, cards met), and ours."""
-        found = await federation.card_bodies(conn, [i for i in dict.fromkeys(signers)
-                                                    if i != self.node.id])
+        found = federation.card_bodies(tx, [i for i in dict.fromkeys(signers)
+                                            if i != self.node.id])
         found[self.node.id] = self.node.card.to_json()
         return found
 
@@ -395,8 +412,9 @@ class Forwarder:
             pending = (await federation.pending_for(conn, peer_id, envelope_id))[:MAX_BACK]
             found = await federation.statements_by_id(
                 conn, [r.statement_id for r in pending if r.statement_id])
-            peer = await federation.get_peer(conn, peer_id)
-            known = await self._card_map(conn, [signer for signer, _ in found.values()])
+        peer, known = await self.db.query(lambda tx: (
+            federation.peer_row(tx, peer_id),
+            self._card_map(tx, [signer for signer, _ in found.values()])))
         if not pending:
             return
         seqs = [r.seq for r in pending]

@@ -163,8 +163,8 @@ class Mailbox:
             await self._visible(conn, caller, envelope_id)
             bodies = await mailbox.statements_for(conn, envelope_id)
             signers = await federation.signers_of(conn, envelope_id)
-            cards = await federation.card_bodies(conn, [s for s in signers
-                                                        if s != self.node.id])
+        cards = await self.db.query(lambda tx: federation.card_bodies(
+            tx, [s for s in signers if s != self.node.id]))
         if self.node.id in signers:
             cards[self.node.id] = self.node.card.to_json()
         return bodies, [cards[s] for s in sorted(cards)]

@@ -158,8 +158,7 @@ class Submission:
         """The origin's *relayed* statement (from the sender to the first hop), once
         it is known that this node can reach that hop."""
         first = routing.hops[1]
-        async with self.db.read() as conn:
-            peer = await federation.get_peer(conn, first)
+        peer = await self.db.query(lambda tx: federation.peer_row(tx, first))
         if peer is None:
             raise errors.Unroutable(f"this node does not peer with the first hop of the "
                                     f"envelope's route ({first})")

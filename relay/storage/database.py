@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..errors import ConfigError, NodeError
 from .committer import Committer, Tx, sqlite_pragmas
+from .reader import SqliteReader, pg_read
 
 T = TypeVar("T")
 
@@ -90,8 +91,10 @@ class Database:
                 raise ConfigError("the SQLite database URL names no file")
             self.committer = Committer(sqlite_path=path, busy_ms=_SQLITE_BUSY_MS,
                                        lock=self._write_lock)
+            self._reader: SqliteReader | None = SqliteReader(path, _SQLITE_BUSY_MS)
         else:
             self.committer = Committer(engine=engine)
+            self._reader = None
 
     @classmethod
     def open(cls, url: str) -> Database:
@@ -131,6 +134,13 @@ class Database:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
 
+    async def query(self, read: Callable[[Tx], T]) -> T:
+        """Run ``read`` (raw statements, no writes) in one read transaction and one
+        thread hop: see relay.storage.reader. For the hot paths."""
+        if self._reader is not None:
+            return await self._reader.run(read)
+        return await pg_read(self.engine, read)
+
     async def run(self, job: Callable[[Tx], T], *, savepoint: bool = True) -> T:
         """Run ``job`` in the next group commit; returns (or raises) what it did, once
         its work is committed. A job that raises has none of its work stored (unless
@@ -156,6 +166,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.committer.close()
+        if self._reader is not None:
+            await self._reader.close()
         await self.engine.dispose()
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Executable, Table, delete, func, insert, select, update
+from sqlalchemy import Executable, Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .committer import Tx
-from .schema import cards, envelopes, members, outbox, peers, statements
+from .schema import cards, envelopes, outbox, peers, statements
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,13 @@ class OutboxRow:
 async def get_peer(conn: AsyncConnection, peer_id: str) -> PeerRow | None:
     row = (await conn.execute(select(peers).where(peers.c.id == peer_id))).first()
     return PeerRow(**row._mapping) if row is not None else None
+
+
+def peer_row(tx: Tx, peer_id: str) -> PeerRow | None:
+    """:func:`get_peer` for :meth:`relay.storage.database.Database.query`."""
+    row = tx.one("SELECT id, name, url, card, signing_key, added_at FROM peers "
+                 "WHERE id = ?", (peer_id,))
+    return PeerRow(*row) if row is not None else None
 
 
 def is_pinned(tx: Tx, peer_id: str) -> bool:
@@ -87,20 +94,19 @@ async def store_cards(conn: AsyncConnection, bodies: dict[str, bytes], now: int)
                        [{"id": i, "card": b, "added_at": now} for i, b in bodies.items()])
 
 
-async def card_bodies(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, bytes]:
+def card_bodies(tx: Tx, ids: Iterable[str]) -> dict[str, bytes]:
     """Cards for ``ids`` among the members, the peers and the cards met through
     federation (the node's own card is the caller's to add)."""
     wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return {}
     found: dict[str, bytes] = {}
-    for table in (members, peers, cards):
+    for table in ("members", "peers", "cards"):
         missing = [i for i in wanted if i not in found]
         if not missing:
             break
-        rows = await conn.execute(select(table.c.id, table.c.card)
-                                  .where(table.c.id.in_(missing)))
-        found.update({row.id: row.card for row in rows})
+        marks = ", ".join("?" * len(missing))  # only placeholders, one per id
+        rows = tx.all(f"SELECT id, card FROM {table} WHERE id IN ({marks})",  # noqa: S608
+                      missing)
+        found.update({str(row[0]): bytes(row[1]) for row in rows})
     return found
 
 
@@ -111,16 +117,6 @@ async def remote_card(conn: AsyncConnection, identity_id: str) -> bytes | None:
 
 # --- statements ----------------------------------------------------------------------
 
-async def known_statements(conn: AsyncConnection, ids: Sequence[str],
-                           kind: str | None = None) -> set[str]:
-    if not ids:
-        return set()
-    query = select(statements.c.id).where(statements.c.id.in_(list(ids)))
-    if kind is not None:
-        query = query.where(statements.c.kind == kind)
-    return {row.id for row in await conn.execute(query)}
-
-
 async def statements_by_id(conn: AsyncConnection, ids: Sequence[str]
                            ) -> dict[str, tuple[str, bytes]]:
     """``id -> (signer, body)``."""
@@ -129,14 +125,13 @@ async def statements_by_id(conn: AsyncConnection, ids: Sequence[str]
     return {row.id: (row.signer, row.body) for row in rows}
 
 
-async def statements_of_kinds(conn: AsyncConnection, envelope_id: str,
-                              kinds: Sequence[str]) -> list[tuple[str, bytes]]:
+def statements_of_kinds(tx: Tx, envelope_id: str, kinds: Sequence[str]
+                        ) -> list[tuple[str, bytes]]:
     """``(signer, body)`` of the envelope's statements of ``kinds``, in storage order."""
-    rows = await conn.execute(select(statements.c.signer, statements.c.body)
-                              .where(statements.c.envelope_id == envelope_id,
-                                     statements.c.kind.in_(list(kinds)))
-                              .order_by(statements.c.seq))
-    return [(row.signer, row.body) for row in rows]
+    marks = ", ".join("?" * len(kinds))  # only placeholders, one per kind
+    rows = tx.all("SELECT signer, body FROM statements WHERE envelope_id = ? "  # noqa: S608
+                  f"AND kind IN ({marks}) ORDER BY seq", (envelope_id, *kinds))
+    return [(str(row[0]), bytes(row[1])) for row in rows]
 
 
 async def signers_of(conn: AsyncConnection, envelope_id: str) -> list[str]:
@@ -167,14 +162,17 @@ def add_transit_envelope(tx: Tx, *, id: str, content_id: str, sender: str, routi
                 expires_at, back_to))
 
 
-def stored_ids(tx: Tx, ids: Sequence[str]) -> set[str]:
-    """:func:`known_statements` inside a job."""
+def stored_ids(tx: Tx, ids: Sequence[str], kind: str | None = None) -> set[str]:
+    """Which of the statements ``ids`` (of ``kind``, if given) are stored here."""
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return set()
     marks = ", ".join("?" * len(wanted))  # only placeholders, one per id
-    rows = tx.all(f"SELECT id FROM statements WHERE id IN ({marks})", wanted)  # noqa: S608
-    return {str(row[0]) for row in rows}
+    sql = f"SELECT id FROM statements WHERE id IN ({marks})"  # noqa: S608
+    if kind is not None:
+        sql += " AND kind = ?"
+        wanted.append(kind)
+    return {str(row[0]) for row in tx.all(sql, wanted)}
 
 
 def keep_cards(tx: Tx, bodies: dict[str, bytes], now: int) -> None:
@@ -207,18 +205,25 @@ def push_later(tx: Tx, peer: str, envelope_id: str, statement_ids: Sequence[str 
                    (peer, envelope_id, sid, now, now))
 
 
-async def due(conn: AsyncConnection, now: int, limit: int, *,
-              skip_seqs: Sequence[int] = (), skip_peers: Sequence[str] = ()
-              ) -> list[OutboxRow]:
+_OUTBOX = ("SELECT seq, peer, envelope_id, statement_id, attempts, next_attempt_at, "
+           "last_error, created_at FROM outbox")
+
+
+def due(tx: Tx, now: int, limit: int, *, skip_seqs: Sequence[int] = (),
+        skip_peers: Sequence[str] = ()) -> list[OutboxRow]:
     """Rows due at ``now``, oldest first, except ``skip_seqs`` (being pushed) and the
     rows for ``skip_peers`` (as many pushes in flight as they may have)."""
-    query = select(outbox).where(outbox.c.next_attempt_at <= now)
+    sql = _OUTBOX + " WHERE next_attempt_at <= ?"
+    params: list[object] = [now]
+    # Only placeholders are interpolated, one per value.
     if skip_seqs:
-        query = query.where(outbox.c.seq.not_in(list(skip_seqs)))
+        sql += f" AND seq NOT IN ({', '.join('?' * len(skip_seqs))})"
+        params += skip_seqs
     if skip_peers:
-        query = query.where(outbox.c.peer.not_in(list(skip_peers)))
-    rows = await conn.execute(query.order_by(outbox.c.seq).limit(limit))
-    return [OutboxRow(**row._mapping) for row in rows]
+        sql += f" AND peer NOT IN ({', '.join('?' * len(skip_peers))})"
+        params += skip_peers
+    rows = tx.all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+    return [OutboxRow(*row) for row in rows]
 
 
 async def pending_for(conn: AsyncConnection, peer: str, envelope_id: str) -> list[OutboxRow]:
@@ -232,22 +237,18 @@ async def pending_for(conn: AsyncConnection, peer: str, envelope_id: str) -> lis
     return [OutboxRow(**row._mapping) for row in rows]
 
 
-async def forward_rows(conn: AsyncConnection, peer: str, envelope_id: str) -> list[OutboxRow]:
+def forward_rows(tx: Tx, peer: str, envelope_id: str) -> list[OutboxRow]:
     """The row(s) for pushing the envelope itself to ``peer``."""
-    rows = await conn.execute(select(outbox).where(outbox.c.peer == peer,
-                                                   outbox.c.envelope_id == envelope_id,
-                                                   outbox.c.statement_id.is_(None))
-                              .order_by(outbox.c.seq))
-    return [OutboxRow(**row._mapping) for row in rows]
+    rows = tx.all(_OUTBOX + " WHERE peer = ? AND envelope_id = ? AND statement_id IS NULL "
+                  "ORDER BY seq", (peer, envelope_id))
+    return [OutboxRow(*row) for row in rows]
 
 
-async def next_due(conn: AsyncConnection, after: int | None = None) -> int | None:
-    """When the next row falls due (of those due later than ``after``, if given)."""
-    query = select(func.min(outbox.c.next_attempt_at))
-    if after is not None:
-        query = query.where(outbox.c.next_attempt_at > after)
-    value = (await conn.execute(query)).scalar()
-    return int(value) if value is not None else None
+def next_due(tx: Tx, after: int) -> int | None:
+    """When the next row falls due, of those due later than ``after``."""
+    row = tx.one("SELECT min(next_attempt_at) FROM outbox WHERE next_attempt_at > ?",
+                 (after,))
+    return int(row[0]) if row is not None and row[0] is not None else None
 
 
 async def delete_rows(conn: AsyncConnection, seqs: Sequence[int]) -> None:

@@ -64,6 +64,22 @@ async def get_envelope(conn: AsyncConnection, envelope_id: str) -> EnvelopeMeta 
     return EnvelopeMeta(**row._mapping) if row is not None else None
 
 
+def envelope_meta(tx: Tx, envelope_id: str) -> EnvelopeMeta | None:
+    """:func:`get_envelope` for :meth:`relay.storage.database.Database.query`."""
+    row = tx.one("SELECT id, content_id, sender, routing, size, received_at, expires_at, "
+                 "sealed IS NULL, back_to FROM envelopes WHERE id = ?", (envelope_id,))
+    if row is None:
+        return None
+    return EnvelopeMeta(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6],
+                        bool(row[7]), row[8])
+
+
+def sealed_of(tx: Tx, envelope_id: str) -> bytes | None:
+    """:func:`get_sealed` for :meth:`relay.storage.database.Database.query`."""
+    row = tx.one("SELECT sealed FROM envelopes WHERE id = ?", (envelope_id,))
+    return bytes(row[0]) if row is not None and row[0] is not None else None
+
+
 async def envelope_by_content(conn: AsyncConnection, content_id: str) -> str | None:
     return (await conn.execute(select(envelopes.c.id)
                                .where(envelopes.c.content_id == content_id))).scalar()

@@ -269,3 +269,44 @@ async def test_a_lock_taken_in_a_rolled_back_savepoint_is_taken_again(database_u
         assert outcomes[1] is True
     finally:
         await db.dispose()
+
+
+async def test_fast_reads_see_committed_work_only_and_never_write(database_url: str):
+    """Database.query (relay.storage.reader): one read transaction over raw statements
+    that sees every committed job and nothing of a job still running."""
+    db = await _migrated(database_url)
+    try:
+        def count(tx: Tx) -> int:
+            return int(tx.one("SELECT count(*) FROM nonces")[0])
+
+        assert await db.query(count) == 0
+        await db.run(_remember("a"))
+        assert await db.query(count) == 1
+        if db.is_postgres:
+            await db.run(_remember("b"))
+        else:
+            # A job waiting inside its transaction (in the writer's thread): its row
+            # is not visible yet. (PostgreSQL's batches run on the loop's thread.)
+            inside, release = asyncio.Event(), asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def slow(tx: Tx) -> None:
+                nonces.record(tx, "k", "b", 2**40)
+                loop.call_soon_threadsafe(inside.set)
+                asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
+
+            pending = asyncio.ensure_future(db.run(slow))
+            await asyncio.wait_for(inside.wait(), 10)
+            assert await db.query(count) == 1
+            release.set()
+            await pending
+        assert await db.query(count) == 2
+        if not db.is_postgres:
+            # SQLite's reader is read-only; (PostgreSQL's transaction is rolled back.)
+            with pytest.raises(Exception, match="readonly|read-only"):
+                await db.query(lambda tx: tx.execute(
+                    "INSERT INTO nonces (keyid, nonce, expires_at) VALUES ('k', 'c', 1)"))
+        assert await db.query(count) == 2
+        assert await _nonces(db) == {"a", "b"}
+    finally:
+        await db.dispose()
