@@ -208,13 +208,15 @@ def sqlite_pragmas(raw: Any, busy_ms: int) -> None:
         cursor.close()
 
 
-class _SqliteWriter:
-    """One connection, used only from one thread."""
+class SqliteThread:
+    """One ``sqlite3`` connection to the node's file, opened on first use and used
+    only from one thread (its pool's)."""
 
-    def __init__(self, path: str, busy_ms: int) -> None:
+    def __init__(self, path: str, busy_ms: int, *, name: str, readonly: bool = False) -> None:
         self.path = path
         self.busy_ms = busy_ms
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="relay-committer")
+        self.readonly = readonly
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.conn: sqlite3.Connection | None = None
         self.tx: Tx | None = None
 
@@ -222,9 +224,22 @@ class _SqliteWriter:
         if self.tx is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             sqlite_pragmas(conn, self.busy_ms)
+            if self.readonly:
+                conn.execute("PRAGMA query_only=ON")
             self.conn = conn
             self.tx = Tx(conn, postgres=False, integrity=sqlite3.IntegrityError)
         return self.tx
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+            self.tx = None
+
+
+class _SqliteWriter(SqliteThread):
+    def __init__(self, path: str, busy_ms: int) -> None:
+        super().__init__(path, busy_ms, name="relay-committer")
 
     def batch(self, jobs: Sequence[Job]) -> list[_Outcome]:
         tx = self._open()
@@ -241,12 +256,6 @@ class _SqliteWriter:
                     self.conn.execute("ROLLBACK")
             raise CommitFailed(f"{type(exc).__name__}: {exc}") from exc
         return outcomes
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-            self.tx = None
 
 
 def _pg_batch(jobs: Sequence[Job], sync: Connection) -> list[_Outcome]:

@@ -167,7 +167,7 @@ class Database:
     async def dispose(self) -> None:
         await self.committer.close()
         if self._reader is not None:
-            await self._reader.close()
+            await self._reader.shutdown()
         await self.engine.dispose()
 
 

@@ -16,58 +16,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .committer import Tx, sqlite_pragmas
+from .committer import SqliteThread, Tx
 
 T = TypeVar("T")
 
 
-class SqliteReader:
-    """One read-only connection, used only from one thread."""
+class SqliteReader(SqliteThread):
+    """A read-only connection (``query_only``), used only from one thread."""
 
     def __init__(self, path: str, busy_ms: int) -> None:
-        self.path = path
-        self.busy_ms = busy_ms
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="relay-reader")
-        self.conn: sqlite3.Connection | None = None
-        self.tx: Tx | None = None
-
-    def _open(self) -> tuple[sqlite3.Connection, Tx]:
-        if self.conn is None or self.tx is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            sqlite_pragmas(conn, self.busy_ms)
-            conn.execute("PRAGMA query_only=ON")
-            self.conn = conn
-            self.tx = Tx(conn, postgres=False, integrity=sqlite3.IntegrityError)
-        return self.conn, self.tx
+        super().__init__(path, busy_ms, name="relay-reader", readonly=True)
 
     def _run(self, fn: Callable[[Tx], T]) -> T:
-        conn, tx = self._open()
-        conn.execute("BEGIN")
+        tx = self._open()
+        assert self.conn is not None
+        self.conn.execute("BEGIN")
         try:
             return fn(tx)
         finally:
-            conn.execute("ROLLBACK")  # nothing to keep: a read transaction
+            self.conn.execute("ROLLBACK")  # nothing to keep: a read transaction
 
     async def run(self, fn: Callable[[Tx], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._run, fn)
 
-    def _close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-            self.tx = None
-
-    async def close(self) -> None:
+    async def shutdown(self) -> None:
         with contextlib.suppress(RuntimeError):  # the pool may be shut down already
-            await asyncio.get_running_loop().run_in_executor(self.pool, self._close)
+            await asyncio.get_running_loop().run_in_executor(self.pool, self.close)
         self.pool.shutdown(wait=True)
 
 

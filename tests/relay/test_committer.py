@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 from collections import defaultdict
 
 import pytest
@@ -303,7 +304,7 @@ async def test_fast_reads_see_committed_work_only_and_never_write(database_url: 
         assert await db.query(count) == 2
         if not db.is_postgres:
             # SQLite's reader is read-only; (PostgreSQL's transaction is rolled back.)
-            with pytest.raises(Exception, match="readonly|read-only"):
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 await db.query(lambda tx: tx.execute(
                     "INSERT INTO nonces (keyid, nonce, expires_at) VALUES ('k', 'c', 1)"))
         assert await db.query(count) == 2
