@@ -184,12 +184,19 @@ def _object_hook() -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
     return hook
 
 
-def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
-    seen: set[str] = set()
-    for key, _value in pairs:
-        if key in seen:
-            raise DecodeError(f"duplicate JSON member {key!r}")
-        seen.add(key)
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The ``object_pairs_hook`` for small documents: duplicates refused, nothing
+    shared (a few dozen strings are not worth a table)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        _refuse_duplicate(pairs)
+    return out
+
+
+#: Documents up to this size (every request body, envelope, header and statement)
+#: share one decoder: building a JSONDecoder and its scanner per call, and the
+#: string-sharing hook, cost more than parsing a few kilobytes.
+_SMALL_DOCUMENT = 64 * 1024
 
 
 def _reject_constant(name: str) -> Any:
@@ -202,6 +209,19 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise DecodeError("JSON number out of range")
     return value
+
+
+_SMALL_DECODER = json.JSONDecoder(object_pairs_hook=_unique,
+                                  parse_constant=_reject_constant,
+                                  parse_float=_finite_float)
+
+
+def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _value in pairs:
+        if key in seen:
+            raise DecodeError(f"duplicate JSON member {key!r}")
+        seen.add(key)
 
 
 def _depth(value: Any) -> int:
@@ -242,16 +262,23 @@ def json_loads(data: bytes | memoryview | str, *, max_bytes: int,
     # json's C scanner recurses; a hostile depth ends in RecursionError, caught below.
     try:
         text = data if isinstance(data, str) else str(data, "utf-8")
-        value = json.loads(text, object_pairs_hook=_object_hook(),
-                           parse_constant=_reject_constant, parse_float=_finite_float)
+        if size <= _SMALL_DOCUMENT:
+            value = _SMALL_DECODER.decode(text)
+        else:
+            value = json.loads(text, object_pairs_hook=_object_hook(),
+                               parse_constant=_reject_constant, parse_float=_finite_float)
     except DecodeError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DecodeError(f"{what} is not valid UTF-8 JSON") from exc
     escaped = "\\u" in text
+    # Every level of nesting opens a bracket: a text with few of them (all small
+    # documents on the wire; strings may hold some too, which only makes this
+    # count larger) cannot be nested too deeply, and needs no walk.
+    shallow = text.count("{") + text.count("[") < MAX_JSON_DEPTH
     # Megabytes: not kept while the value is walked.
     del text
-    if _depth(value) > MAX_JSON_DEPTH:
+    if not shallow and _depth(value) > MAX_JSON_DEPTH:
         raise DecodeError(f"{what} is nested too deeply")
     if escaped:
         # A \uD800-style escape yields a lone surrogate: not Unicode text, and a

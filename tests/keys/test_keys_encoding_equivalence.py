@@ -299,14 +299,30 @@ def test_depth_matches_reference(value: Any, levels: list[str]) -> None:
 
 
 def test_json_loads_shares_equal_strings_and_keeps_values() -> None:
+    # Sharing is for large documents (name lists); small ones take the plain decoder.
+    count = 2000
     document = [{"given": "Олександр", "born": "1980-01-01", "n": 1, "t": True}
-                for _ in range(3)] + [{"given": "Олександр", "other": 1.0}]
-    value = json_loads(json.dumps(document, ensure_ascii=False).encode(), max_bytes=4096)
-    assert value == ref_json_loads(json.dumps(document).encode(), max_bytes=4096)
+                for _ in range(count)] + [{"given": "Олександр", "other": 1.0}]
+    data = json.dumps(document, ensure_ascii=False).encode()
+    assert len(data) > encoding._SMALL_DOCUMENT
+    value = json_loads(data, max_bytes=1 << 20)
+    assert value == ref_json_loads(json.dumps(document).encode(), max_bytes=1 << 20)
     assert len({id(item["given"]) for item in value}) == 1
     # Only strings are shared: 1, True and 1.0 are equal in Python but stay apart.
-    assert [type(item.get("n", item.get("other"))) for item in value] == [int] * 3 + [float]
-    assert all(item["t"] is True for item in value[:3])
+    assert [type(item.get("n", item.get("other"))) for item in value] == \
+        [int] * count + [float]
+    assert all(item["t"] is True for item in value[:count])
+
+
+@MANY
+@given(json_values)
+def test_large_documents_parse_like_small_ones(value: Any) -> None:
+    """Both decoders (the shared one for small documents, the string-sharing one
+    above 64 KiB) accept and refuse alike."""
+    text = json.dumps(value, ensure_ascii=False)
+    big = text + " " * encoding._SMALL_DOCUMENT  # the same document, padded
+    assert _outcome(lambda: json_loads(big, max_bytes=1 << 20)) == \
+        _outcome(lambda: json_loads(text, max_bytes=1 << 20))
 
 
 def test_json_loads_memoryview_input() -> None:
