@@ -266,16 +266,17 @@ class Report:
             idle = _share(profile, "workers", "idle")
             parts.append(f"the event loop's CPU is the limit: {loop_ms:.2f} ms per request "
                          f"(largest shares: {top}), while the database threads are idle "
-                         f"{_pct(idle)} of the time")
+                         f"{_pct(idle)} of the time and one relay process leaves the second "
+                         "core mostly idle")
         return "; ".join(parts) + " (see Profile)"
 
     @staticmethod
     def _why_e2e(e2e: dict[str, Any], submit: dict[str, Any] | None) -> str:
         ack = e2e.get("ack_median", {})
         return (f"the acknowledgement alone takes p50 {_ms(ack.get('p50_ms'))} / p99 "
-                f"{_ms(ack.get('p99_ms'))} at this rate: the tail is in the submit's "
-                "acknowledgement, not in the push; its cause is not yet found (at half "
-                "the peak the loop is not saturated)")
+                f"{_ms(ack.get('p99_ms'))} at this rate: the time is in the durable submit "
+                "(parsing, two verifications, a signature and a group commit on a loop "
+                "half busy), not in the push; see the analysis")
 
     def submit_section(self) -> None:
         submit = self.result("submit")
