@@ -314,7 +314,7 @@ def test_json_loads_shares_equal_strings_and_keeps_values() -> None:
     assert all(item["t"] is True for item in value[:count])
 
 
-@MANY
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_large_documents_parse_like_small_ones(value: Any) -> None:
     """Both decoders (the shared one for small documents, the string-sharing one
