@@ -20,8 +20,16 @@ FIELDS: Final = ("event", "method", "route", "status", "ms", "member", "envelope
 
 
 class JsonFormatter(logging.Formatter):
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+        # One line per request: the time text is made once per second, not per line.
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        out: dict[str, object] = {"time": self._stamp,
                                   "level": record.levelname.lower(), "logger": record.name,
                                   "msg": record.getMessage()}
         for name in FIELDS:
@@ -41,6 +49,13 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str, fmt: str) -> None:
+    # Our lines carry none of the caller's file and line, thread or process (the
+    # logging HOWTO's "optimization" switches): each would cost every request's
+    # log line a frame walk or a system call.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("relay")
