@@ -1,7 +1,8 @@
 """Benchmark 5: multi-hop delivery through one and two intermediary nodes.
 
 Four relay nodes, each its own ``backchannel relay serve`` process with its own
-SQLite database, pinned to each other with ``backchannel relay peers add``:
+SQLite database, pinned to each other as ``backchannel relay peers add`` does
+(benchmarks.nodes.pin_peers, in process):
 
     origin ─→ hop1 ─→ hop2 ─→ destination      (and origin ─→ destination direct)
 
@@ -35,7 +36,7 @@ from . import loadgen
 from .context import Context
 from .corpus import Submission, make_submissions, sign_requests
 from .e2e import _receive
-from .nodes import NodeHome, count_rows, enroll, init_node, open_ws, pin_peer, relay_server
+from .nodes import NodeHome, count_rows, enroll, init_node, open_ws, pin_peers, relay_server
 from .processes import ServerProcess, free_port
 from .stats import latency_summary
 
@@ -77,9 +78,12 @@ class Chain:
             self.homes[name] = init_node(base / name, url=self.url(name),
                                          name=f"Benchmark {name}")
         pairs = {pair for path in PATHS.values() for pair in itertools.pairwise(path)}
+        neighbours: dict[str, list[str]] = {name: [] for name in self.ports}
         for left, right in sorted(pairs):
-            pin_peer(self.homes[left], self.homes[right])
-            pin_peer(self.homes[right], self.homes[left])
+            neighbours[left].append(right)
+            neighbours[right].append(left)
+        for name, peers in neighbours.items():
+            await pin_peers(self.homes[name], self.db(name), [self.homes[p] for p in peers])
         for name, home in self.homes.items():
             server = relay_server(home, port=self.ports[name], database=self.db(name),
                                   public_url=self.url(name),

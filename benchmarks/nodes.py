@@ -26,6 +26,7 @@ from keys.httpsig import sign_request
 from keys.identity import Identity
 from relay.node import NodeDir, read_card
 from relay.services.membership import Membership
+from relay.services.peering import Peering
 from relay.storage.database import Database
 from relay.websocket import auth_message
 
@@ -59,11 +60,18 @@ def init_node(path: Path, *, url: str = "http://127.0.0.1:8470",
     return NodeHome(path, read_card(NodeDir(path)))
 
 
-def pin_peer(home: NodeHome, peer: NodeHome) -> None:
-    """``backchannel relay peers add`` on ``home`` with ``peer``'s card file."""
-    subprocess.run(python_argv("-m", "relay", "peers", "add", "--dir", str(home.path),
-                               str(NodeDir(peer.path).card)),
-                   check=True, capture_output=True, env={**os.environ}, timeout=120)
+async def pin_peers(home: NodeHome, database: str, peers: Sequence[NodeHome]) -> None:
+    """Pin ``peers`` on ``home`` as ``backchannel relay peers add`` does for each card
+    file (relay.services.peering on the node's database), in this process rather
+    than one process per card."""
+    db = Database.open(database)
+    try:
+        await db.migrate()
+        peering = Peering(db, home.id)
+        for peer in peers:
+            await peering.add(peering.load(NodeDir(peer.path).card.read_bytes()))
+    finally:
+        await db.dispose()
 
 
 def relay_server(home: NodeHome, *, port: int, database: str, public_url: str, log: Path,

@@ -466,8 +466,8 @@ class Report:
                 ["through two intermediary nodes", "not measured", "not measured", "–"],
             ]), "", multihop["reason"][0].upper() + multihop["reason"][1:] + ".", "")
             return
-        self.add("Four relay nodes, each its own process and SQLite database, pinned with "
-                 "`backchannel relay peers add` (federation with its default settings): "
+        self.add("Four relay nodes, each its own process and SQLite database, pinned as "
+                 "`backchannel relay peers add` pins them (federation with its default settings): "
                  "origin → hop1 → hop2 → destination, and origin → destination directly. "
                  "Senders are members of the origin; receivers of the destination hold "
                  "WebSocket sessions there. *Latency*: open-loop submissions to the origin "
