@@ -27,8 +27,8 @@ class JsonFormatter(logging.Formatter):
         # One line per request: the time text is made once per second, not per line.
         second = int(record.created)
         if second != self._second:
-            self._second = second
             self._stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+            self._second = second
         out: dict[str, object] = {"time": self._stamp,
                                   "level": record.levelname.lower(), "logger": record.name,
                                   "msg": record.getMessage()}
@@ -51,7 +51,8 @@ class TextFormatter(logging.Formatter):
 def configure(level: str, fmt: str) -> None:
     # Our lines carry none of the caller's file and line, thread or process (the
     # logging HOWTO's "optimization" switches): each would cost every request's
-    # log line a frame walk or a system call.
+    # log line a frame walk or a system call. Process-wide: other libraries' records
+    # lose their file and line too, which our formatters never print.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

@@ -184,9 +184,10 @@ class Authenticator:
         the connection pool and made the first second's answers take up to half a
         second. Returns how many were loaded."""
         async with self.db.read() as conn:
-            rows = await members.recent_members(conn, MAX_CACHED_KEYS)
+            rows = await members.recent_keys(conn, MAX_CACHED_KEYS)
         for row in reversed(rows):  # oldest first: the first to go when the cache is full
-            self._remember(row)
+            self._cache(_Known(Caller(row.id, row.role, VerifyKey(row.signing_key)),
+                               revoked=not row.active))
         return len(rows)
 
     def welcome(self, member_id: str, role: str, key: VerifyKey) -> None:
@@ -198,7 +199,10 @@ class Authenticator:
                                   revoked=not row.active))
 
     def _cache(self, known: _Known) -> _Known:
-        if known.caller.id not in self._known and len(self._known) >= MAX_CACHED_KEYS:
+        old = self._known.get(known.caller.id)
+        if old is not None and old.revoked:
+            return old  # revocation is final: never forgotten by a cache refill
+        if old is None and len(self._known) >= MAX_CACHED_KEYS:
             del self._known[next(iter(self._known))]
         self._known[known.caller.id] = known
         return known

@@ -300,12 +300,14 @@ class Forwarder:
         given = rows
 
         def read(tx: Tx) -> _Stored:
+            todo = given if given is not None else federation.forward_rows(tx, peer_id,
+                                                                            envelope_id)
+            if not todo:  # handed on meanwhile: the sealed bytes need not be read
+                return _Stored(todo, None, None, None, [], {})
             meta = mailbox.envelope_meta(tx, envelope_id)
             carried = federation.statements_of_kinds(tx, envelope_id, _FORWARD_KINDS)
             return _Stored(
-                given if given is not None else federation.forward_rows(tx, peer_id,
-                                                                         envelope_id),
-                meta, mailbox.sealed_of(tx, envelope_id) if meta else None,
+                todo, meta, mailbox.sealed_of(tx, envelope_id) if meta else None,
                 federation.peer_row(tx, peer_id), carried,
                 self._card_map(tx, [meta.sender, *(s for s, _ in carried)]) if meta else {})
 
@@ -412,11 +414,11 @@ class Forwarder:
             pending = (await federation.pending_for(conn, peer_id, envelope_id))[:MAX_BACK]
             found = await federation.statements_by_id(
                 conn, [r.statement_id for r in pending if r.statement_id])
+        if not pending:
+            return
         peer, known = await self.db.query(lambda tx: (
             federation.peer_row(tx, peer_id),
             self._card_map(tx, [signer for signer, _ in found.values()])))
-        if not pending:
-            return
         seqs = [r.seq for r in pending]
         present = [found[r.statement_id] for r in pending
                    if r.statement_id and r.statement_id in found]

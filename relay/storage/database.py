@@ -165,10 +165,14 @@ class Database:
                 lambda sync: MigrationContext.configure(sync).get_current_revision())
 
     async def dispose(self) -> None:
-        await self.committer.close()
-        if self._reader is not None:
-            await self._reader.shutdown()
-        await self.engine.dispose()
+        try:
+            await self.committer.close()
+        finally:
+            try:
+                if self._reader is not None:
+                    await self._reader.shutdown()
+            finally:
+                await self.engine.dispose()
 
 
 def _alembic_config(connection: Connection | None = None) -> AlembicConfig:

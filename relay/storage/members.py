@@ -88,11 +88,21 @@ async def get_member(conn: AsyncConnection, member_id: str) -> MemberRow | None:
     return MemberRow(**row._mapping) if row is not None else None
 
 
-async def recent_members(conn: AsyncConnection, limit: int) -> list[MemberRow]:
-    """The ``limit`` members who joined last (for warming the key cache at start)."""
-    rows = await conn.execute(select(members).order_by(members.c.joined_at.desc(),
-                                                       members.c.id).limit(limit))
-    return [MemberRow(**row._mapping) for row in rows]
+@dataclass(frozen=True)
+class MemberKey:
+    id: str
+    role: str
+    signing_key: bytes
+    active: bool
+
+
+async def recent_keys(conn: AsyncConnection, limit: int) -> list[MemberKey]:
+    """The keys of the ``limit`` members who joined last (for warming the key cache
+    at start; no cards: 100,000 of them would be hundreds of MiB)."""
+    rows = await conn.execute(
+        select(members.c.id, members.c.role, members.c.signing_key, members.c.status)
+        .order_by(members.c.joined_at.desc(), members.c.id).limit(limit))
+    return [MemberKey(r.id, r.role, bytes(r.signing_key), r.status == ACTIVE) for r in rows]
 
 
 async def insert_member(conn: AsyncConnection, *, id: str, role: str, label: str, card: bytes,

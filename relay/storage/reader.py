@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -36,11 +37,18 @@ class SqliteReader(SqliteThread):
     def _run(self, fn: Callable[[Tx], T]) -> T:
         tx = self._open()
         assert self.conn is not None
-        self.conn.execute("BEGIN")
+        conn = self.conn
+        conn.execute("BEGIN")
         try:
             return fn(tx)
         finally:
-            self.conn.execute("ROLLBACK")  # nothing to keep: a read transaction
+            # Nothing to keep: a read transaction. A connection that cannot end it is
+            # dropped (the next read opens a new one) rather than left inside it.
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self.close()
 
     async def run(self, fn: Callable[[Tx], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._run, fn)

@@ -308,6 +308,14 @@ async def test_fast_reads_see_committed_work_only_and_never_write(database_url: 
                 await db.query(lambda tx: tx.execute(
                     "INSERT INTO nonces (keyid, nonce, expires_at) VALUES ('k', 'c', 1)"))
         assert await db.query(count) == 2
+        # A read that fails leaves no transaction open behind it.
+        def fails(tx: Tx) -> None:
+            count(tx)
+            raise ValueError("refused")
+
+        with pytest.raises(ValueError):
+            await db.query(fails)
+        assert await db.query(count) == 2
         assert await _nonces(db) == {"a", "b"}
     finally:
         await db.dispose()
