@@ -169,9 +169,7 @@ def _object_hook() -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
     share = strings.setdefault
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(pairs)
-        if len(out) != len(pairs):
-            _refuse_duplicate(pairs)
+        out = _unique(pairs)
         for key, value in pairs:
             # Long strings (a sealed message's ciphertext) are unlikely to repeat, and
             # hashing megabytes to find out is not free.

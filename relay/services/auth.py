@@ -186,15 +186,14 @@ class Authenticator:
         async with self.db.read() as conn:
             rows = await members.recent_keys(conn, MAX_CACHED_KEYS)
         for row in reversed(rows):  # oldest first: the first to go when the cache is full
-            self._cache(_Known(Caller(row.id, row.role, VerifyKey(row.signing_key)),
-                               revoked=not row.active))
+            self._remember(row)
         return len(rows)
 
     def welcome(self, member_id: str, role: str, key: VerifyKey) -> None:
         """Cache the key of a member who has just registered (committed)."""
         self._cache(_Known(Caller(member_id, role, key)))
 
-    def _remember(self, row: members.MemberRow) -> _Known:
+    def _remember(self, row: members.MemberRow | members.MemberKey) -> _Known:
         return self._cache(_Known(Caller(row.id, row.role, VerifyKey(row.signing_key)),
                                   revoked=not row.active))
 

@@ -410,15 +410,19 @@ class Forwarder:
     # --- back --------------------------------------------------------------------------
 
     async def _push_statements(self, peer_id: str, envelope_id: str) -> None:
-        async with self.db.read() as conn:
-            pending = (await federation.pending_for(conn, peer_id, envelope_id))[:MAX_BACK]
-            found = await federation.statements_by_id(
-                conn, [r.statement_id for r in pending if r.statement_id])
+        def read(tx: Tx) -> tuple[list[OutboxRow], dict[str, tuple[str, bytes]],
+                                  PeerRow | None, dict[str, bytes]]:
+            pending = federation.pending_for(tx, peer_id, envelope_id)[:MAX_BACK]
+            if not pending:
+                return pending, {}, None, {}
+            found = federation.statements_by_id(
+                tx, [r.statement_id for r in pending if r.statement_id])
+            return (pending, found, federation.peer_row(tx, peer_id),
+                    self._card_map(tx, [signer for signer, _ in found.values()]))
+
+        pending, found, peer, known = await self.db.query(read)
         if not pending:
             return
-        peer, known = await self.db.query(lambda tx: (
-            federation.peer_row(tx, peer_id),
-            self._card_map(tx, [signer for signer, _ in found.values()])))
         seqs = [r.seq for r in pending]
         present = [found[r.statement_id] for r in pending
                    if r.statement_id and r.statement_id in found]

@@ -236,6 +236,12 @@ class SqliteThread:
             self.conn = None
             self.tx = None
 
+    async def shutdown(self) -> None:
+        """Close the connection in its own thread, then end the thread."""
+        with contextlib.suppress(RuntimeError):  # the pool may be shut down already
+            await asyncio.get_running_loop().run_in_executor(self.pool, self.close)
+        self.pool.shutdown(wait=True)
+
 
 class _SqliteWriter(SqliteThread):
     def __init__(self, path: str, busy_ms: int) -> None:
@@ -258,10 +264,15 @@ class _SqliteWriter(SqliteThread):
         return outcomes
 
 
+def pg_tx(sync: Connection) -> Tx:
+    """A :class:`Tx` over the asyncpg adapter's connection behind ``sync`` (inside
+    ``run_sync``)."""
+    return Tx(sync.connection.dbapi_connection, postgres=True,
+              integrity=sync.dialect.loaded_dbapi.IntegrityError)
+
+
 def _pg_batch(jobs: Sequence[Job], sync: Connection) -> list[_Outcome]:
-    raw = sync.connection.dbapi_connection
-    dbapi = sync.dialect.loaded_dbapi
-    return _run_jobs(Tx(raw, postgres=True, integrity=dbapi.IntegrityError), jobs)
+    return _run_jobs(pg_tx(sync), jobs)
 
 
 class Committer:
@@ -378,7 +389,4 @@ class Committer:
                 future.set_exception(CommitFailed("the node is shutting down"))
         self._queue.clear()
         if self._sqlite is not None:
-            pool = self._sqlite.pool
-            if self._sqlite.conn is not None:
-                await asyncio.get_running_loop().run_in_executor(pool, self._sqlite.close)
-            pool.shutdown(wait=True)
+            await self._sqlite.shutdown()

@@ -117,12 +117,14 @@ async def remote_card(conn: AsyncConnection, identity_id: str) -> bytes | None:
 
 # --- statements ----------------------------------------------------------------------
 
-async def statements_by_id(conn: AsyncConnection, ids: Sequence[str]
-                           ) -> dict[str, tuple[str, bytes]]:
+def statements_by_id(tx: Tx, ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
     """``id -> (signer, body)``."""
-    rows = await conn.execute(select(statements.c.id, statements.c.signer, statements.c.body)
-                              .where(statements.c.id.in_(list(ids))))
-    return {row.id: (row.signer, row.body) for row in rows}
+    if not ids:
+        return {}
+    marks = ", ".join("?" * len(ids))  # only placeholders, one per id
+    rows = tx.all(f"SELECT id, signer, body FROM statements WHERE id IN ({marks})",  # noqa: S608
+                  list(ids))
+    return {str(row[0]): (str(row[1]), bytes(row[2])) for row in rows}
 
 
 def statements_of_kinds(tx: Tx, envelope_id: str, kinds: Sequence[str]
@@ -226,15 +228,13 @@ def due(tx: Tx, now: int, limit: int, *, skip_seqs: Sequence[int] = (),
     return [OutboxRow(*row) for row in rows]
 
 
-async def pending_for(conn: AsyncConnection, peer: str, envelope_id: str) -> list[OutboxRow]:
+def pending_for(tx: Tx, peer: str, envelope_id: str) -> list[OutboxRow]:
     """Every statement row still to push to ``peer`` for the envelope, due or not: a
     push carries them all, in order, so that the far side never sees a later statement
     without an earlier one."""
-    rows = await conn.execute(select(outbox).where(outbox.c.peer == peer,
-                                                   outbox.c.envelope_id == envelope_id,
-                                                   outbox.c.statement_id.is_not(None))
-                              .order_by(outbox.c.seq))
-    return [OutboxRow(**row._mapping) for row in rows]
+    rows = tx.all(_OUTBOX + " WHERE peer = ? AND envelope_id = ? "
+                  "AND statement_id IS NOT NULL ORDER BY seq", (peer, envelope_id))
+    return [OutboxRow(*row) for row in rows]
 
 
 def forward_rows(tx: Tx, peer: str, envelope_id: str) -> list[OutboxRow]:

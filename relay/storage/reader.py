@@ -15,15 +15,13 @@ PostgreSQL: a pooled connection through ``run_sync``, as the group committer doe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .committer import SqliteThread, Tx
+from .committer import SqliteThread, Tx, pg_tx
 
 T = TypeVar("T")
 
@@ -53,16 +51,8 @@ class SqliteReader(SqliteThread):
     async def run(self, fn: Callable[[Tx], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._run, fn)
 
-    async def shutdown(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the pool may be shut down already
-            await asyncio.get_running_loop().run_in_executor(self.pool, self.close)
-        self.pool.shutdown(wait=True)
 
 
 async def pg_read(engine: AsyncEngine, fn: Callable[[Tx], T]) -> T:
-    def run(sync: Connection) -> T:
-        raw = sync.connection.dbapi_connection
-        return fn(Tx(raw, postgres=True, integrity=sync.dialect.loaded_dbapi.IntegrityError))
-
     async with engine.connect() as conn:
-        return await conn.run_sync(run)
+        return await conn.run_sync(lambda sync: fn(pg_tx(sync)))

@@ -256,6 +256,10 @@ async def test_member_keys_are_cached_at_registration_and_at_start(database_url:
         as_bob = SignedClient(await again.session(), again, bob.identity)
         assert (await as_alice.inbox()).status == 200
         (await as_bob.inbox()).problem(403, "forbidden")
+        # A revocation once cached is never reset by refilling the cache.
+        again.app[appkeys.AUTH].welcome(bob.id, "delegation", bob.identity.signing_key.public)
+        assert known[bob.id].revoked
+        (await as_bob.inbox()).problem(403, "forbidden")
     finally:
         await again.stop()
 
