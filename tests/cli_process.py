@@ -40,7 +40,10 @@ class Env:
     base: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
+        # COLUMNS/LINES: pytest-xdist's workers set them (80x24), which would make the
+        # CLI's tables terminal-wide instead of the width it uses for a pipe.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("BACKCHANNEL_") and k not in ("COLUMNS", "LINES")}
         # A HOME of our own: nothing may fall back to the developer's ~/.backchannel.
         env.update({"HOME": str(self.root / "home"), "BACKCHANNEL_KDF": "floor",
                     "PYTHONUNBUFFERED": "1"})
