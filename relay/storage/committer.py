@@ -47,6 +47,8 @@ T = TypeVar("T")
 MAX_BATCH: Final = 512
 #: PostgreSQL batches committing at once in one process (SQLite: one).
 PG_BATCHES_IN_FLIGHT: Final = 4
+#: How long closing waits for batches already in the database's hands.
+CLOSE_GRACE_SECONDS: Final = 10.0
 
 
 class IntegrityError(Exception):
@@ -374,16 +376,25 @@ class Committer:
             else:
                 future.set_exception(value)
 
-    async def close(self) -> None:
+    async def close(self, *, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """Stop taking batches, let those already started end, fail those never started.
+
+        A started batch is in the database's hands (a cancelled wait cannot stop the
+        writer thread): cancelling it would tell its callers "shutting down" for work
+        that may well commit a moment later. Waiting up to ``grace`` seconds gives them
+        the real outcome instead."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in tuple(self._running):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        running = tuple(self._running)
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            for task in late:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for _, future in self._queue:
             if not future.done():
                 future.set_exception(CommitFailed("the node is shutting down"))

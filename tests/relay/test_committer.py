@@ -19,7 +19,7 @@ from keys.identity import Identity
 from relay.app import create_app
 from relay.storage import mailbox, nonces
 from relay.storage.committer import CommitFailed, IntegrityError, Tx
-from relay.storage.database import Database
+from relay.storage.database import SQLITE_FILE, Database, sqlite_url
 
 
 async def _migrated(url: str) -> Database:
@@ -319,3 +319,31 @@ async def test_fast_reads_see_committed_work_only_and_never_write(database_url: 
         assert await _nonces(db) == {"a", "b"}
     finally:
         await db.dispose()
+
+
+async def test_closing_lets_a_started_batch_finish_and_fails_the_rest(tmp_path):
+    """Closing the node while a batch is in the writer's hands: its callers get the
+    real outcome (the work commits), not "shutting down"; jobs still queued behind it
+    fail and store nothing. (SQLite: PostgreSQL's batches run on the loop's thread.)"""
+    db = await _migrated(sqlite_url(tmp_path))
+    inside, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(tx: Tx) -> bool:
+        loop.call_soon_threadsafe(inside.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
+        return nonces.record(tx, "k", "started", 2**40)
+
+    started = db.committer.submit(slow)
+    await asyncio.wait_for(inside.wait(), 10)
+    queued = db.committer.submit(_remember("queued"))  # one writer: waits its turn
+    closing = asyncio.ensure_future(db.dispose())
+    await asyncio.sleep(0.1)
+    assert not closing.done()  # waiting for the started batch
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    assert await started is True
+    with pytest.raises(CommitFailed, match="shutting down"):
+        await queued
+    with sqlite3.connect(tmp_path / SQLITE_FILE) as conn:
+        assert {n for (n,) in conn.execute("SELECT nonce FROM nonces")} == {"started"}
