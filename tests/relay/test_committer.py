@@ -347,3 +347,62 @@ async def test_closing_lets_a_started_batch_finish_and_fails_the_rest(tmp_path):
         await queued
     with sqlite3.connect(tmp_path / SQLITE_FILE) as conn:
         assert {n for (n,) in conn.execute("SELECT nonce FROM nonces")} == {"started"}
+
+
+class _RollbackFails:
+    """A sqlite3 connection whose ROLLBACK fails (a disk error cannot be provoked on
+    demand); everything else goes to the real connection."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.real.in_transaction
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.real.execute(sql, *args)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+async def test_a_reader_that_cannot_end_its_read_is_replaced(tmp_path):
+    """A connection left inside its read transaction would serve an old snapshot (and
+    refuse the next BEGIN) forever: it is dropped, and the next read opens a new one."""
+    db = await _migrated(sqlite_url(tmp_path))
+    try:
+        def count(tx: Tx) -> int:
+            return int(tx.one("SELECT count(*) FROM nonces")[0])
+
+        assert await db.query(count) == 0
+        reader = db._reader
+        assert reader is not None and reader.conn is not None
+        reader.conn = _RollbackFails(reader.conn)  # type: ignore[assignment]
+        assert await db.query(count) == 0  # the read itself succeeds
+        await db.run(_remember("a"))
+        assert await db.query(count) == 1  # a new connection, a new snapshot
+        assert isinstance(reader.conn, sqlite3.Connection)
+    finally:
+        await db.dispose()
+
+
+async def test_dispose_closes_the_reader_and_engine_when_the_committer_fails(tmp_path,
+                                                                            monkeypatch):
+    db = await _migrated(sqlite_url(tmp_path))
+    assert await db.query(lambda tx: tx.one("SELECT 1")[0]) == 1
+    reader = db._reader
+    assert reader is not None
+
+    async def broken_close(**_: object) -> None:
+        raise RuntimeError("the writer thread died")
+
+    monkeypatch.setattr(db.committer, "close", broken_close)
+    with pytest.raises(RuntimeError, match="writer thread died"):
+        await db.dispose()
+    assert reader.conn is None  # closed in its thread
+    with pytest.raises(RuntimeError):  # and the thread ended
+        reader.pool.submit(lambda: None)
+    assert db.engine.pool.checkedout() == 0
