@@ -24,6 +24,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "lint: runs ruff and mypy over the tree (part of CI; deselect with -m 'not lint')")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules holding a slow or lint test run first, each kept whole and in order.
+
+    pytest-xdist (``--dist loadscope``) hands out modules in collection order; the slow
+    ones (nodes and CLI processes started per module, mypy) came last alphabetically
+    and ran alone at the end while the other workers sat idle."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    heavy = {module(item) for item in items
+             if item.get_closest_marker("slow") or item.get_closest_marker("lint")}
+    items.sort(key=lambda item: module(item) not in heavy)  # stable: order kept within
+
+
 class ShakeRandom:
     """Deterministic bytes: SHAKE-256 over a seed and a call counter."""
 
