@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keys.card import Card, load_card
 from keys.clock import SYSTEM_CLOCK
@@ -27,10 +27,15 @@ from . import logs
 from .config import RelayConfig, load_config
 from .errors import BadRequest, ConfigError
 from .node import NodeDir, create_node, kdf_params, read_card, unlock
-from .services.membership import Membership
-from .services.peering import Peering, Pinned
-from .storage.database import SQLITE_FILE, Database, sqlite_url
-from .storage.federation import PeerRow
+
+if TYPE_CHECKING:
+    from .services.membership import Membership
+    from .services.peering import Peering, Pinned
+    from .storage.database import Database
+    from .storage.federation import PeerRow
+
+# The storage and service modules (SQLAlchemy, Alembic: about 0.7 s) are imported by the
+# commands that use them: `backchannel` loads this module for every delegation command.
 
 T = TypeVar("T")
 _DURATION = re.compile(r"(\d{1,4})([mhd])")
@@ -130,16 +135,26 @@ def _config(args: argparse.Namespace, **flags: Any) -> RelayConfig:
 
 
 def database_url(config: RelayConfig, node_dir: Path) -> str:
+    from .storage.database import sqlite_url
+
     return config.database or sqlite_url(node_dir)
 
 
 async def _with_db(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    from .storage.database import Database
+
     db = Database.open(url)
     try:
         await db.migrate()
         return await work(db)
     finally:
         await db.dispose()
+
+
+def _membership(db: Database, card: Card, url: str) -> Membership:
+    from .services.membership import Membership
+
+    return Membership(db, card, url)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -157,6 +172,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         return None
 
     _run(_with_db(database_url(config, args.dir), prepare))
+    from .storage.database import SQLITE_FILE
+
     db_file = args.dir / SQLITE_FILE
     if not config.database and db_file.exists():
         # SQLite creates its -wal and -shm files with the database's mode.
@@ -198,7 +215,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
     lifetime = parse_expiry(args.expires, SYSTEM_CLOCK.now())
 
     async def work(db: Database) -> Any:
-        return await Membership(db, card, config.url).invite(args.name, args.role, lifetime)
+        return await _membership(db, card, config.url).invite(args.name, args.role, lifetime)
 
     issued = _run(_with_db(database_url(config, args.dir), work))
     print(f"invitation {issued.id} for a {issued.role}, valid until "
@@ -218,7 +235,7 @@ def cmd_members(args: argparse.Namespace) -> int:
     card = read_card(NodeDir(args.dir))
 
     async def work(db: Database) -> Any:
-        membership = Membership(db, card, config.url)
+        membership = _membership(db, card, config.url)
         return await membership.members(), await membership.invitations()
 
     rows, invitations = _run(_with_db(database_url(config, args.dir), work))
@@ -249,7 +266,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     card = read_card(NodeDir(args.dir))
 
     async def work(db: Database) -> str:
-        return await Membership(db, card, config.url).revoke(args.id)
+        return await _membership(db, card, config.url).revoke(args.id)
 
     what = _run(_with_db(database_url(config, args.dir), work))
     print(f"revoked {what} {args.id}")
@@ -264,6 +281,8 @@ def _peering(args: argparse.Namespace) -> tuple[RelayConfig, Callable[[Database]
     node_dir = NodeDir(args.dir).require()
     config = _config(args, database=args.database)
     own = read_card(node_dir)
+    from .services.peering import Peering
+
     return config, lambda db: Peering(db, own.id)
 
 

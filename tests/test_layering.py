@@ -121,3 +121,23 @@ def test_source_scanner_catches_every_form(tmp_path: Path) -> None:
     assert sorted(f.split(":")[0] for f in found) == [
         "client/commands/__init__.py", "client/commands/a.py", "client/commands/b.py",
         "client/commands/c.py", "client/commands/d.py"]
+
+
+_HELP_THEN_LIST_DATABASE_MODULES = """
+import contextlib, io, sys
+from client.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    main(["--help"])
+assert "relay" in out.getvalue(), "the relay command group was not loaded"
+print(",".join(sorted(m for m in sys.modules
+                      if m.split(".")[0] in ("sqlalchemy", "alembic", "aiosqlite"))))
+"""
+
+
+def test_help_loads_the_relay_commands_without_the_database_layer() -> None:
+    """`backchannel --help` loads every command group, the relay's included; the
+    relay's storage (SQLAlchemy, Alembic: most of a second) is imported only by the
+    commands that open a database."""
+    done = subprocess.run([sys.executable, "-c", _HELP_THEN_LIST_DATABASE_MODULES],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == ""
