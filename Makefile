@@ -1,7 +1,7 @@
 # Developer shortcuts; CI runs .ci/run.
 PY ?= .venv/bin/python
 
-.PHONY: venv test lint bench vectors
+.PHONY: venv test lint bench bench-synapse vectors
 
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'
@@ -15,6 +15,11 @@ lint:
 
 bench:
 	$(PY) -m benchmarks
+
+# Matrix Synapse for benchmark 7, in a virtual environment of its own (its
+# dependencies are not ours); `make bench` finds it there.
+bench-synapse:
+	python3 -m venv .venv-synapse && .venv-synapse/bin/pip install -q 'matrix-synapse==1.163.2'
 
 vectors:
 	$(PY) tests/vectors/generate_keys_vectors.py

@@ -1,7 +1,7 @@
 """``python -m benchmarks [NAME ...] [--quick] [--runs N]``: run the benchmarks,
 write one JSON file per benchmark and regenerate docs/performance.md from them.
 
-Names: submit, profile, e2e, idle, lists, multihop, postgres (default: all, in
+Names: submit, profile, e2e, idle, lists, multihop, postgres, synapse (default: all, in
 that order). Full mode writes benchmarks/results/*.json and docs/performance.md;
 ``--quick`` (a smoke test: a few hundred requests, seconds) writes to a temporary
 directory unless ``--results``/``--doc`` say otherwise.
@@ -31,7 +31,7 @@ from .processes import raise_fd_limit
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DOC = ROOT / "docs" / "performance.md"
-NAMES = ("submit", "profile", "e2e", "idle", "lists", "multihop", "postgres")
+NAMES = ("submit", "profile", "e2e", "idle", "lists", "multihop", "postgres", "synapse")
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -88,6 +88,10 @@ async def _bench(name: str, ctx: Context, results: Path, fresh: dict[str, Any]) 
         from .postgres import bench_postgres
 
         return await bench_postgres(ctx)
+    if name == "synapse":
+        from .synapse import bench_synapse
+
+        return await bench_synapse(ctx)
     raise ValueError(name)
 
 

@@ -119,10 +119,12 @@ DatabaseFactory = Callable[[int], Awaitable[str]]
 
 
 async def relay_run(ctx: Context, run: int, *, database: DatabaseFactory | None = None,
-                    processes: int = 1, label: str = "relay") -> dict[str, Any]:
-    """One run of ``processes`` relay processes sharing one fresh database."""
+                    processes: int = 1, label: str = "relay", clients: int | None = None
+                    ) -> dict[str, Any]:
+    """One run of ``processes`` relay processes sharing one fresh database
+    (``clients``: concurrent senders, default all of the cast's)."""
     home = ctx.home
-    batches = ctx.batches
+    batches = ctx.batches[:clients] if clients is not None else ctx.batches
     if database is None:
         db_file = ctx.workdir / f"relay-{run}.db"
         url = f"sqlite+aiosqlite:///{db_file.resolve()}"

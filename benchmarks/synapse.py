@@ -1,0 +1,292 @@
+"""Benchmark 7: Matrix Synapse on issue 7's comparable workload, measured here.
+
+Issue 7 asks for at least 50× Synapse and quotes Synapse 1.163 at 55–100 messages/s
+(16 concurrent senders, one room) on its own machine. Quoting that figure against this
+machine's relay compares two machines; this benchmark runs Synapse here instead:
+
+* Synapse 1.163.2 from its own virtual environment (``make bench-synapse`` installs it
+  from the package registry into ``.venv-synapse``; ``BACKCHANNEL_BENCH_SYNAPSE`` may
+  name another Python that can import ``synapse``). Without one the benchmark says
+  "not measured" and the report keeps quoting the issue's figure.
+* A fresh homeserver per run on the embedded SQLite database (the relay's default
+  too), its generated configuration with rate limits lifted (they would measure the
+  limiter), presence off, client API only.
+* ``senders`` users each send 1 KiB ``m.room.message`` events into one room, back to
+  back, for the run's duration; one more user follows the room with ``/sync`` long
+  polls. Throughput = messages answered 200 / duration; latency = send → arrival in
+  the follower's sync, for every message of the window.
+
+Runs with 16 senders (the issue's workload) and with 64 (the relay's submit
+benchmark), so that the comparison uses Synapse's better figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .context import Context
+from .processes import cpu_seconds, free_port
+from .stats import latency_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSION = "1.163.2"
+SERVER = "bench.local"
+BODY = "x" * 1024
+SENDER_COUNTS = (16, 64)
+_SYNC_FILTER = urllib.parse.quote(json.dumps({"room": {"timeline": {"limit": 5000}},
+                                              "presence": {"types": []}}))
+
+#: Lifted so that the benchmark measures the homeserver, not its rate limiter.
+_OVERRIDES = """\
+listeners:
+  - port: {port}
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: false
+    x_forwarded: false
+    resources:
+      - names: [client]
+        compress: false
+enable_registration: true
+enable_registration_without_verification: true
+trusted_key_servers: []
+suppress_key_server_warning: true
+presence:
+  enabled: false
+rc_message: {{per_second: 1000000, burst_count: 1000000}}
+rc_registration: {{per_second: 1000000, burst_count: 1000000}}
+rc_login:
+  address: {{per_second: 1000000, burst_count: 1000000}}
+  account: {{per_second: 1000000, burst_count: 1000000}}
+  failed_attempts: {{per_second: 1000000, burst_count: 1000000}}
+rc_joins:
+  local: {{per_second: 1000000, burst_count: 1000000}}
+  remote: {{per_second: 1000000, burst_count: 1000000}}
+rc_joins_per_room: {{per_second: 1000000, burst_count: 1000000}}
+rc_room_creation: {{per_second: 1000000, burst_count: 1000000}}
+"""
+
+
+def synapse_python() -> tuple[str | None, str]:
+    """(a Python that imports synapse, its version) or (None, why not)."""
+    candidates = [os.environ.get("BACKCHANNEL_BENCH_SYNAPSE", ""),
+                  str(ROOT / ".venv-synapse" / "bin" / "python")]
+    for python in filter(None, candidates):
+        if not Path(python).exists():
+            continue
+        done = subprocess.run([python, "-c", "import synapse; print(synapse.__version__)"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return python, done.stdout.strip()
+    return None, ("no Synapse installation: run `make bench-synapse` (installs "
+                  f"matrix-synapse=={VERSION} into .venv-synapse) or set "
+                  "BACKCHANNEL_BENCH_SYNAPSE to a Python that imports synapse")
+
+
+class Homeserver:
+    """One Synapse process on a fresh SQLite database."""
+
+    def __init__(self, python: str, home: Path, log: Path) -> None:
+        self.python = python
+        self.home = home
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 120.0) -> None:
+        self.home.mkdir(parents=True)
+        config = self.home / "homeserver.yaml"
+        subprocess.run([self.python, "-m", "synapse.app.homeserver", "--server-name", SERVER,
+                        "--config-path", str(config), "--data-directory", str(self.home),
+                        "--generate-config", "--report-stats=no"],
+                       check=True, capture_output=True, cwd=self.home)
+        overrides = self.home / "bench.yaml"
+        overrides.write_text(_OVERRIDES.format(port=self.port), encoding="utf-8")
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.python, "-m", "synapse.app.homeserver", "-c", str(config),
+                "-c", str(overrides), cwd=self.home, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"synapse exited at start; see {self.log}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(self.url + "/_matrix/client/versions") as resp:
+                        if resp.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"synapse did not answer within {timeout:.0f} s")
+                await asyncio.sleep(0.2)
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str, *,
+                token: str | None = None, json: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.request(method, url, json=json, headers=headers) as resp:
+        body = await resp.json(content_type=None)
+        if resp.status != 200:
+            raise RuntimeError(f"synapse: {method} {url.split('/_matrix')[1]} answered "
+                               f"{resp.status}: {str(body)[:200]}")
+        return body
+
+
+async def _register(session: aiohttp.ClientSession, url: str, name: str) -> str:
+    body = await _call(session, "POST", url + "/_matrix/client/v3/register",
+                       json={"username": name, "password": "benchmark-" + name,
+                             "auth": {"type": "m.login.dummy"}})
+    return str(body["access_token"])
+
+
+async def _follow(session: aiohttp.ClientSession, url: str, token: str, room: str,
+                  arrivals: dict[str, int], since: str) -> None:
+    """Long-poll /sync, noting when each benchmark message first shows up.
+
+    The filter raises the timeline limit (default 10 events per sync): a sync with more
+    new events than that is "limited" and skips the older ones."""
+    while True:
+        body = await _call(session, "GET", f"{url}/_matrix/client/v3/sync?since={since}"
+                           f"&timeout=30000&filter={_SYNC_FILTER}", token=token)
+        now = time.perf_counter_ns()
+        since = body["next_batch"]
+        timeline = body.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {})
+        if timeline.get("limited"):
+            raise RuntimeError("synapse: a sync skipped events (timeline limited)")
+        for event in timeline.get("events", []):
+            mark = event.get("content", {}).get("bench")
+            if isinstance(mark, str):
+                arrivals.setdefault(mark, now)
+
+
+async def synapse_run(ctx: Context, python: str, run: int, senders: int) -> dict[str, Any]:
+    duration = ctx.settings.duration
+    server = Homeserver(python, ctx.workdir / f"synapse-{senders}-{run}",
+                        ctx.logs / f"synapse-{senders}-{run}.log")
+    arrivals: dict[str, int] = {}
+    sent: dict[str, int] = {}
+    answered: dict[str, int] = {}
+    try:
+        await server.start()
+        url = server.url
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            tokens = await asyncio.gather(*(_register(session, url, f"s{i}")
+                                            for i in range(senders)))
+            follower = await _register(session, url, "follower")
+            room = (await _call(session, "POST", url + "/_matrix/client/v3/createRoom",
+                                token=follower, json={"preset": "public_chat"}))["room_id"]
+            for token in tokens:
+                await _call(session, "POST", f"{url}/_matrix/client/v3/join/{room}",
+                            token=token, json={})
+            first = await _call(session, "GET", url + "/_matrix/client/v3/sync?timeout=0",
+                                token=follower)
+            follow = asyncio.create_task(_follow(session, url, follower, room, arrivals,
+                                                 first["next_batch"]))
+            counter = itertools.count()
+            stop_at = 0.0
+            window: list[str] = []
+
+            async def send(token: str) -> None:
+                while True:
+                    mark = f"m{next(counter)}"
+                    path = (f"{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/"
+                            f"{mark}")
+                    started = time.perf_counter_ns()
+                    await _call(session, "PUT", path, token=token,
+                                json={"msgtype": "m.text", "body": BODY, "bench": mark})
+                    done = time.perf_counter_ns()
+                    if done / 1e9 > stop_at:
+                        return
+                    sent[mark], answered[mark] = started, done
+                    window.append(mark)
+
+            for token in tokens:  # warm up: each sender's first messages, not counted
+                await send_warm(session, url, room, token, counter)
+            cpu0 = server.cpu()
+            begun = time.perf_counter_ns()
+            stop_at = begun / 1e9 + duration
+            await asyncio.gather(*(send(token) for token in tokens))
+            elapsed = (time.perf_counter_ns() - begun) / 1e9
+            cpu = server.cpu() - cpu0
+            deadline = time.monotonic() + 60
+            while not set(window) <= arrivals.keys() and time.monotonic() < deadline:
+                if follow.done():
+                    follow.result()  # raises what stopped the follower
+                await asyncio.sleep(0.05)
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await follow
+    finally:
+        await server.stop()
+    missing = [m for m in window if m not in arrivals]
+    if missing or not window:
+        raise RuntimeError(f"synapse: {len(missing)} of {len(window)} sent messages never "
+                           "reached the follower")
+    return {"senders": senders, "messages": len(window),
+            "rate": round(len(window) / elapsed, 1),
+            "server_cpu_ms_per_message": round(1000 * cpu / len(window), 2),
+            **latency_summary([arrivals[m] - sent[m] for m in window]),
+            "send": latency_summary([answered[m] - sent[m] for m in window])}
+
+
+async def send_warm(session: aiohttp.ClientSession, url: str, room: str, token: str,
+                    counter: itertools.count[int], count: int = 2) -> None:
+    for _ in range(count):
+        mark = f"w{next(counter)}"
+        await _call(session, "PUT",
+                    f"{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/{mark}",
+                    token=token, json={"msgtype": "m.text", "body": BODY})
+
+
+async def bench_synapse(ctx: Context) -> dict[str, Any]:
+    """Synapse and the relay (durable submit, the same number of concurrent senders),
+    run after run in turn so that both see the same machine."""
+    from .submit import relay_run
+
+    python, version = synapse_python()
+    if python is None:
+        return {"measured": False, "reason": version}
+    counts = SENDER_COUNTS if not ctx.settings.quick else (4,)
+    series: dict[str, Any] = {}
+    for senders in counts:
+        runs, relay_runs = [], []
+        for run in range(ctx.settings.runs):
+            summary = await synapse_run(ctx, python, run, senders)
+            runs.append(summary)
+            relay = await relay_run(ctx, 100 + run, clients=senders, label=f"relay-{senders}")
+            relay_runs.append(relay)
+            ctx.say(f"synapse {senders} senders run {run + 1}/{ctx.settings.runs}: "
+                    f"{summary['rate']:.0f} messages/s, send → receive p50 "
+                    f"{summary['p50_ms']} ms; relay {relay['rate']:.0f}/s")
+        synapse = {k: round(statistics.median(r[k] for r in runs), 3)
+                   for k in ("rate", "p50_ms", "p99_ms", "server_cpu_ms_per_message")}
+        relay = {k: round(statistics.median(r[k] for r in relay_runs), 3)
+                 for k in ("rate", "p50_ms", "p99_ms")}
+        series[str(senders)] = {"synapse": synapse, "relay": relay,
+                                "relay_over_synapse": round(relay["rate"] / synapse["rate"], 1),
+                                "runs": runs, "relay_runs": relay_runs}
+    return {"measured": True, "version": version, "database": "sqlite",
+            "message_bytes": len(BODY), "series": series,
+            "worst_ratio": min(s["relay_over_synapse"] for s in series.values())}
