@@ -186,7 +186,6 @@ def test_report_uses_synapse_measured_here_when_it_ran(tmp_path) -> None:
     (results / "synapse.json").write_text(_record("synapse", {
         "measured": True, "version": "1.163.2", "database": "sqlite", "message_bytes": 1024,
         "series": {"16": at(34.0, 500.0), "64": at(20.0, 550.0)}, "worst_ratio": 14.7}))
-    doc = render(results)
     (results / "submit.json").write_text(
         (ROOT / "benchmarks" / "results" / "submit.json").read_text(encoding="utf-8"))
     doc = render(results)
@@ -222,3 +221,16 @@ def test_synapse_side_by_side_when_installed(tmp_path) -> None:
     assert at["relay"]["rate"] > 0 and at["relay_over_synapse"] > 0
     assert "## 7. Matrix Synapse on the same machine" in (
         tmp_path / "performance.md").read_text(encoding="utf-8")
+
+
+def test_a_benchmark_that_cannot_run_keeps_earlier_measurements(tmp_path) -> None:
+    from benchmarks.__main__ import _keeps_measured
+
+    path = tmp_path / "synapse.json"
+    missing = {"measured": False, "reason": "no Synapse installation"}
+    assert not _keeps_measured(path, missing)  # nothing to keep
+    path.write_text(_record("synapse", {"measured": True, "series": {}}))
+    assert _keeps_measured(path, missing)
+    assert not _keeps_measured(path, {"measured": True, "series": {}})  # a new measurement
+    path.write_text(_record("synapse", missing))
+    assert not _keeps_measured(path, missing)

@@ -47,7 +47,7 @@ T = TypeVar("T")
 MAX_BATCH: Final = 512
 #: PostgreSQL batches committing at once in one process (SQLite: one).
 PG_BATCHES_IN_FLIGHT: Final = 4
-#: How long closing waits for batches already in the database's hands.
+#: How long closing waits for a PostgreSQL batch already started (SQLite: see close).
 CLOSE_GRACE_SECONDS: Final = 10.0
 
 
@@ -291,6 +291,8 @@ class Committer:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        #: Set by :meth:`close`: new work is refused, the writer is not restarted.
+        self._closing = False
         #: Counters, for tests and benchmarks: committed batches and jobs.
         self.batches = 0
         self.jobs = 0
@@ -305,6 +307,10 @@ class Committer:
         if not savepoint:
             job = _Bare(job)
         loop = asyncio.get_running_loop()
+        if self._closing:
+            refused: asyncio.Future[Any] = loop.create_future()
+            refused.set_exception(CommitFailed("the node is shutting down"))
+            return refused
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._serve(), name="relay-committer")
@@ -377,27 +383,32 @@ class Committer:
                 future.set_exception(value)
 
     async def close(self, *, grace: float = CLOSE_GRACE_SECONDS) -> None:
-        """Stop taking batches, let those already started end, fail those never started.
+        """Refuse new work, let the batches already started end, fail those never started.
 
-        A started batch is in the database's hands (a cancelled wait cannot stop the
-        writer thread): cancelling it would tell its callers "shutting down" for work
-        that may well commit a moment later. Waiting up to ``grace`` seconds gives them
-        the real outcome instead."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        running = tuple(self._running)
-        if running:
-            _, late = await asyncio.wait(running, timeout=grace)
-            for task in late:
-                task.cancel()
+        A started batch is in the database's hands: cancelling its wait would tell its
+        callers "shutting down" for work that may well commit a moment later. On SQLite
+        the writer thread cannot be stopped anyway, so its batch is waited for (SQLite's
+        busy timeout bounds it); on PostgreSQL a batch gets ``grace`` seconds, then its
+        connection is cancelled (and its transaction rolled back)."""
+        self._closing = True
+        try:
+            if self._task is not None:
+                self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for _, future in self._queue:
-            if not future.done():
-                future.set_exception(CommitFailed("the node is shutting down"))
-        self._queue.clear()
-        if self._sqlite is not None:
-            await self._sqlite.shutdown()
+                    await self._task
+                self._task = None
+            running = tuple(self._running)
+            if running:
+                wait = None if self._sqlite is not None else grace
+                _, late = await asyncio.wait(running, timeout=wait)
+                for task in late:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            for _, future in self._queue:
+                if not future.done():
+                    future.set_exception(CommitFailed("the node is shutting down"))
+            self._queue.clear()
+            if self._sqlite is not None:
+                await self._sqlite.shutdown()

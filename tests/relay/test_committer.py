@@ -340,6 +340,11 @@ async def test_closing_lets_a_started_batch_finish_and_fails_the_rest(tmp_path):
     closing = asyncio.ensure_future(db.dispose())
     await asyncio.sleep(0.1)
     assert not closing.done()  # waiting for the started batch
+    # Work arriving while the node closes is refused at once, never started later.
+    late = db.committer.submit(_remember("late"))
+    assert late.done()
+    with pytest.raises(CommitFailed, match="shutting down"):
+        await late
     release.set()
     await asyncio.wait_for(closing, 10)
     assert await started is True
@@ -405,4 +410,4 @@ async def test_dispose_closes_the_reader_and_engine_when_the_committer_fails(tmp
     assert reader.conn is None  # closed in its thread
     with pytest.raises(RuntimeError):  # and the thread ended
         reader.pool.submit(lambda: None)
-    assert db.engine.pool.checkedout() == 0
+    assert db.engine.pool.checkedin() == 0  # disposed: its idle connection closed
