@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keys.card import Card, load_card
-from keys.clock import SYSTEM_CLOCK
+from keys.clock import SYSTEM_CLOCK, Clock, FixedClock
 from keys.encoding import format_time, parse_time
 from keys.errors import DecodeError
 from keys.passphrase import get_passphrase
@@ -151,10 +151,11 @@ async def _with_db(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
         await db.dispose()
 
 
-def _membership(db: Database, card: Card, url: str) -> Membership:
+def _membership(db: Database, card: Card, url: str, *, clock: Clock = SYSTEM_CLOCK
+                ) -> Membership:
     from .services.membership import Membership
 
-    return Membership(db, card, url)
+    return Membership(db, card, url, clock=clock)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -212,13 +213,18 @@ def cmd_invite(args: argparse.Namespace) -> int:
     node_dir = NodeDir(args.dir).require()
     config = _config(args, database=args.database)
     card = read_card(node_dir)
-    lifetime = parse_expiry(args.expires, SYSTEM_CLOCK.now())
+    # One instant for the whole command: an absolute --expires comes out exactly as
+    # given, not a second later (the lifetime is measured from this instant).
+    now = FixedClock(SYSTEM_CLOCK.now())
+    lifetime = parse_expiry(args.expires, now.now())
 
     async def work(db: Database) -> Any:
-        return await _membership(db, card, config.url).invite(args.name, args.role, lifetime)
+        return await _membership(db, card, config.url, clock=now).invite(
+            args.name, args.role, lifetime)
 
     issued = _run(_with_db(database_url(config, args.dir), work))
-    print(f"invitation {issued.id} for a {issued.role}, valid until "
+    article = "an" if issued.role[:1] in "aeiou" else "a"
+    print(f"invitation {issued.id} for {article} {issued.role}, valid until "
           f"{format_time(issued.expires)}, single use.")
     print("Give the whole line below to the invited party over a trusted channel:")
     print(issued.text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from client.cli import main
 from keys.card import load_card
 from keys.clock import SYSTEM_CLOCK
+from keys.encoding import format_time, parse_time
 from relay.invitations import parse_invitation
 
 
@@ -53,6 +55,7 @@ def test_init_card_invite_members_revoke(tmp_path: Path, capsys):
     code, out, _ = run(capsys, "invite", "--dir", str(node), "--name", "Kyiv delegation",
                        "--role", "intermediary", "--expires", "12h")
     assert code == 0
+    assert " for an intermediary, valid until " in out
     invitation = parse_invitation(out.strip().splitlines()[-1])
     assert invitation.node == card.id and invitation.role == "intermediary"
     assert invitation.fingerprint == card.fingerprint.replace(" ", "")
@@ -63,6 +66,17 @@ def test_init_card_invite_members_revoke(tmp_path: Path, capsys):
     assert listing["members"] == []
     [pending] = listing["invitations"]
     assert pending["label"] == "Kyiv delegation" and pending["role"] == "intermediary"
+
+    # An absolute expiry comes out exactly as given (not a second later).
+    until = format_time((SYSTEM_CLOCK.now() + timedelta(days=2)).replace(microsecond=0))
+    code, out, _ = run(capsys, "invite", "--dir", str(node), "--name", "later",
+                       "--expires", until)
+    assert code == 0 and f"for a delegation, valid until {until}, single use" in out
+    assert parse_invitation(out.strip().splitlines()[-1]).expires == parse_time(
+        until, field="t")
+    later = [i for i in json.loads(run(capsys, "members", "--dir", str(node), "--json")[1])
+             ["invitations"] if i["label"] == "later"]
+    assert run(capsys, "revoke", "--dir", str(node), later[0]["id"])[0] == 0
 
     assert run(capsys, "revoke", "--dir", str(node), pending["id"])[0] == 0
     assert json.loads(run(capsys, "members", "--dir", str(node), "--json")[1])["invitations"] \
