@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from keys.card import Card, load_card
 from keys.clock import SYSTEM_CLOCK, Clock, FixedClock
@@ -158,10 +160,27 @@ def _membership(db: Database, card: Card, url: str, *, clock: Clock = SYSTEM_CLO
     return Membership(db, card, url, clock=clock)
 
 
+def _direct_port(url: str) -> int | None:
+    """The port of a loopback URL with an explicit one (``http://127.0.0.1:8471``):
+    nothing but the node itself can answer there, so it listens on it. Any other URL
+    may sit behind a proxy and says nothing about the listening port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None  # the configuration check reports the URL itself
+    if port is None or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return port
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     node_dir = NodeDir(args.dir)
+    port = args.port
+    if port is None and "BACKCHANNEL_RELAY_PORT" not in os.environ:
+        port = _direct_port(args.url)
     config = load_config(None, overrides={"name": args.name, "url": args.url,
-                                          "host": args.host, "port": args.port,
+                                          "host": args.host, "port": port,
                                           "database": args.database})
     if not config.name.strip():
         raise ConfigError("--name must not be empty")
@@ -182,6 +201,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"node id:     {identity.id}")
     print(f"fingerprint: {identity.card.fingerprint}")
     print(f"directory:   {args.dir}")
+    print(f"listens on:  {config.host}:{config.port} (relay.toml [server])")
     print("next: `backchannel relay invite --dir DIR --name LABEL`, then "
           "`backchannel relay serve --dir DIR`")
     return 0

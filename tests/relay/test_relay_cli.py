@@ -215,3 +215,18 @@ def test_a_peer_card_without_its_own_home_is_refused(tmp_path: Path, capsys):
     bare.write_bytes(lying.card.to_json())
     code, _out, err = run(capsys, "peers", "add", "--dir", str(node), str(bare))
     assert code == 1 and "does not name its own URL" in err
+
+
+@pytest.mark.parametrize(("url", "flags", "port"), [
+    ("http://127.0.0.1:8471", (), 8471),  # reached directly: listen where it points
+    ("http://localhost:9001", (), 9001),
+    ("http://127.0.0.1:8471", ("--port", "9000"), 9000),  # the flag wins
+    ("https://relay.example.org:8443", (), 8470),  # may be a proxy: the default
+    ("http://127.0.0.1", (), 8470),
+])
+def test_init_listens_where_a_loopback_url_points(tmp_path: Path, capsys, url, flags, port):
+    node = tmp_path / "node"
+    code, out, _ = run(capsys, "init", "--dir", str(node), "--name", "Istanbul node",
+                       "--url", url, *flags)
+    assert code == 0 and f"listens on:  127.0.0.1:{port} " in out
+    assert f"port = {port}\n" in (node / "relay.toml").read_text(encoding="utf-8")
