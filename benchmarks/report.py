@@ -561,7 +561,9 @@ class Report:
                  "latency is send → arrival in that sync. In turn with each Synapse run, "
                  "the relay takes section 1's durable submit from the same number of "
                  "concurrent senders (fresh database, every acknowledged envelope counted "
-                 "in it afterwards).", "")
+                 "in it afterwards). Only the rates compare like for like: Synapse's "
+                 "latency is send → arrival at a syncing client, the relay's here is "
+                 "submit → acknowledgement (section 2 has its submit → delivery).", "")
         rows = []
         for senders, at in synapse["series"].items():
             syn, relay = at["synapse"], at["relay"]
