@@ -20,7 +20,7 @@ ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 #: not run.
 SYNAPSE_RANGE = (55.0, 100.0)
 #: The issue's Synapse workload: this many concurrent senders in one room.
-ISSUE_SENDERS = "16"
+ISSUE_SENDERS = 16
 SYNAPSE_LABEL = ("Matrix Synapse 1.163 (SQLite or PostgreSQL), 16 concurrent senders, one "
                  "room: 55–100 messages/s, send → receive p50 180–360 ms")
 
@@ -259,15 +259,19 @@ class Report:
 
     def _synapse_target(self, relay_rate: float) -> list[str]:
         """The ≥ 50× Synapse row: measured side by side (section 7) when it has run,
-        else against the issue's quoted figure."""
+        judged on the issue's workload against Synapse's best database, else against
+        the issue's quoted figure."""
         synapse = self.result("synapse")
-        if synapse and synapse.get("measured") and ISSUE_SENDERS in synapse["series"]:
-            at = synapse["series"][ISSUE_SENDERS]
+        issue = [at for at in (synapse or {}).get("series", {}).values()
+                 if at["senders"] == ISSUE_SENDERS]
+        if synapse and synapse.get("measured") and issue:
+            at = min(issue, key=lambda a: a["relay_over_synapse"])
             ratio = at["relay_over_synapse"]
             return [f"… ≥ 50× Synapse ({ISSUE_SENDERS} senders, one room: measured here)",
                     f"{ratio:.1f}× (relay {_n(at['relay']['rate'])}/s)",
-                    f"Synapse {synapse['version']} {_n(at['synapse']['rate'], 1)} "
-                    "messages/s (section 7)", _verdict(ratio >= 50),
+                    f"Synapse {synapse['version']} on {at['database']}: "
+                    f"{_n(at['synapse']['rate'], 1)} messages/s (section 7)",
+                    _verdict(ratio >= 50),
                     "" if ratio >= 50 else "follows from the throughput above"]
         low, high = (relay_rate / SYNAPSE_RANGE[1], relay_rate / SYNAPSE_RANGE[0])
         return ["… ≥ 50× Synapse (55–100 msg/s, external figure)", f"{low:.1f}–{high:.1f}×",
@@ -553,9 +557,10 @@ class Report:
             self.add(f"Not measured: {synapse.get('reason')}. The Synapse target above "
                      "uses issue 7's quoted figure.", "")
             return
-        self.add(f"Synapse {synapse['version']} (its generated configuration on the "
-                 f"embedded SQLite database, rate limits lifted, presence off), a fresh "
-                 "homeserver per run. N users send "
+        self.add(f"Synapse {synapse['version']} (its generated configuration, rate limits "
+                 "lifted, presence off; on the embedded SQLite database and, where "
+                 "measured, on PostgreSQL, fsync on), a fresh homeserver and database per "
+                 "run. N users send "
                  f"{synapse['message_bytes']:,}-byte `m.room.message` events into one room "
                  "back to back; one more user follows the room with `/sync` long polls; "
                  "latency is send → arrival in that sync. In turn with each Synapse run, "
@@ -565,19 +570,23 @@ class Report:
                  "latency is send → arrival at a syncing client, the relay's here is "
                  "submit → acknowledgement (section 2 has its submit → delivery).", "")
         rows = []
-        for senders, at in synapse["series"].items():
+        for at in synapse["series"].values():
             syn, relay = at["synapse"], at["relay"]
             rates = ", ".join(_n(r["rate"], 1) for r in at["runs"])
-            rows.append([f"{senders}" + (" (issue 7's workload)" if senders == ISSUE_SENDERS
-                                         else ""),
-                         _n(syn["rate"], 1), _ms(syn["p50_ms"]), _ms(syn["p99_ms"]),
+            rows.append([f"{at['senders']}" + (" (issue 7's workload)"
+                                               if at["senders"] == ISSUE_SENDERS else ""),
+                         at["database"], _n(syn["rate"], 1), _ms(syn["p50_ms"]), _ms(syn["p99_ms"]),
                          _n(syn["server_cpu_ms_per_message"], 2), rates,
                          f"{_n(relay['rate'])}/s (p50 {_ms(relay['p50_ms'])})",
                          f"**{at['relay_over_synapse']:.1f}×**"])
-        self.add(*_table(["senders", "Synapse messages/s", "send → receive p50", "p99",
+        self.add(*_table(["senders", "Synapse database", "Synapse messages/s",
+                          "send → receive p50", "p99",
                           "Synapse CPU ms/message", "messages/s per run",
                           "relay durable submit", "relay / Synapse"], rows), "")
-        self.add(f"Issue 7 quotes {SYNAPSE_LABEL} on its faster machine.", "")
+        if synapse.get("postgresql") != "measured":
+            self.add(f"Synapse on PostgreSQL: {synapse.get('postgresql')}.", "")
+        self.add(f"Issue 7 quotes {SYNAPSE_LABEL} on its faster machine. The relay runs on "
+                 "SQLite, its default.", "")
 
     def analysis(self) -> None:
         if ANALYSIS.exists():
