@@ -103,12 +103,13 @@ def run_send(args: argparse.Namespace) -> int:
         ui.warn(f"… and {len(outgoing.warnings) - MAX_WARNINGS_SHOWN} more warnings "
                 f"(backchannel namelist check {args.file} shows them all)")
     book = opened.contacts()
-    for alias in args.to:
+    # Once per alias: a repeated one is refused below, after a single warning.
+    for alias in dict.fromkeys(args.to):
         contact = book.for_sending(alias, now=opened.clock.now())
         if contact.state != "verified":
             ui.warn(f"{alias} is not verified: compare the safety number with them "
                     f"(backchannel contacts verify {alias}); sending anyway")
-    for alias in args.via:
+    for alias in dict.fromkeys(args.via):
         node = book.for_routing(alias, now=opened.clock.now())
         if node.state != "verified":
             ui.warn(f"node {alias} is not verified: compare its fingerprint with its "
