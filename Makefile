@@ -19,7 +19,7 @@ bench:
 # Matrix Synapse for benchmark 7, in a virtual environment of its own (its
 # dependencies are not ours); `make bench` finds it there.
 bench-synapse:
-	python3 -m venv .venv-synapse && .venv-synapse/bin/pip install -q 'matrix-synapse[postgres]==1.163.2'
+	python3 -m venv .venv-synapse && .venv-synapse/bin/pip install -q 'matrix-synapse==1.163.2' 'psycopg2-binary>=2.9'
 
 vectors:
 	$(PY) tests/vectors/generate_keys_vectors.py

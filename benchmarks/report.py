@@ -89,6 +89,15 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f} %"
 
 
+def _synapse_series(synapse: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Section 7's series; results written before the PostgreSQL series keyed them by
+    sender count alone (all on SQLite)."""
+    out = []
+    for key, at in ((synapse or {}).get("series") or {}).items():
+        out.append({"senders": int(str(key).split("/")[0]), "database": "sqlite", **at})
+    return out
+
+
 class Report:
     def __init__(self, results: Path) -> None:
         self.results = results
@@ -262,8 +271,7 @@ class Report:
         judged on the issue's workload against Synapse's best database, else against
         the issue's quoted figure."""
         synapse = self.result("synapse")
-        issue = [at for at in (synapse or {}).get("series", {}).values()
-                 if at["senders"] == ISSUE_SENDERS]
+        issue = [at for at in _synapse_series(synapse) if at["senders"] == ISSUE_SENDERS]
         if synapse and synapse.get("measured") and issue:
             at = min(issue, key=lambda a: a["relay_over_synapse"])
             ratio = at["relay_over_synapse"]
@@ -570,7 +578,7 @@ class Report:
                  "latency is send → arrival at a syncing client, the relay's here is "
                  "submit → acknowledgement (section 2 has its submit → delivery).", "")
         rows = []
-        for at in synapse["series"].values():
+        for at in _synapse_series(synapse):
             syn, relay = at["synapse"], at["relay"]
             rates = ", ".join(_n(r["rate"], 1) for r in at["runs"])
             rows.append([f"{at['senders']}" + (" (issue 7's workload)"
@@ -581,8 +589,10 @@ class Report:
                          f"**{at['relay_over_synapse']:.1f}×**"])
         self.add(*_table(["senders", "Synapse database", "Synapse messages/s",
                           "send → receive p50", "p99",
-                          "Synapse CPU ms/message", "messages/s per run",
+                          "Synapse process CPU ms/message", "messages/s per run",
                           "relay durable submit", "relay / Synapse"], rows), "")
+        self.add("Synapse's CPU is its own process's; on PostgreSQL the database server's "
+                 "work is not in it (it shows in the machine's other load).", "")
         if synapse.get("postgresql") != "measured":
             self.add(f"Synapse on PostgreSQL: {synapse.get('postgresql')}.", "")
         self.add(f"Issue 7 quotes {SYNAPSE_LABEL} on its faster machine. The relay runs on "

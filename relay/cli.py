@@ -161,15 +161,17 @@ def _membership(db: Database, card: Card, url: str, *, clock: Clock = SYSTEM_CLO
 
 
 def _direct_port(url: str) -> int | None:
-    """The port of a loopback URL with an explicit one (``http://127.0.0.1:8471``):
-    nothing but the node itself can answer there, so it listens on it. Any other URL
-    may sit behind a proxy and says nothing about the listening port."""
+    """The port of a plain-HTTP IPv4 loopback URL with an explicit one
+    (``http://127.0.0.1:8471``): nothing but the node itself can answer there, so it
+    listens on it. Any other URL may sit behind a proxy (https: a local TLS proxy owns
+    that port) and says nothing about the listening port."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return None  # the configuration check reports the URL itself
-    if port is None or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+    if (parts.scheme != "http" or not port
+            or parts.hostname not in ("127.0.0.1", "localhost")):
         return None
     return port
 

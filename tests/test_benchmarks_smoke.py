@@ -200,6 +200,14 @@ def test_report_uses_synapse_measured_here_when_it_ran(tmp_path) -> None:
     assert "| 16 (issue 7's workload) | postgresql | 34.0 |" in doc
     assert "| 16 (issue 7's workload) | sqlite | 25.0 |" in doc
     assert "**14.7×**" in doc and "**27.5×**" in doc and "**20.0×**" in doc
+    # Results written before the PostgreSQL series (kept when Synapse is not installed).
+    old = at(16, "sqlite", 30.0, 480.0)
+    del old["senders"], old["database"]
+    (results / "synapse.json").write_text(_record("synapse", {
+        "measured": True, "version": "1.163.2", "database": "sqlite", "message_bytes": 1024,
+        "series": {"16": old}}))
+    doc = render(results)
+    assert "| 16 (issue 7's workload) | sqlite | 30.0 |" in doc and "16.0× (relay 480/s)" in doc
     assert "not measured here" not in doc.split("## 7.")[1]
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import stat
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+import relay.cli as relay_cli
 from client.cli import main
 from keys.card import load_card
-from keys.clock import SYSTEM_CLOCK
+from keys.clock import SYSTEM_CLOCK, FixedClock
 from keys.encoding import format_time, parse_time
 from relay.invitations import parse_invitation
 
@@ -37,7 +38,7 @@ def init(capsys, node: Path) -> str:
     return out
 
 
-def test_init_card_invite_members_revoke(tmp_path: Path, capsys):
+def test_init_card_invite_members_revoke(tmp_path: Path, capsys, monkeypatch):
     node = tmp_path / "node"
     out = init(capsys, node)
     assert "fingerprint" in out
@@ -67,10 +68,19 @@ def test_init_card_invite_members_revoke(tmp_path: Path, capsys):
     [pending] = listing["invitations"]
     assert pending["label"] == "Kyiv delegation" and pending["role"] == "intermediary"
 
-    # An absolute expiry comes out exactly as given (not a second later).
+    # An absolute expiry comes out exactly as given, however long the command takes
+    # (here the clock moves a second at each reading).
     until = format_time((SYSTEM_CLOCK.now() + timedelta(days=2)).replace(microsecond=0))
-    code, out, _ = run(capsys, "invite", "--dir", str(node), "--name", "later",
-                       "--expires", until)
+    ticking = FixedClock(SYSTEM_CLOCK.now())
+
+    def tick() -> datetime:
+        ticking.advance(seconds=1)
+        return ticking.current
+
+    with monkeypatch.context() as patched:
+        patched.setattr(relay_cli.SYSTEM_CLOCK, "now", tick)
+        code, out, _ = run(capsys, "invite", "--dir", str(node), "--name", "later",
+                           "--expires", until)
     assert code == 0 and f"for a delegation, valid until {until}, single use" in out
     assert parse_invitation(out.strip().splitlines()[-1]).expires == parse_time(
         until, field="t")
@@ -222,6 +232,9 @@ def test_a_peer_card_without_its_own_home_is_refused(tmp_path: Path, capsys):
     ("http://localhost:9001", (), 9001),
     ("http://127.0.0.1:8471", ("--port", "9000"), 9000),  # the flag wins
     ("https://relay.example.org:8443", (), 8470),  # may be a proxy: the default
+    ("https://127.0.0.1:8443", (), 8470),  # a local TLS proxy owns that port
+    ("http://[::1]:8471", (), 8470),  # the node listens on IPv4 by default
+    ("http://127.0.0.1:0", (), 8470),
     ("http://127.0.0.1", (), 8470),
 ])
 def test_init_listens_where_a_loopback_url_points(tmp_path: Path, capsys, url, flags, port):
@@ -230,3 +243,12 @@ def test_init_listens_where_a_loopback_url_points(tmp_path: Path, capsys, url, f
                        "--url", url, *flags)
     assert code == 0 and f"listens on:  127.0.0.1:{port} " in out
     assert f"port = {port}\n" in (node / "relay.toml").read_text(encoding="utf-8")
+
+
+def test_init_port_from_the_environment_wins_over_the_url(tmp_path: Path, capsys,
+                                                          monkeypatch) -> None:
+    monkeypatch.setenv("BACKCHANNEL_RELAY_PORT", "9100")
+    node = tmp_path / "node"
+    code, out, _ = run(capsys, "init", "--dir", str(node), "--name", "Istanbul node",
+                       "--url", "http://127.0.0.1:8471")
+    assert code == 0 and "listens on:  127.0.0.1:9100 " in out
