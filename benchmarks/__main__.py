@@ -27,11 +27,11 @@ from typing import Any
 from .context import Context, Settings
 from .machine import machine_info
 from .processes import raise_fd_limit
+from .report import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DOC = ROOT / "docs" / "performance.md"
-NAMES = ("submit", "profile", "e2e", "idle", "lists", "multihop", "postgres", "synapse")
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -45,14 +45,17 @@ class Cluster:
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{database}"
 
-    async def create_database(self) -> str:
+    async def create_database(self, *, collate_c: bool = False) -> str:
+        """A fresh database; ``collate_c``: with the C collation (Synapse insists on it)."""
         import asyncpg
 
         name = "bench_" + uuid.uuid4().hex[:12]
+        collation = (" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+                     if collate_c else "")
         conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user,
                                      database="postgres")
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{collation}')
         finally:
             await conn.close()
         return self.url(name)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+#: Every benchmark, in the order `python -m benchmarks` runs them; one JSON file each.
+NAMES = ("submit", "profile", "e2e", "idle", "lists", "multihop", "postgres", "synapse")
 
 #: External reference from issue 7, used when section 7 (Synapse measured here) has
 #: not run.
@@ -101,9 +103,7 @@ def _synapse_series(synapse: dict[str, Any] | None) -> list[dict[str, Any]]:
 class Report:
     def __init__(self, results: Path) -> None:
         self.results = results
-        self.data = {name: _load(results, name) for name in
-                     ("submit", "profile", "e2e", "idle", "lists", "multihop", "postgres",
-                      "synapse")}
+        self.data = {name: _load(results, name) for name in NAMES}
         self.lines: list[str] = []
 
     def result(self, name: str) -> dict[str, Any] | None:

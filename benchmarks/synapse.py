@@ -31,19 +31,18 @@ import contextlib
 import itertools
 import json
 import os
-import statistics
 import subprocess
 import time
 import urllib.parse
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from .context import Context
+from .postgres import Cluster, throwaway_cluster
 from .processes import cpu_seconds, free_port
-from .stats import latency_summary
+from .stats import latency_summary, medians
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "1.163.2"
@@ -271,9 +270,7 @@ async def _load(session: aiohttp.ClientSession, url: str, room: str, tokens: lis
         while time.perf_counter_ns() < stop_at:
             mark = f"m{next(counter)}"
             started = time.perf_counter_ns()
-            await _call(session, "PUT",
-                        f"{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/{mark}",
-                        token=token, json={"msgtype": "m.text", "body": BODY, "bench": mark})
+            await _message(session, url, room, token, mark, counted=True)
             sent[mark], answered[mark] = started, time.perf_counter_ns()
             window.append(mark)
 
@@ -289,33 +286,25 @@ async def _load(session: aiohttp.ClientSession, url: str, room: str, tokens: lis
 async def send_warm(session: aiohttp.ClientSession, url: str, room: str, token: str,
                     counter: itertools.count[int], count: int = 2) -> None:
     for _ in range(count):
-        mark = f"w{next(counter)}"
-        await _call(session, "PUT",
-                    f"{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/{mark}",
-                    token=token, json={"msgtype": "m.text", "body": BODY})
+        await _message(session, url, room, token, f"w{next(counter)}", counted=False)
 
 
-async def _c_database(port: int) -> str:
-    """A database on the throwaway cluster with the collation Synapse insists on."""
-    import asyncpg
-
-    name = "synapse_" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres",
-                                 database="postgres")
-    try:
-        await conn.execute(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' "
-                           "LC_CTYPE 'C' TEMPLATE template0")
-    finally:
-        await conn.close()
-    return name
+async def _message(session: aiohttp.ClientSession, url: str, room: str, token: str,
+                   mark: str, *, counted: bool) -> None:
+    """One 1 KiB text event (``mark`` is its transaction id; a counted one carries it in
+    its content too, where the follower finds it)."""
+    content: dict[str, str] = {"msgtype": "m.text", "body": BODY}
+    if counted:
+        content["bench"] = mark
+    await _call(session, "PUT",
+                f"{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/{mark}",
+                token=token, json=content)
 
 
 def _series(runs: list[dict[str, Any]], relay_runs: list[dict[str, Any]], senders: int,
             database: str) -> dict[str, Any]:
-    synapse = {k: round(statistics.median(r[k] for r in runs), 3)
-               for k in ("rate", "p50_ms", "p99_ms", "server_cpu_ms_per_message")}
-    relay = {k: round(statistics.median(r[k] for r in relay_runs), 3)
-             for k in ("rate", "p50_ms", "p99_ms")}
+    synapse = medians(runs, ("rate", "p50_ms", "p99_ms", "server_cpu_ms_per_message"))
+    relay = medians(relay_runs, ("rate", "p50_ms", "p99_ms"))
     return {"senders": senders, "database": database, "synapse": synapse, "relay": relay,
             "relay_over_synapse": round(relay["rate"] / synapse["rate"], 1),
             "runs": runs, "relay_runs": relay_runs}
@@ -326,8 +315,6 @@ async def bench_synapse(ctx: Context) -> dict[str, Any]:
     concurrent senders), run after run in turn so that both see the same machine.
     Synapse on SQLite with 16 and 64 senders, and on PostgreSQL (its recommended
     database) with 16 when the server binaries and psycopg2 are there."""
-    from .postgres import throwaway_cluster
-
     python, version = synapse_python()
     if python is None:
         return {"measured": False, "reason": version}
@@ -342,7 +329,7 @@ async def bench_synapse(ctx: Context) -> dict[str, Any]:
         try:
             with throwaway_cluster() as cluster:
                 series["16/postgresql"] = await _measure(ctx, python, 16, "postgresql",
-                                                         cluster.port)
+                                                         cluster)
             postgresql = "measured"
         except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
             postgresql = f"not measured: {type(exc).__name__}: {str(exc)[:200]}"
@@ -365,12 +352,15 @@ def _postgres_missing(python: str) -> str | None:
 
 
 async def _measure(ctx: Context, python: str, senders: int, database: str,
-                   pg_port: int | None) -> dict[str, Any]:
+                   cluster: Cluster | None) -> dict[str, Any]:
     from .submit import relay_run
 
     runs, relay_runs = [], []
     for run in range(ctx.settings.runs):
-        pg = None if pg_port is None else (pg_port, await _c_database(pg_port))
+        pg = None
+        if cluster is not None:
+            url = await cluster.create_database(collate_c=True)
+            pg = (cluster.port, url.rsplit("/", 1)[1])
         summary = await synapse_run(ctx, python, run, senders, pg)
         runs.append(summary)
         relay = await relay_run(ctx, 100 + run, clients=senders,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -178,12 +177,9 @@ def _direct_port(url: str) -> int | None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     node_dir = NodeDir(args.dir)
-    port = args.port
-    if port is None and "BACKCHANNEL_RELAY_PORT" not in os.environ:
-        port = _direct_port(args.url)
-    config = load_config(None, overrides={"name": args.name, "url": args.url,
-                                          "host": args.host, "port": port,
-                                          "database": args.database})
+    config = load_config(None, defaults={"port": _direct_port(args.url)},
+                         overrides={"name": args.name, "url": args.url, "host": args.host,
+                                    "port": args.port, "database": args.database})
     if not config.name.strip():
         raise ConfigError("--name must not be empty")
     passphrase = get_passphrase(args.passphrase_file, confirm=True,

@@ -207,10 +207,13 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def load_config(node_dir: Path | None, *, environ: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> RelayConfig:
-    """File (if ``node_dir`` is given), then environment, then ``overrides``
-    (flags; ``None`` values are ignored). Raises :class:`ConfigError`."""
-    values: dict[str, Any] = {}
+                overrides: Mapping[str, Any] | None = None,
+                defaults: Mapping[str, Any] | None = None) -> RelayConfig:
+    """``defaults`` (in place of the built-in ones; ``None`` values are ignored), then
+    the file (if ``node_dir`` is given), then environment, then ``overrides`` (flags;
+    ``None`` values are ignored). Raises :class:`ConfigError`."""
+    values: dict[str, Any] = {key: value for key, value in (defaults or {}).items()
+                              if value is not None}
     if node_dir is not None:
         values.update(_from_toml(node_dir / CONFIG_FILE))
     values.update(_from_env(os.environ if environ is None else environ))

@@ -155,6 +155,14 @@ def test_synapse_needs_an_installation_and_says_how_to_get_one(tmp_path, monkeyp
     monkeypatch.setenv("BACKCHANNEL_BENCH_SYNAPSE", sys.executable)  # no synapse module
     python, why = synapse.synapse_python()
     assert python is None and "make bench-synapse" in why
+    # Synapse on PostgreSQL needs psycopg2 in Synapse's environment (this one has none).
+    missing = synapse._postgres_missing(sys.executable)
+    assert missing is not None and missing.startswith("not measured: ")
+    from benchmarks.postgres import pg_binary
+
+    binaries = pg_binary("initdb") is not None and pg_binary("pg_ctl") is not None
+    assert ("psycopg2 is not installed" in missing) == binaries
+    assert ("binaries (initdb, pg_ctl) not found" in missing) == (not binaries)
 
 
 def _record(name: str, result: dict) -> str:

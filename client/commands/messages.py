@@ -103,7 +103,8 @@ def run_send(args: argparse.Namespace) -> int:
         ui.warn(f"… and {len(outgoing.warnings) - MAX_WARNINGS_SHOWN} more warnings "
                 f"(backchannel namelist check {args.file} shows them all)")
     book = opened.contacts()
-    # Once per alias: a repeated one is refused below, after a single warning.
+    # One warning per alias: a repeated --to names one recipient, a repeated --via is
+    # refused when the route is built.
     for alias in dict.fromkeys(args.to):
         contact = book.for_sending(alias, now=opened.clock.now())
         if contact.state != "verified":

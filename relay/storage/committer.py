@@ -47,6 +47,8 @@ T = TypeVar("T")
 MAX_BATCH: Final = 512
 #: PostgreSQL batches committing at once in one process (SQLite: one).
 PG_BATCHES_IN_FLIGHT: Final = 4
+#: What a job hears when the node closes before its batch started.
+SHUTTING_DOWN: Final = "the node is shutting down"
 #: How long closing waits for a PostgreSQL batch already started (SQLite: see close).
 CLOSE_GRACE_SECONDS: Final = 10.0
 
@@ -309,7 +311,7 @@ class Committer:
         loop = asyncio.get_running_loop()
         if self._closing:
             refused: asyncio.Future[Any] = loop.create_future()
-            refused.set_exception(CommitFailed("the node is shutting down"))
+            refused.set_exception(CommitFailed(SHUTTING_DOWN))
             return refused
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
@@ -364,7 +366,7 @@ class Committer:
         except asyncio.CancelledError:
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(CommitFailed("the node is shutting down"))
+                    future.set_exception(CommitFailed(SHUTTING_DOWN))
             raise
         except Exception as exc:
             failure = exc if isinstance(exc, CommitFailed) else CommitFailed(repr(exc))
@@ -408,7 +410,7 @@ class Committer:
         finally:
             for _, future in self._queue:
                 if not future.done():
-                    future.set_exception(CommitFailed("the node is shutting down"))
+                    future.set_exception(CommitFailed(SHUTTING_DOWN))
             self._queue.clear()
             if self._sqlite is not None:
                 await self._sqlite.shutdown()
