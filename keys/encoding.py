@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 # submission on the event loop.
 import pybase64
 
+from . import collector
 from .errors import DecodeError, TooLarge, UnsupportedVersion
 
 _URL_ALTCHARS = b"-_"
@@ -263,8 +264,10 @@ def json_loads(data: bytes | memoryview | str, *, max_bytes: int,
         if size <= _SMALL_DOCUMENT:
             value = _SMALL_DECODER.decode(text)
         else:
-            value = json.loads(text, object_pairs_hook=_object_hook(),
-                               parse_constant=_reject_constant, parse_float=_finite_float)
+            with collector.paused():
+                value = json.loads(text, object_pairs_hook=_object_hook(),
+                                   parse_constant=_reject_constant,
+                                   parse_float=_finite_float)
     except DecodeError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
