@@ -112,6 +112,26 @@ def test_json_size_and_depth_limits() -> None:
         json_loads(hostile, max_bytes=1_000_000)
 
 
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_depth_limit_in_a_large_document(where: str) -> None:
+    # Above 64 KiB the nesting is always walked (no bracket count): the limit holds,
+    # with the deep part before or after a long string or many members.
+    filler = '"' + "x" * 100_000 + '"'
+    # The outer array and the innermost scalar are a level each.
+    for depth, refused in ((MAX_JSON_DEPTH - 2, False), (MAX_JSON_DEPTH - 1, True)):
+        nested = "[" * depth + "1" + "]" * depth
+        parts = [nested, filler] if where == "before" else [filler, nested]
+        text = ("[" + ",".join(parts) + "]").encode()
+        assert len(text) > 64 * 1024
+        if refused:
+            with pytest.raises(DecodeError, match="deeply"):
+                json_loads(text, max_bytes=len(text))
+        else:
+            assert len(json_loads(text, max_bytes=len(text))) == 2
+    wide = ("[" + ",".join(['{"a":[1]}'] * 20_000) + "]").encode()
+    assert len(json_loads(wide, max_bytes=len(wide))) == 20_000
+
+
 def test_expect_helpers() -> None:
     obj = expect_object({"v": 1, "a": "x"}, required=("v",), optional=("a",), what="t")
     assert obj["a"] == "x"
