@@ -160,7 +160,8 @@ def create_app(config: RelayConfig, *, node: Identity, database_url: str,
     app[appkeys.FORWARDER] = forwarder
     announcer = Announcer(db, notifier)
     app[appkeys.SUBMISSION] = Submission(db, node, announcer, max_sealed=config.max_sealed_bytes,
-                                         clock=clock, wake=forwarder.wake)
+                                         clock=clock, wake=forwarder.wake,
+                                         handoff=forwarder.handoff)
     app[appkeys.MAILBOX] = Mailbox(db, node, page_max=config.inbox_page_max, clock=clock,
                                    wake=forwarder.wake)
     app[appkeys.FEDERATION] = Federation(db, node, announcer,

@@ -42,7 +42,6 @@ longer pinned or that the request is a replay: one commit per push either way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,7 +53,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from keys import dsse
 from keys.card import MAX_CARD_BYTES, Card, load_card
 from keys.clock import SYSTEM_CLOCK, Clock
-from keys.encoding import b64url_encode, json_dumps
 from keys.envelope import Routing, check_content, parse_routing, verify_routing
 from keys.errors import BackchannelError, DecodeError, VerificationError
 from keys.identity import Identity
@@ -70,6 +68,7 @@ from ..storage.database import Database
 from ..storage.federation import PeerRow
 from ..storage.mailbox import EnvelopeMeta
 from .auth import Peer, Proof, record
+from .handoff import Handoff, forward_body
 from .mailbox import parse_statement
 from .submission import parse_submission
 
@@ -105,28 +104,6 @@ class _Refused(Exception):
 
     def __init__(self, problem: errors.RelayError) -> None:
         self.problem = problem
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """A forward push ready to send, built from what the accepting transaction had
-    in hand, so the outbox worker need not read it back (the outbox row stays the
-    source of truth: this only saves the reads)."""
-
-    peer: str
-    envelope_id: str
-    url: str
-    body: bytes
-    expires_at: int
-
-
-def forward_body(routing: Routing, sealed: bytes, statements: Iterable[bytes],
-                 cards: Iterable[bytes]) -> bytes:
-    """The ``POST /v1/federation/envelopes`` document (statements and cards as stored)."""
-    return json_dumps({"envelope": routing.envelope.to_dict(),
-                       "sealed": b64url_encode(sealed),
-                       "statements": [json.loads(b) for b in statements],
-                       "cards": [json.loads(c) for c in cards]})
 
 
 def parse_cards(value: object, now: datetime,

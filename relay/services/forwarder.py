@@ -61,7 +61,8 @@ from ..storage.committer import Tx
 from ..storage.database import Database
 from ..storage.federation import OutboxRow, PeerRow
 from ..storage.mailbox import EnvelopeMeta
-from .federation import MAX_BACK, Handoff, forward_body, insert_statements
+from .federation import MAX_BACK, insert_statements
+from .handoff import Handoff, forward_body
 
 log = logging.getLogger("relay.federation")
 

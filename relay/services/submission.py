@@ -50,10 +50,15 @@ from ..rules import check_submission
 from ..storage import federation, mailbox, members
 from ..storage.committer import IntegrityError, Tx
 from ..storage.database import Database
+from ..storage.federation import PeerRow
 from .auth import Caller, Proof, record
+from .handoff import Handoff, forward_body
 
 #: What a job returns when a concurrent process stored the same content first.
 _RACE: Final = "race"
+#: A job's result: the answer, whom to wake, and (going to another node) the
+#: sender's card as stored, for the first push.
+_Stored = tuple["Accepted", list[Notice], bytes | None]
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,15 @@ def parse_submission(envelope: object, sealed_b64: object, *, max_sealed: int
 
 class Submission:
     def __init__(self, db: Database, node: Identity, announcer: Announcer, *, max_sealed: int,
-                 clock: Clock = SYSTEM_CLOCK, wake: Callable[[], None] = lambda: None) -> None:
+                 clock: Clock = SYSTEM_CLOCK, wake: Callable[[], None] = lambda: None,
+                 handoff: Callable[[Handoff], None] | None = None) -> None:
         self.db = db
         self.node = node
         self.announcer = announcer
         self.max_sealed = max_sealed
         self.clock = clock
         self.wake = wake
+        self.handoff = handoff
 
     async def submit(self, caller: Caller, proof: Proof, envelope: object,
                      sealed_b64: object) -> Accepted:
@@ -117,16 +124,17 @@ class Submission:
         # Step 3.
         now = self.clock.now()
         check_submission(routing, header, node_id=self.node.id, caller=caller.id, now=now)
-        relayed = None
+        relayed: Statement | None = None
+        first_hop: PeerRow | None = None
         if routing.destination != self.node.id:
-            relayed = await self._relayed(routing, caller.id)
+            relayed, first_hop = await self._relayed(routing, caller.id)
         # Step 4.
         receipt = make_statement("accepted", routing.id, self.node.signing_key,
                                  clock=self.clock, sender=caller.id)
         body = receipt.to_json()
         at = int(now.timestamp())
 
-        def job(tx: Tx) -> tuple[Accepted, list[Notice]] | errors.RelayError | str:
+        def job(tx: Tx) -> _Stored | errors.RelayError | str:
             record(tx, proof)
             try:
                 with tx.savepoint():
@@ -142,36 +150,47 @@ class Submission:
         if isinstance(outcome, errors.RelayError):
             raise outcome
         notices: list[Notice] = []
+        card: bytes | None = None
         if isinstance(outcome, str):
             # A concurrent submission of the same envelope (or content) by another
             # process won the race.
             stored = await self._existing(routing)
         else:
-            stored, notices = outcome
+            stored, notices, card = outcome
         # Step 5.
         self.announcer.after_commit(notices)
         if relayed is not None and stored.created:
+            if self.handoff is not None and first_hop is not None and card is not None:
+                self.handoff(self._handoff(routing, sealed, body, relayed, card, first_hop))
             self.wake()
         return stored
 
-    async def _relayed(self, routing: Routing, sender: str) -> Statement:
+    def _handoff(self, routing: Routing, sealed: bytes, receipt: bytes, relayed: Statement,
+                 card: bytes, peer: PeerRow) -> Handoff:
+        """The first push, as the outbox worker would build it from storage: our
+        *accepted* and *relayed* statements, the sender's card and ours."""
+        body = forward_body(routing, sealed, (receipt, relayed.to_json()),
+                            (card, self.node.card.to_json()))
+        return Handoff(peer.id, routing.id, peer.url, body, int(routing.expires.timestamp()))
+
+    async def _relayed(self, routing: Routing, sender: str) -> tuple[Statement, PeerRow]:
         """The origin's *relayed* statement (from the sender to the first hop), once
-        it is known that this node can reach that hop."""
+        it is known that this node can reach that hop, and that hop."""
         first = routing.hops[1]
         peer = await self.db.query(lambda tx: federation.peer_row(tx, first))
         if peer is None:
             raise errors.Unroutable(f"this node does not peer with the first hop of the "
                                     f"envelope's route ({first})")
         return make_statement("relayed", routing.id, self.node.signing_key, clock=self.clock,
-                              previous=sender, next=first)
+                              previous=sender, next=first), peer
 
     def _store(self, tx: Tx, routing: Routing, sealed: bytes, receipt_id: str, receipt: bytes,
-               relayed: Statement | None, now: int) -> tuple[Accepted, list[Notice]]:
+               relayed: Statement | None, now: int) -> _Stored:
         """Step 4 after the nonce, inside the job's savepoint (runs in the writer)."""
         holder = mailbox.content_holder(tx, routing.content)
         if holder is not None:
-            return self._known_receipt(routing, holder,
-                                       mailbox.first_statement(tx, routing.id, "accepted")), []
+            receipt_known = mailbox.first_statement(tx, routing.id, "accepted")
+            return self._known_receipt(routing, holder, receipt_known), [], None
         if relayed is None:
             active = members.active_of(tx, routing.to)
             if active != set(routing.to):
@@ -198,7 +217,10 @@ class Submission:
                 signer=self.node.id, recipient=None, at=int(relayed.at.timestamp()),
                 body=relayed.to_json())
             federation.push_later(tx, relayed.fields["next"], routing.id, [None], now)
-        return Accepted(routing.id, receipt, True, len(sealed)), notices
+            # For the first push (handed to the outbox worker after the commit).
+            card = federation.card_bodies(tx, [routing.sender]).get(routing.sender)
+            return Accepted(routing.id, receipt, True, len(sealed)), notices, card
+        return Accepted(routing.id, receipt, True, len(sealed)), notices, None
 
     @staticmethod
     def _known_receipt(routing: Routing, holder: str, receipt: bytes | None) -> Accepted:

@@ -35,12 +35,14 @@ from keys.envelope import parse_routing
 from keys.identity import Identity
 from keys.seal import SealedHeader
 from keys.statements import STATEMENT_TYPE, make_statement, parse_statement
+from relay import appkeys
 from relay.app import create_app
 from relay.backoff import next_attempt, retry_delay, uniform
 from relay.config import load_config
 from relay.errors import BadRequest, ConfigError, StatementInvalid, Unroutable
 from relay.rules import check_carried, check_transit
 from relay.services.federation import parse_cards
+from relay.services.handoff import Handoff
 from relay.services.peering import Peering
 from relay.storage.database import Database
 
@@ -254,6 +256,52 @@ async def test_two_nodes_without_intermediaries(tmp_path: Path):
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_the_origin_hands_its_first_push_over_ready_made(tmp_path: Path):
+    """The origin's first push is built from what the submission had in hand (no read
+    back) and is the push the outbox worker would build from storage."""
+    nodes = await chain(tmp_path, ["North", "Hub", "South"])
+    north, hub, south = nodes
+    try:
+        alice, bob = await north.join("Alice"), await south.join("Bob")
+        submission = north.app[appkeys.SUBMISSION]
+        handed: list[Handoff] = []
+        hand_on = submission.handoff
+        assert hand_on is not None
+
+        def recorded(ready: Handoff) -> None:
+            handed.append(ready)
+            hand_on(ready)
+
+        submission.handoff = recorded
+        routing, sealed = routed(alice, [bob], nodes)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+        [ready] = handed
+        assert (ready.peer, ready.envelope_id) == (hub.id, routing.id)
+        assert ready.url == hub.identity.card.home.url
+        assert ready.expires_at == int(routing.expires.timestamp())
+        doc = json.loads(ready.body)
+        assert doc["envelope"] == routing.envelope.to_dict()
+        assert doc["sealed"] == b64url_encode(sealed)
+        carried = [parse_statement(dsse.Envelope.from_dict(s, max_payload=10_000))
+                   for s in doc["statements"]]
+        assert [(s.kind, s.by) for s in carried] == await statement_kinds(north, routing.id)
+        assert [(s.kind, s.by) for s in carried] == [("accepted", north.id),
+                                                     ("relayed", north.id)]
+        assert list(parse_cards(doc["cards"], datetime.now(UTC))) == [alice.id, north.id]
+        await eventually(lambda: _inbox(bob), what="delivery")
+        await eventually(lambda: _empty(north), what="the origin's outbox emptied")
+        # A repeated submission is answered from storage and hands nothing over again.
+        assert (await alice.client.submit(routing, sealed)).status == 200
+        assert len(handed) == 1
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def _empty(node: RunningNode) -> bool | None:
+    return not await outbox(node) or None
 
 
 async def test_origin_refuses_a_first_hop_it_does_not_peer_with(tmp_path: Path):
