@@ -68,7 +68,7 @@ from ..storage.database import Database
 from ..storage.federation import PeerRow
 from ..storage.mailbox import EnvelopeMeta
 from .auth import Peer, Proof, record
-from .handoff import Handoff, forward_body
+from .handoff import Handoff, forward_body, hand_over
 from .mailbox import parse_statement
 from .submission import parse_submission
 
@@ -298,9 +298,10 @@ class Federation:
         if notices is None:  # stored already, or a concurrent push of it won
             return Received(routing.id, False)
         self.announcer.after_commit(notices)
-        if relayed is not None and next_peer is not None and self.handoff is not None:
-            self.handoff(self._handoff(routing, sealed, carried, relayed, cards, next_peer.id,
-                                       next_peer.url))
+        if relayed is not None and next_peer is not None:
+            ours, hop = relayed, next_peer
+            hand_over(self.handoff, lambda: self._handoff(routing, sealed, carried, ours, cards,
+                                                          hop.id, hop.url))
         if relayed is not None:
             self.wake()
         return Received(routing.id, True)

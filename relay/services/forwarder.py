@@ -27,9 +27,10 @@ and every ``federation_poll_seconds`` (rows left by another process or by a cras
 Each due (peer, envelope) is pushed by its own short-lived task as soon as a slot
 is free (:data:`CONCURRENCY`, :data:`PER_PEER`): an envelope never waits for
 another peer's push, and a peer that hangs holds only its own slots. An
-intermediary that has just stored an envelope hands the push over ready-made
-(:meth:`Forwarder.handoff`: body built from what the accepting transaction had in
-hand), so it starts without reading anything back; the outbox row stays the record
+origin that has just stored a member's envelope for another node, and an intermediary
+that has just stored a pushed one, hand the push over ready-made
+(:meth:`Forwarder.handoff`: body built from what the storing transaction had in hand),
+so it starts without reading anything back; the outbox row stays the record
 and is deleted only after the peer confirmed, as for every push.
 Several processes sharing PostgreSQL may push the same row twice; the far side's
 idempotence makes that harmless.
@@ -145,6 +146,8 @@ class Forwarder:
         if self._stopped:
             return  # shutting down: the row waits for the next start
         key = (ready.peer, ready.envelope_id, True)
+        if key in self._running:
+            return  # a scan found the row first and pushes it from storage
         self._prepared[key] = ready
         self._prepared_bytes += len(ready.body)
         while self._prepared_bytes > PREPARED_BYTES and len(self._prepared) > 1:

@@ -6,11 +6,14 @@ reading the envelope, its statements and cards back from the database."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from keys.encoding import b64url_encode, json_dumps
 from keys.envelope import Routing
+
+log = logging.getLogger("relay.federation")
 
 
 @dataclass(frozen=True)
@@ -32,3 +35,18 @@ def forward_body(routing: Routing, sealed: bytes, statements: Iterable[bytes],
                        "sealed": b64url_encode(sealed),
                        "statements": [json.loads(b) for b in statements],
                        "cards": [json.loads(c) for c in cards]})
+
+
+def hand_over(handoff: Callable[[Handoff], None] | None, build: Callable[[], Handoff]) -> None:
+    """Build a push and hand it to the outbox worker, after the commit that queued it.
+
+    Only a shortcut: the outbox row is the record, and the worker's scan sends it
+    anyway. So a failure here is logged (its type only) and never fails the request
+    whose work is already committed."""
+    if handoff is None:
+        return
+    try:
+        handoff(build())
+    except Exception as exc:
+        log.warning("push not handed over; the outbox scan will send it",
+                    extra={"event": "federation.error", "error": type(exc).__name__})

@@ -52,13 +52,13 @@ from ..storage.committer import IntegrityError, Tx
 from ..storage.database import Database
 from ..storage.federation import PeerRow
 from .auth import Caller, Proof, record
-from .handoff import Handoff, forward_body
+from .handoff import Handoff, forward_body, hand_over
 
 #: What a job returns when a concurrent process stored the same content first.
 _RACE: Final = "race"
 #: A job's result: the answer, whom to wake, and (going to another node) the
 #: sender's card as stored, for the first push.
-_Stored = tuple["Accepted", list[Notice], bytes | None]
+_JobResult = tuple["Accepted", list[Notice], bytes | None]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Submission:
         body = receipt.to_json()
         at = int(now.timestamp())
 
-        def job(tx: Tx) -> _Stored | errors.RelayError | str:
+        def job(tx: Tx) -> _JobResult | errors.RelayError | str:
             record(tx, proof)
             try:
                 with tx.savepoint():
@@ -160,8 +160,10 @@ class Submission:
         # Step 5.
         self.announcer.after_commit(notices)
         if relayed is not None and stored.created:
-            if self.handoff is not None and first_hop is not None and card is not None:
-                self.handoff(self._handoff(routing, sealed, body, relayed, card, first_hop))
+            if first_hop is not None and card is not None:
+                ours, hop, known = relayed, first_hop, card
+                hand_over(self.handoff, lambda: self._handoff(routing, sealed, body, ours,
+                                                              known, hop))
             self.wake()
         return stored
 
@@ -185,7 +187,7 @@ class Submission:
                               previous=sender, next=first), peer
 
     def _store(self, tx: Tx, routing: Routing, sealed: bytes, receipt_id: str, receipt: bytes,
-               relayed: Statement | None, now: int) -> _Stored:
+               relayed: Statement | None, now: int) -> _JobResult:
         """Step 4 after the nonce, inside the job's savepoint (runs in the writer)."""
         holder = mailbox.content_holder(tx, routing.content)
         if holder is not None:

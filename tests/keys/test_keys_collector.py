@@ -25,6 +25,7 @@ def _collections(threshold: int) -> Iterator[list[int]]:
             started.append(info["generation"])
 
     was_enabled, was_threshold = gc.isenabled(), gc.get_threshold()
+    gc.collect()  # start from an empty young generation: no collection is owed
     gc.enable()
     gc.set_threshold(threshold)
     gc.callbacks.append(callback)

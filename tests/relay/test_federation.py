@@ -27,6 +27,7 @@ from federation_support import (
     wake,
 )
 from relay_support import Member, RunningNode
+from sqlalchemy import select
 
 from keys import dsse
 from keys.clock import FixedClock
@@ -44,6 +45,7 @@ from relay.rules import check_carried, check_transit
 from relay.services.federation import parse_cards
 from relay.services.handoff import Handoff
 from relay.services.peering import Peering
+from relay.storage import schema
 from relay.storage.database import Database
 
 ROUTE_KINDS = ["accepted", "relayed", "relayed", "relayed", "delivered", "opened",
@@ -290,6 +292,16 @@ async def test_the_origin_hands_its_first_push_over_ready_made(tmp_path: Path):
         assert [(s.kind, s.by) for s in carried] == [("accepted", north.id),
                                                      ("relayed", north.id)]
         assert list(parse_cards(doc["cards"], datetime.now(UTC))) == [alice.id, north.id]
+        # The very documents stored (not statements signed afresh, not other card bytes).
+        async with north.db.read() as conn:
+            stored = [json.loads(r.body) for r in await conn.execute(
+                select(schema.statements.c.body)
+                .where(schema.statements.c.envelope_id == routing.id)
+                .order_by(schema.statements.c.seq))]
+            card = (await conn.execute(select(schema.members.c.card)
+                                       .where(schema.members.c.id == alice.id))).scalar_one()
+        assert doc["statements"] == stored
+        assert doc["cards"] == [json.loads(card), json.loads(north.identity.card.to_json())]
         await eventually(lambda: _inbox(bob), what="delivery")
         await eventually(lambda: _empty(north), what="the origin's outbox emptied")
         # A repeated submission is answered from storage and hands nothing over again.

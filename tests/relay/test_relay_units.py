@@ -276,3 +276,24 @@ def test_serving_node_freezes_its_start_up_heap():
         assert gc.get_freeze_count() >= len(keep)
     finally:
         gc.unfreeze()
+
+
+def test_a_push_that_cannot_be_built_is_left_to_the_outbox_scan(caplog):
+    from relay.services.handoff import Handoff, hand_over
+
+    handed: list[Handoff] = []
+
+    def broken() -> Handoff:
+        raise ValueError("a stored card that does not parse")
+
+    with caplog.at_level(logging.WARNING, logger="relay.federation"):
+        hand_over(handed.append, broken)  # after the commit: must not fail the request
+    assert handed == []
+    [record] = caplog.records
+    assert record.getMessage() == "push not handed over; the outbox scan will send it"
+    assert record.error == "ValueError"  # the type only, never the message
+    assert "stored card" not in caplog.text
+    ready = Handoff("peer", "envelope", "http://127.0.0.1:1", b"{}", 0)
+    hand_over(handed.append, lambda: ready)
+    hand_over(None, broken)  # no worker: nothing is even built
+    assert handed == [ready]
