@@ -297,3 +297,29 @@ def test_a_push_that_cannot_be_built_is_left_to_the_outbox_scan(caplog):
     hand_over(handed.append, lambda: ready)
     hand_over(None, broken)  # no worker: nothing is even built
     assert handed == [ready]
+
+
+@pytest.mark.parametrize("statements, cards", [(2, 2), (0, 0), (1, 3)])
+def test_the_forward_body_is_the_documents_json(statements: int, cards: int):
+    """Statements and cards are spliced in as bytes: the result is exactly the compact
+    JSON of the whole document, which the next hop parses strictly."""
+    from keys.encoding import b64url_encode, json_dumps, json_loads
+    from keys.envelope import make_envelope
+    from keys.seal import seal
+    from keys.statements import make_statement
+    from relay.services.handoff import forward_body
+
+    sender, recipient = Identity.create("A", "delegation"), Identity.create("B", "delegation")
+    origin, hop = Identity.create("N", "node"), Identity.create("H", "node")
+    sealed = seal(sender, [recipient.card], "note", {"text": "45 for 45"}).data
+    routing = make_envelope(sender.signing_key, sealed, to=[recipient.id], origin=origin.id,
+                            destination=hop.id, lifetime=timedelta(hours=1))
+    signed = [make_statement("relayed", routing.id, origin.signing_key, previous=sender.id,
+                             next=hop.id).to_json() for _ in range(statements)]
+    held = [c.card.to_json() for c in (sender, origin, hop)][:cards]
+    body = forward_body(routing, sealed, signed, held)
+    assert body == json_dumps({"envelope": routing.envelope.to_dict(),
+                               "sealed": b64url_encode(sealed),
+                               "statements": [json.loads(s) for s in signed],
+                               "cards": [json.loads(c) for c in held]})
+    assert json_loads(body, max_bytes=len(body))["sealed"] == b64url_encode(sealed)
