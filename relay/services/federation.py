@@ -182,7 +182,7 @@ class Federation:
     def __init__(self, db: Database, node: Identity, announcer: Announcer, *,
                  max_sealed: int, clock: Clock = SYSTEM_CLOCK,
                  wake: Callable[[], None] = lambda: None,
-                 handoff: Callable[[Handoff], None] | None = None) -> None:
+                 handoff: Callable[[Handoff], bool] | None = None) -> None:
         self.db = db
         self.node = node
         self.announcer = announcer
@@ -303,7 +303,7 @@ class Federation:
             hand_over(self.handoff, lambda: self._handoff(routing, sealed, carried, ours, cards,
                                                           hop.id, hop.url))
         if relayed is not None:
-            self.wake()
+            self.wake()  # for the relayed statement going back to the pusher
         return Received(routing.id, True)
 
     def _handoff(self, routing: Routing, sealed: bytes, carried: list[Statement],

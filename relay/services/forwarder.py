@@ -138,25 +138,30 @@ class Forwarder:
         """Called after a commit that queued something: push now, not at the next poll."""
         self._event.set()
 
-    def handoff(self, ready: Handoff) -> None:
+    def handoff(self, ready: Handoff) -> bool:
         """Called after the commit that queued a forward push, with the push built from
         what the transaction had in hand: it starts at once, without reading back the
         envelope, its statements and cards (nor scanning the outbox), if a slot is free;
-        otherwise the next scan finds the row and still uses the prepared body."""
+        otherwise the next scan finds the row and still uses the prepared body.
+
+        Returns whether the push started: if not, the caller must :meth:`wake` the
+        worker. A push that started needs no scan: its end (confirmed, rescheduled or
+        crashed) deletes the row or wakes the worker itself."""
         if self._stopped:
-            return  # shutting down: the row waits for the next start
+            return False  # shutting down: the row waits for the next start
         key = (ready.peer, ready.envelope_id, True)
         if key in self._running:
-            return  # a scan found the row first and pushes it from storage
+            return False  # a scan found the row first and pushes it from storage
         self._prepared[key] = ready
         self._prepared_bytes += len(ready.body)
         while self._prepared_bytes > PREPARED_BYTES and len(self._prepared) > 1:
             oldest = next(iter(self._prepared))
             self._prepared_bytes -= len(self._prepared.pop(oldest).body)
         _, per_peer = self._in_flight()
-        if (key not in self._running and len(self._running) < CONCURRENCY
-                and per_peer.get(ready.peer, 0) < PER_PEER):
-            self._running[key] = (asyncio.create_task(self._attempt(key, None)), [])
+        if len(self._running) >= CONCURRENCY or per_peer.get(ready.peer, 0) >= PER_PEER:
+            return False
+        self._running[key] = (asyncio.create_task(self._attempt(key, None)), [])
+        return True
 
     def _take_prepared(self, key: _Key) -> Handoff | None:
         ready = self._prepared.pop(key, None)

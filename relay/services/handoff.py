@@ -39,16 +39,19 @@ def forward_body(routing: Routing, sealed: bytes, statements: Iterable[bytes],
                      b'],"cards":[', b",".join(cards), b"]}"))
 
 
-def hand_over(handoff: Callable[[Handoff], None] | None, build: Callable[[], Handoff]) -> None:
-    """Build a push and hand it to the outbox worker, after the commit that queued it.
+def hand_over(handoff: Callable[[Handoff], bool] | None, build: Callable[[], Handoff]
+              ) -> bool:
+    """Build a push and hand it to the outbox worker, after the commit that queued it;
+    whether the push started (if not, the worker's scan must be woken for the row).
 
     Only a shortcut: the outbox row is the record, and the worker's scan sends it
     anyway. So a failure here is logged (its type only) and never fails the request
     whose work is already committed."""
     if handoff is None:
-        return
+        return False
     try:
-        handoff(build())
+        return handoff(build())
     except Exception as exc:
         log.warning("push not handed over; the outbox scan will send it",
                     extra={"event": "federation.error", "error": type(exc).__name__})
+        return False

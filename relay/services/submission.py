@@ -94,7 +94,7 @@ def parse_submission(envelope: object, sealed_b64: object, *, max_sealed: int
 class Submission:
     def __init__(self, db: Database, node: Identity, announcer: Announcer, *, max_sealed: int,
                  clock: Clock = SYSTEM_CLOCK, wake: Callable[[], None] = lambda: None,
-                 handoff: Callable[[Handoff], None] | None = None) -> None:
+                 handoff: Callable[[Handoff], bool] | None = None) -> None:
         self.db = db
         self.node = node
         self.announcer = announcer
@@ -160,11 +160,15 @@ class Submission:
         # Step 5.
         self.announcer.after_commit(notices)
         if relayed is not None and stored.created:
+            handed = False
             if first_hop is not None and card is not None:
                 ours, hop, known = relayed, first_hop, card
-                hand_over(self.handoff, lambda: self._handoff(routing, sealed, body, ours,
-                                                              known, hop))
-            self.wake()
+                handed = hand_over(self.handoff, lambda: self._handoff(routing, sealed, body,
+                                                                       ours, known, hop))
+            # Only the forward row was queued: a push under way needs no scan (at an
+            # intermediary the statements going back do, relay.services.federation).
+            if not handed:
+                self.wake()
         return stored
 
     def _handoff(self, routing: Routing, sealed: bytes, receipt: bytes, relayed: Statement,

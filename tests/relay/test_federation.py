@@ -272,9 +272,9 @@ async def test_the_origin_hands_its_first_push_over_ready_made(tmp_path: Path):
         hand_on = submission.handoff
         assert hand_on is not None
 
-        def recorded(ready: Handoff) -> None:
+        def recorded(ready: Handoff) -> bool:
             handed.append(ready)
-            hand_on(ready)
+            return hand_on(ready)
 
         submission.handoff = recorded
         routing, sealed = routed(alice, [bob], nodes)
@@ -307,6 +307,34 @@ async def test_the_origin_hands_its_first_push_over_ready_made(tmp_path: Path):
         # A repeated submission is answered from storage and hands nothing over again.
         assert (await alice.client.submit(routing, sealed)).status == 200
         assert len(handed) == 1
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+@pytest.mark.parametrize("started", [True, False])
+async def test_the_origin_wakes_the_outbox_scan_only_for_a_push_not_under_way(
+        tmp_path: Path, started: bool):
+    nodes = await chain(tmp_path, ["North", "South"])
+    north, south = nodes
+    try:
+        alice, bob = await north.join("Alice"), await south.join("Bob")
+        submission = north.app[appkeys.SUBMISSION]
+        handed: list[Handoff] = []
+        wakes: list[None] = []
+
+        def handoff(ready: Handoff) -> bool:
+            handed.append(ready)
+            return started  # the worker is not given it: only the wake-up is watched
+
+        submission.handoff = handoff
+        submission.wake = lambda: wakes.append(None)
+        routing, sealed = routed(alice, [bob], nodes)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+        assert [r.envelope_id for r in handed] == [routing.id]
+        assert len(wakes) == (0 if started else 1)
+        [row] = await outbox(north)  # the record either way
+        assert row.envelope_id == routing.id
     finally:
         for node in nodes:
             await node.stop()

@@ -283,19 +283,24 @@ def test_a_push_that_cannot_be_built_is_left_to_the_outbox_scan(caplog):
 
     handed: list[Handoff] = []
 
+    def started(ready: Handoff) -> bool:
+        handed.append(ready)
+        return True
+
     def broken() -> Handoff:
         raise ValueError("a stored card that does not parse")
 
     with caplog.at_level(logging.WARNING, logger="relay.federation"):
-        hand_over(handed.append, broken)  # after the commit: must not fail the request
+        # After the commit: must not fail the request; the caller wakes the scan.
+        assert hand_over(started, broken) is False
     assert handed == []
     [record] = caplog.records
     assert record.getMessage() == "push not handed over; the outbox scan will send it"
     assert record.error == "ValueError"  # the type only, never the message
     assert "stored card" not in caplog.text
     ready = Handoff("peer", "envelope", "http://127.0.0.1:1", b"{}", 0)
-    hand_over(handed.append, lambda: ready)
-    hand_over(None, broken)  # no worker: nothing is even built
+    assert hand_over(started, lambda: ready) is True
+    assert hand_over(None, broken) is False  # no worker: nothing is even built
     assert handed == [ready]
 
 
