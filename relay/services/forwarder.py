@@ -243,6 +243,11 @@ class Forwarder:
                 if clock - first < COALESCE_SECONDS:
                     hold = max(hold, COALESCE_SECONDS - (clock - first))
                     continue
+            if key[2] and key in self._running:
+                # A handed-over push under way (its row is not among the skipped seqs):
+                # it ends by deleting the row or by waking the worker itself, so no scan
+                # is owed when it ends.
+                continue
             if (len(self._running) >= CONCURRENCY or key in self._running
                     or per_peer.get(peer, 0) >= PER_PEER):
                 self._deferred = True

@@ -340,6 +340,35 @@ async def test_the_origin_wakes_the_outbox_scan_only_for_a_push_not_under_way(
             await node.stop()
 
 
+async def test_a_scan_owes_no_second_scan_to_a_handed_over_push(tmp_path: Path):
+    """A scan that meets the row of a handed-over push under way leaves it alone and
+    does not ask for another scan when that push ends (the push deletes its row or
+    wakes the worker itself)."""
+    nodes = await chain(tmp_path, ["North", "South"])
+    north, south = nodes
+    try:
+        alice, bob = await north.join("Alice"), await south.join("Bob")
+        submission = north.app[appkeys.SUBMISSION]
+        submission.handoff = lambda ready: True  # claims the push: nothing is sent
+        routing, sealed = routed(alice, [bob], nodes)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+        forwarder = north.app[appkeys.FORWARDER]
+        key = (south.id, routing.id, True)
+        under_way = asyncio.get_running_loop().create_future()
+        forwarder._running[key] = (under_way, [])  # as Forwarder.handoff registers one
+        try:
+            forwarder._deferred = False
+            await forwarder.dispatch()
+            assert forwarder._running[key][0] is under_way  # not pushed a second time
+            assert forwarder._deferred is False
+        finally:
+            del forwarder._running[key]
+            under_way.cancel()
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
 async def _empty(node: RunningNode) -> bool | None:
     return not await outbox(node) or None
 
