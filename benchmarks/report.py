@@ -113,6 +113,14 @@ class Report:
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
 
+    def section(self, name: str, heading: str) -> dict[str, Any] | None:
+        """Start a section: its heading, and "Not run." when ``name`` has no result."""
+        self.add(heading, "")
+        result = self.result(name)
+        if not result:
+            self.add("Not run.", "")
+        return result
+
     # --- sections ------------------------------------------------------------------
 
     def header(self) -> None:
@@ -316,10 +324,8 @@ class Report:
                 "half busy), not in the push; see the analysis")
 
     def submit_section(self) -> None:
-        submit = self.result("submit")
-        self.add("## 1. Durable submit throughput (SQLite)", "")
+        submit = self.section("submit", "## 1. Durable submit throughput (SQLite)")
         if not submit:
-            self.add("Not run.", "")
             return
         cfg = submit["config"]
         relay_bytes = submit["relay"]["runs"][0]["request_bytes"]
@@ -363,10 +369,8 @@ class Report:
                      "from issue 7, not measured here)."), "")
 
     def profile_section(self) -> None:
-        profile = self.result("profile")
-        self.add("## Profile of the relay under the submit load", "")
+        profile = self.section("profile", "## Profile of the relay under the submit load")
         if not profile:
-            self.add("Not run.", "")
             return
         if not profile.get("available"):
             self.add(f"Not available: {profile.get('reason')}", "")
@@ -405,10 +409,8 @@ class Report:
                          [[r["what"], _pct(r["share"])] for r in profile["workers"]]), "")
 
     def e2e_section(self) -> None:
-        e2e = self.result("e2e")
-        self.add("## 2. End-to-end latency: submit → WebSocket delivery", "")
+        e2e = self.section("e2e", "## 2. End-to-end latency: submit → WebSocket delivery")
         if not e2e:
-            self.add("Not run.", "")
             return
         self.add(f"Open-loop load at {_n(e2e['rate'])} submissions/s, half of the measured "
                  f"peak ({_n(e2e['peak_rate'])}/s), round-robin over the clients; "
@@ -427,10 +429,8 @@ class Report:
         self.add(f"Issue 7's bare prototype: {ISSUE['e2e']}.", "")
 
     def idle_section(self) -> None:
-        idle = self.result("idle")
-        self.add("## 3. Idle authenticated WebSocket sessions", "")
+        idle = self.section("idle", "## 3. Idle authenticated WebSocket sessions")
         if not idle:
-            self.add("Not run.", "")
             return
         base = ", ".join(_n(r["base_rss_mib"], 1) for r in idle["runs"])
         self.add("Sessions are opened (challenge, signed answer, `ready`) 64 at a time, "
@@ -459,10 +459,8 @@ class Report:
         self.add(f"Issue 7: {ISSUE['idle']}.", "")
 
     def lists_section(self) -> None:
-        lists = self.result("lists")
-        self.add("## 4. Large name lists: seal and open", "")
+        lists = self.section("lists", "## 4. Large name lists: seal and open")
         if not lists:
-            self.add("Not run.", "")
             return
         self.add("Realistic lists (generated, seeded): about 60 % of entries in Cyrillic "
                  "(family name, given name, patronymic, date of birth) and 40 % in Latin "
@@ -489,10 +487,8 @@ class Report:
         self.add(f"Issue 7: {ISSUE['lists']}.", "")
 
     def multihop_section(self) -> None:
-        multihop = self.result("multihop")
-        self.add("## 5. Multi-hop delivery", "")
+        multihop = self.section("multihop", "## 5. Multi-hop delivery")
         if not multihop:
-            self.add("Not run.", "")
             return
         if not multihop.get("measured"):
             self.add(*_table(["path", "throughput", "latency p50", "added by the hop"], [
@@ -524,11 +520,9 @@ class Report:
                          rows), "")
 
     def postgres_section(self) -> None:
-        pg = self.result("postgres")
+        pg = self.section("postgres", "## 6. Durable submit on PostgreSQL")
         submit = self.result("submit")
-        self.add("## 6. Durable submit on PostgreSQL", "")
         if not pg:
-            self.add("Not run.", "")
             return
         if not pg.get("available"):
             self.add(f"Not measured: {pg.get('reason')}.", "")
@@ -556,10 +550,8 @@ class Report:
                           "req/s per run"], rows), "")
 
     def synapse_section(self) -> None:
-        synapse = self.result("synapse")
-        self.add("## 7. Matrix Synapse on the same machine", "")
+        synapse = self.section("synapse", "## 7. Matrix Synapse on the same machine")
         if not synapse:
-            self.add("Not run.", "")
             return
         if not synapse.get("measured"):
             self.add(f"Not measured: {synapse.get('reason')}. The Synapse target above "

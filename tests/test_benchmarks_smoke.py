@@ -9,6 +9,7 @@ generated Markdown well-formed. Never speed.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -257,3 +258,15 @@ def test_a_benchmark_that_cannot_run_keeps_earlier_measurements(tmp_path) -> Non
     assert not _keeps_measured(path, {"measured": True, "series": {}})  # a new measurement
     path.write_text(_record("synapse", missing))
     assert not _keeps_measured(path, missing)
+
+
+def test_sections_without_results_say_not_run(tmp_path) -> None:
+    (tmp_path / "lists.json").write_text(
+        (Path(__file__).parent.parent / "benchmarks" / "results" / "lists.json").read_text())
+    doc = render(tmp_path)
+    headings = [line for line in doc.splitlines() if re.match(r"## (\d\.|Profile)", line)]
+    assert len(headings) == 8
+    for heading in headings:
+        body = doc.split(heading + "\n\n", 1)[1]
+        said = body.startswith("Not run.")
+        assert said is (not heading.startswith("## 4.")), heading

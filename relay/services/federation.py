@@ -45,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 from sqlalchemy.exc import IntegrityError
@@ -299,9 +300,8 @@ class Federation:
             return Received(routing.id, False)
         self.announcer.after_commit(notices)
         if relayed is not None and next_peer is not None:
-            ours, hop = relayed, next_peer
-            hand_over(self.handoff, lambda: self._handoff(routing, sealed, carried, ours, cards,
-                                                          hop.id, hop.url))
+            hand_over(self.handoff, partial(self._handoff, routing, sealed, carried, relayed,
+                                            cards, next_peer.id, next_peer.url))
         if relayed is not None:
             self.wake()  # for the relayed statement going back to the pusher
         return Received(routing.id, True)

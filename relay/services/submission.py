@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 from keys import dsse
@@ -162,9 +163,8 @@ class Submission:
         if relayed is not None and stored.created:
             handed = False
             if first_hop is not None and card is not None:
-                ours, hop, known = relayed, first_hop, card
-                handed = hand_over(self.handoff, lambda: self._handoff(routing, sealed, body,
-                                                                       ours, known, hop))
+                handed = hand_over(self.handoff, partial(self._handoff, routing, sealed, body,
+                                                         relayed, card, first_hop))
             # Only the forward row was queued: a push under way needs no scan (at an
             # intermediary the statements going back do, relay.services.federation).
             if not handed:

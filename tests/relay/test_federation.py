@@ -369,6 +369,38 @@ async def test_a_scan_owes_no_second_scan_to_a_handed_over_push(tmp_path: Path):
             await node.stop()
 
 
+async def test_the_worker_says_when_a_handed_over_push_did_not_start(tmp_path: Path):
+    """Forwarder.handoff answers False, so that the caller wakes the scan, when the push
+    is already under way from storage or no slot is free (the body then waits, prepared,
+    for the scan)."""
+    from relay.services.forwarder import PER_PEER
+
+    nodes = await chain(tmp_path, ["North", "South"])
+    north, south = nodes
+    try:
+        forwarder = north.app[appkeys.FORWARDER]
+        loop = asyncio.get_running_loop()
+        busy = [loop.create_future() for _ in range(PER_PEER)]
+
+        def ready(envelope: str) -> Handoff:
+            return Handoff(south.id, envelope, south.url, b"{}", 2**40)
+
+        forwarder._running[(south.id, "scanned", True)] = (busy[0], [1])
+        assert forwarder.handoff(ready("scanned")) is False
+        assert (south.id, "scanned", True) not in forwarder._prepared
+        for n, future in enumerate(busy[1:], start=2):
+            forwarder._running[(south.id, f"other{n}", True)] = (future, [n])
+        assert forwarder.handoff(ready("waits")) is False  # the peer's slots are full
+        assert (south.id, "waits", True) in forwarder._prepared
+        assert (south.id, "waits", True) not in forwarder._running
+    finally:
+        forwarder._running.clear()
+        for future in busy:
+            future.cancel()
+        for node in nodes:
+            await node.stop()
+
+
 async def _empty(node: RunningNode) -> bool | None:
     return not await outbox(node) or None
 
