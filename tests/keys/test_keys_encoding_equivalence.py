@@ -296,6 +296,9 @@ def test_depth_matches_reference(value: Any, levels: list[str]) -> None:
     nested = _nest(value, levels)
     assert min(encoding._depth(nested), MAX_JSON_DEPTH + 1) == min(ref_depth(nested),
                                                                   MAX_JSON_DEPTH + 1)
+    # The walk for small documents stops early, but agrees up to the limit.
+    assert min(encoding._small_depth(nested, 1), MAX_JSON_DEPTH + 1) == min(
+        ref_depth(nested), MAX_JSON_DEPTH + 1)
 
 
 def test_json_loads_shares_equal_strings_and_keeps_values() -> None:
