@@ -196,8 +196,6 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 #: share one decoder: building a JSONDecoder and its scanner per call, and the
 #: string-sharing hook, cost more than parsing a few kilobytes.
 _SMALL_DOCUMENT = 64 * 1024
-#: Documents up to this size are walked depth first for their nesting (see json_loads).
-_DEPTH_FIRST = 16 * 1024
 
 
 def _reject_constant(name: str) -> Any:
@@ -247,10 +245,21 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _small_depth(value: Any, level: int) -> int:
-    """:func:`_depth` for the containers of a small document, depth first: it stops
-    descending past ``MAX_JSON_DEPTH`` (recursion stays bounded) and calls itself
-    only for containers, so most values cost one type test."""
+class _Wide(Exception):
+    """A document with more containers than :data:`_WALK_BUDGET`."""
+
+
+#: Containers walked depth first at most before the level-by-level walk takes over.
+_WALK_BUDGET = 64
+
+
+def _walk(value: Any, level: int, budget: list[int]) -> int:
+    """:func:`_depth` of ``value`` standing at ``level``, depth first, for documents
+    with few containers (a request's: a handful of objects around long strings).
+    Calls itself only for containers, never below ``MAX_JSON_DEPTH`` (recursion
+    stays bounded), returns as soon as the document is known to be too deep, and
+    raises :class:`_Wide` past the budget: one Python call per container is slower
+    than :func:`_depth` on a document dense with them (hostile input)."""
     kind = type(value)
     if kind is dict:
         items: Iterable[Any] = value.values()
@@ -266,8 +275,22 @@ def _small_depth(value: Any, level: int) -> int:
     for item in items:
         kind = type(item)
         if kind is dict or kind is list:
-            below = max(below, _small_depth(item, level + 1))
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _Wide
+            below = max(below, _walk(item, level + 1, budget))
+            if level + below > MAX_JSON_DEPTH:
+                break  # the document's depth is level - 1 + below + 1: too deep
     return below + 1
+
+
+def _nesting(value: Any) -> int:
+    """The nesting depth of a parsed document, exact up to ``MAX_JSON_DEPTH + 1``
+    and above the limit when it is above."""
+    try:
+        return _walk(value, 1, [_WALK_BUDGET])
+    except _Wide:
+        return _depth(value)
 
 
 def json_loads(data: bytes | memoryview | str, *, max_bytes: int,
@@ -304,12 +327,9 @@ def json_loads(data: bytes | memoryview | str, *, max_bytes: int,
     # Megabytes: not kept while the value is walked.
     del text
     # The walk's cost follows the number of containers, not the text: a request's
-    # documents (a handful of objects around long base64 strings) are walked depth
-    # first in about a microsecond, where counting their brackets read every
-    # character. Above 16 KiB, level by level: a document dense with containers
-    # (hostile, or a name list) is walked mostly in C.
-    deepest = _small_depth(value, 1) if size <= _DEPTH_FIRST else _depth(value)
-    if deepest > MAX_JSON_DEPTH:
+    # documents (a handful of objects around long base64 strings) are walked in
+    # about a microsecond, where counting their brackets read every character.
+    if _nesting(value) > MAX_JSON_DEPTH:
         raise DecodeError(f"{what} is nested too deeply")
     if escaped:
         # A \uD800-style escape yields a lone surrogate: not Unicode text, and a

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from keys import encoding
 from keys.encoding import (
     MAX_JSON_DEPTH,
     b64std_decode,
@@ -184,3 +186,23 @@ def test_time_rejects(bad: object) -> None:
 def test_json_str_input_with_lone_surrogate() -> None:
     with pytest.raises(DecodeError):
         json_loads('{"a":"\ud800"}', max_bytes=100)
+
+
+@pytest.mark.parametrize("deep_first", [True, False])
+@pytest.mark.parametrize("wide", [3, 500])
+def test_depth_limit_with_few_and_many_containers(deep_first: bool, wide: int) -> None:
+    # Few containers are walked depth first, many level by level (past the walk's
+    # budget); the limit is the same either way, wherever the deep branch stands.
+    # The outer array and the innermost scalar are a level each.
+    for depth, refused in ((MAX_JSON_DEPTH - 2, False), (MAX_JSON_DEPTH - 1, True)):
+        deep = "[" * depth + "1" + "]" * depth
+        parts = [deep, *(["[]"] * wide)] if deep_first else [*(["[]"] * wide), deep]
+        text = ("[" + ",".join(parts) + "]").encode()
+        if wide > encoding._WALK_BUDGET and not (deep_first and refused):
+            with pytest.raises(encoding._Wide):
+                encoding._walk(json.loads(text), 1, [encoding._WALK_BUDGET])
+        if refused:
+            with pytest.raises(DecodeError, match="deeply"):
+                json_loads(text, max_bytes=len(text))
+        else:
+            assert len(json_loads(text, max_bytes=len(text))) == wide + 1

@@ -296,9 +296,11 @@ def test_depth_matches_reference(value: Any, levels: list[str]) -> None:
     nested = _nest(value, levels)
     assert min(encoding._depth(nested), MAX_JSON_DEPTH + 1) == min(ref_depth(nested),
                                                                   MAX_JSON_DEPTH + 1)
-    # The walk for small documents stops early, but agrees up to the limit.
-    assert min(encoding._small_depth(nested, 1), MAX_JSON_DEPTH + 1) == min(
-        ref_depth(nested), MAX_JSON_DEPTH + 1)
+    # The depth-first walk stops early, but agrees up to the limit, within its
+    # budget of containers (a large budget: every document) and past it.
+    expected = min(ref_depth(nested), MAX_JSON_DEPTH + 1)
+    assert min(encoding._walk(nested, 1, [10**9]), MAX_JSON_DEPTH + 1) == expected
+    assert min(encoding._nesting(nested), MAX_JSON_DEPTH + 1) == expected
 
 
 def test_json_loads_shares_equal_strings_and_keeps_values() -> None:
