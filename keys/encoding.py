@@ -308,6 +308,8 @@ def json_loads(data: bytes | memoryview | str, *, max_bytes: int,
         raise TooLarge(f"{what} is larger than {max_bytes} bytes")
     # json's C scanner recurses; a hostile depth ends in RecursionError, caught below.
     try:
+        if isinstance(data, memoryview) and not data.contiguous:
+            data = data.tobytes()  # the UTF-8 decoder reads one contiguous buffer
         text = data if isinstance(data, str) else str(data, "utf-8")
         if size <= _SMALL_DOCUMENT:
             value = _SMALL_DECODER.decode(text)

@@ -206,3 +206,11 @@ def test_depth_limit_with_few_and_many_containers(deep_first: bool, wide: int) -
                 json_loads(text, max_bytes=len(text))
         else:
             assert len(json_loads(text, max_bytes=len(text))) == wide + 1
+
+
+def test_json_from_a_strided_view() -> None:
+    # A view of every other byte is still a document (or a DecodeError), never a
+    # TypeError from the UTF-8 decoder.
+    assert json_loads(memoryview(b"[x1x,x3x]")[::2], max_bytes=100) == [1, 3]
+    with pytest.raises(DecodeError):
+        json_loads(memoryview(b"[1,x2]")[::2], max_bytes=100)
