@@ -36,6 +36,40 @@ async def test_serve_subprocess_starts_and_stops_cleanly(tmp_path: Path):
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
+async def test_a_second_process_on_one_sqlite_file_is_refused(tmp_path: Path):
+    """SQLite has no cross-process notification: a second `relay serve` would
+    acknowledge deliveries the first one's WebSocket sessions never hear of."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    identity = make_node_dir(tmp_path / "node", url=url, port=port)
+    first = NodeProcess(tmp_path / "node", port, url, identity.id, tmp_path / "first.log")
+    second = NodeProcess(tmp_path / "node", free_port(), url, identity.id,
+                         tmp_path / "second.log")
+    try:
+        await first.start()
+        with pytest.raises(RuntimeError, match="did not start"):
+            await second.start()
+        assert second.proc is not None
+        assert await asyncio.wait_for(second.proc.wait(), 20) != 0
+        message = (tmp_path / "second.log").read_text()
+        assert "another process already serves the SQLite database" in message
+        assert f"(pid {first.proc.pid if first.proc else '?'})" in message
+        assert "Traceback" not in message
+        async with aiohttp.ClientSession() as session, \
+                session.get(first.url + "/healthz") as resp:
+            assert resp.status == 200
+        # The lock goes with the process, however it ends.
+        await first.kill()
+        await second.start()
+        async with aiohttp.ClientSession() as session, \
+                session.get(second.url + "/healthz") as resp:
+            assert resp.status == 200
+    finally:
+        await first.close()
+        await second.close()
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_two_processes_share_postgresql(tmp_path: Path, pg_server):
