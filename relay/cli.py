@@ -380,11 +380,17 @@ def cmd_peers_remove(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
+    from .storage.serve_lock import serving
 
     node_dir = NodeDir(args.dir).require()
     config = _config(args, host=args.host, port=args.port, database=args.database)
     logs.configure(config.log_level, config.log_format)
-    passphrase = get_passphrase(args.passphrase_file, prompt="Node passphrase: ")
-    identity = unlock(node_dir, passphrase)
-    _run(serve(config, identity, database_url(config, args.dir)))
+    url = database_url(config, args.dir)
+    # Before the passphrase is asked for, and before anything is bound or migrated: a
+    # second process on one SQLite file would acknowledge deliveries its neighbour's
+    # WebSocket sessions never hear of (ADR 0015).
+    with serving(url):
+        passphrase = get_passphrase(args.passphrase_file, prompt="Node passphrase: ")
+        identity = unlock(node_dir, passphrase)
+        _run(serve(config, identity, url))
     return 0

@@ -17,7 +17,6 @@ from .app import create_app
 from .config import RelayConfig
 from .errors import NodeError
 from .storage.database import redacted
-from .storage.serve_lock import serving
 
 log = logging.getLogger("relay.server")
 
@@ -36,14 +35,9 @@ def settle_heap() -> None:
 
 async def serve(config: RelayConfig, node: Identity, database_url: str, *,
                 clock: Clock = SYSTEM_CLOCK) -> None:
-    # Before anything is bound or migrated: a second process on one SQLite file
-    # would acknowledge deliveries its neighbour's sessions never hear of.
-    with serving(database_url):
-        await _serve(config, node, database_url, clock)
-
-
-async def _serve(config: RelayConfig, node: Identity, database_url: str,
-                 clock: Clock) -> None:
+    """Serve until SIGTERM or SIGINT. The caller holds the database's serve lock
+    (relay.storage.serve_lock.serving; `relay serve` takes it before asking for the
+    passphrase)."""
     app = create_app(config, node=node, database_url=database_url, clock=clock)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()

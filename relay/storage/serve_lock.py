@@ -8,7 +8,9 @@ when they next list their inbox. It is refused at start instead.
 
 The lock is an ``flock`` on a file beside the database, held for the life of the
 process: the kernel releases it when the process ends in any way (SIGKILL included),
-so a crash never leaves a stale lock behind. The CLI's other commands (``invite``,
+so a crash never leaves a stale lock behind. It names the file, not the database:
+a hard link to the database under another name, or a lock file deleted while the
+node runs, escapes it (ADR 0015). The CLI's other commands (``invite``,
 ``members``, ``revoke``) do not take it: they are single transactions, which SQLite's
 own locking serialises with the serving process.
 """
@@ -19,8 +21,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -31,12 +35,21 @@ SUFFIX = "-serve.lock"
 
 
 def sqlite_file(database_url: str) -> Path | None:
-    """The database file behind a SQLite URL; None for PostgreSQL or an in-memory
-    database."""
+    """The database file behind a SQLite URL, resolved (a symlink to the file, or a
+    relative path, names the same lock); None for PostgreSQL or an in-memory
+    database. SQLite URI filenames (``file:relay.db?uri=true``) are read as SQLite
+    reads them."""
     url = make_url(database_url)
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+    name = url.database
+    if not url.drivername.startswith("sqlite") or name in (None, "", ":memory:"):
         return None
-    return Path(url.database)
+    if url.query.get("uri") == "true" or name.startswith("file:"):
+        # make_url has moved the query (mode=memory, uri=true) into url.query.
+        parsed = urlsplit(name)
+        if parsed.path in ("", ":memory:") or url.query.get("mode") == "memory":
+            return None
+        name = unquote(parsed.path)
+    return Path(name).resolve()
 
 
 @contextlib.contextmanager
@@ -49,10 +62,13 @@ def serving(database_url: str) -> Iterator[None]:
         return
     lock_path = path.with_name(path.name + SUFFIX)
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Not through a symlink: the pid is written into whatever this opens.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise NodeError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NodeError(f"the lock file {lock_path} is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -63,8 +79,12 @@ def serving(database_url: str) -> Iterator[None]:
                 f"(pid {_holder(fd)}); a SQLite node runs as one process: stop the "
                 "other one, or move the node to PostgreSQL to run several") from None
         # For the message above, in the process that comes second.
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise NodeError(f"cannot write the lock file {lock_path}: {exc.strerror}"
+                            ) from None
         yield
     finally:
         os.close(fd)  # releases the lock

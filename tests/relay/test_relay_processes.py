@@ -4,7 +4,9 @@ and the crash test (SIGKILL at random moments while envelopes are submitted)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,16 @@ async def test_a_second_process_on_one_sqlite_file_is_refused(tmp_path: Path):
         assert "another process already serves the SQLite database" in message
         assert f"(pid {first.proc.pid if first.proc else '?'})" in message
         assert "Traceback" not in message
+        # Refused before the passphrase is asked for (none is given here).
+        env = {k: v for k, v in os.environ.items() if k != "BACKCHANNEL_PASSPHRASE"}
+        third = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay", "serve", "--dir", str(tmp_path / "node"),
+            "--port", str(free_port()), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(third.communicate(), 20)
+        assert third.returncode != 0 and out == b""
+        assert err.decode().count("\n") == 1
+        assert "another process already serves the SQLite database" in err.decode()
         async with aiohttp.ClientSession() as session, \
                 session.get(first.url + "/healthz") as resp:
             assert resp.status == 200

@@ -50,3 +50,38 @@ def test_an_unusable_lock_file_is_a_node_error(tmp_path: Path) -> None:
     with pytest.raises(NodeError, match="cannot open the lock file"), \
             serving(f"sqlite+aiosqlite:///{missing}"):
         pass  # pragma: no cover - never entered
+
+
+def test_names_of_one_file_share_one_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    db = (tmp_path / "relay.db").resolve()
+    (tmp_path / "alias").mkdir()
+    (tmp_path / "alias" / "relay.db").symlink_to(db)
+    monkeypatch.chdir(tmp_path)
+    names = [f"sqlite+aiosqlite:///{db}", "sqlite+aiosqlite:///relay.db",
+             "sqlite+aiosqlite:///./alias/../relay.db",
+             f"sqlite+aiosqlite:///{tmp_path / 'alias' / 'relay.db'}",
+             f"sqlite+aiosqlite:///file:{db}?uri=true",
+             "sqlite+aiosqlite:///file:relay.db?mode=rwc&uri=true"]
+    assert {sqlite_file(name) for name in names} == {db}
+    with serving(names[0]):
+        for name in names[1:]:
+            with pytest.raises(NodeError, match="already serves"), serving(name):
+                pass  # pragma: no cover - never entered
+    assert sqlite_file("sqlite+aiosqlite:///file::memory:?uri=true") is None
+    assert sqlite_file("sqlite+aiosqlite:///file:shared?mode=memory&uri=true") is None
+
+
+def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    lock = tmp_path / ("relay.db" + SUFFIX)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    lock.symlink_to(victim)
+    with pytest.raises(NodeError, match="cannot open the lock file"), serving(url):
+        pass  # pragma: no cover - never entered
+    assert victim.read_text() == "keep me\n"
+    lock.unlink()
+    os.mkfifo(lock)
+    with pytest.raises(NodeError, match="not a regular file"), serving(url):
+        pass  # pragma: no cover - never entered
