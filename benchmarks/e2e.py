@@ -75,7 +75,7 @@ async def e2e_run(ctx: Context, run: int, rate: float) -> dict[str, Any]:
             await asyncio.gather(*readers, return_exceptions=True)
     finally:
         await server.kill()
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-serve.lock"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
     failed = [v.status for v in sent.values() if v.status != 201]
     missing = acked - arrivals.keys()

@@ -91,7 +91,7 @@ async def idle_run(ctx: Context, run: int, kind: str) -> dict[str, Any]:
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     finally:
         await server.kill()
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-serve.lock"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
     return {"base_rss_mib": round(base / MIB, 1), "points": points,
             "fd_limit": limit, "not_reached": skipped}

@@ -109,7 +109,7 @@ async def baseline_run(ctx: Context, series_name: str, run: int) -> dict[str, An
         summary["stored_rows"] = stored
         if stored < acked:
             raise RuntimeError(f"verify baseline: {acked} acknowledged but {stored} stored")
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-serve.lock"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
     summary["request_bytes"] = len(queues[0][0])
     return summary
@@ -122,7 +122,8 @@ async def relay_run(ctx: Context, run: int, *, database: DatabaseFactory | None 
                     processes: int = 1, label: str = "relay", clients: int | None = None
                     ) -> dict[str, Any]:
     """One run of ``processes`` relay processes sharing one fresh database
-    (``clients``: concurrent senders, default all of the cast's)."""
+    (``clients``: concurrent senders, default all of the cast's). Several processes
+    need PostgreSQL: a second one on a SQLite file is refused (ADR 0015)."""
     home = ctx.home
     batches = ctx.batches[:clients] if clients is not None else ctx.batches
     if database is None:
@@ -150,7 +151,7 @@ async def relay_run(ctx: Context, run: int, *, database: DatabaseFactory | None 
     acked = result.completed + result.warmup_acked
     if db_file is not None:
         stored = count_rows(db_file, "envelopes")
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-serve.lock"):
             Path(f"{db_file}{suffix}").unlink(missing_ok=True)
     else:
         stored = await count_rows_pg(url, "envelopes")
