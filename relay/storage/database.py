@@ -31,7 +31,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -51,6 +51,16 @@ _SQLITE_BUSY_MS: Final = 30_000
 
 class StorageError(NodeError):
     """The database could not be reached or used."""
+
+
+def parse_url(url: str) -> URL:
+    """``make_url`` with its failures (ArgumentError, or ValueError for a port that
+    is not a number) as :class:`ConfigError`; the URL is not repeated (it may hold a
+    password)."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError("the database URL is malformed") from None
 
 
 def sqlite_url(node_dir: Path) -> str:
@@ -99,10 +109,7 @@ class Database:
     @classmethod
     def open(cls, url: str) -> Database:
         """Create the engine (no I/O yet). Raises :class:`ConfigError`."""
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ConfigError("the database URL is malformed") from None
+        parsed = parse_url(url)
         if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
             raise ConfigError("database URLs must use sqlite+aiosqlite or postgresql+asyncpg")
         if parsed.drivername == "sqlite+aiosqlite":

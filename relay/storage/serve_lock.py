@@ -26,9 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy.engine import make_url
-
 from ..errors import NodeError
+from .database import parse_url
 
 #: Appended to the database file's name.
 SUFFIX = "-serve.lock"
@@ -39,7 +38,7 @@ def sqlite_file(database_url: str) -> Path | None:
     relative path, names the same lock); None for PostgreSQL or an in-memory
     database. SQLite URI filenames (``file:relay.db?uri=true``) are read as SQLite
     reads them."""
-    url = make_url(database_url)
+    url = parse_url(database_url)
     name = url.database
     if not url.drivername.startswith("sqlite") or name in (None, "", ":memory:"):
         return None

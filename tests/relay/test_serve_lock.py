@@ -85,3 +85,14 @@ def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path: Path) -> None
     os.mkfifo(lock)
     with pytest.raises(NodeError, match="not a regular file"), serving(url):
         pass  # pragma: no cover - never entered
+
+
+def test_a_malformed_url_is_a_config_error() -> None:
+    from relay.errors import ConfigError
+    from relay.storage.database import Database
+
+    for url in ("sqlite+aiosqlite://h:abc/relay.db", "not a url"):
+        with pytest.raises(ConfigError, match="malformed"), serving(url):
+            pass  # pragma: no cover - never entered
+        with pytest.raises(ConfigError, match="malformed"):
+            Database.open(url)
