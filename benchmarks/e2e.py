@@ -20,7 +20,7 @@ import aiohttp
 from . import loadgen
 from .context import Context
 from .corpus import sign_requests
-from .nodes import enroll, open_ws, relay_server
+from .nodes import enroll, open_ws, relay_server, remove_database
 from .processes import free_port
 from .stats import latency_summary
 
@@ -75,8 +75,7 @@ async def e2e_run(ctx: Context, run: int, rate: float) -> dict[str, Any]:
             await asyncio.gather(*readers, return_exceptions=True)
     finally:
         await server.kill()
-    for suffix in ("", "-wal", "-shm", "-serve.lock"):
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    remove_database(db)
     failed = [v.status for v in sent.values() if v.status != 201]
     missing = acked - arrivals.keys()
     if failed or missing or duplicates:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from .context import Context
-from .nodes import enroll, open_ws, relay_server
+from .nodes import enroll, open_ws, relay_server, remove_database
 from .processes import ServerProcess, fd_limit, free_port, python_argv, raise_fd_limit
 from .submit import ROOT_PYTHONPATH
 
@@ -91,8 +91,7 @@ async def idle_run(ctx: Context, run: int, kind: str) -> dict[str, Any]:
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     finally:
         await server.kill()
-    for suffix in ("", "-wal", "-shm", "-serve.lock"):
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    remove_database(db)
     return {"base_rss_mib": round(base / MIB, 1), "points": points,
             "fd_limit": limit, "not_reached": skipped}
 

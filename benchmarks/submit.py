@@ -30,7 +30,7 @@ from typing import Any
 from . import loadgen
 from .context import Context
 from .corpus import plain_request, sign_requests
-from .nodes import count_rows, count_rows_pg, enroll, relay_server
+from .nodes import count_rows, count_rows_pg, enroll, relay_server, remove_database
 from .processes import ServerProcess, free_port, own_cpu_seconds, python_argv
 from .stats import latency_summary
 
@@ -109,8 +109,7 @@ async def baseline_run(ctx: Context, series_name: str, run: int) -> dict[str, An
         summary["stored_rows"] = stored
         if stored < acked:
             raise RuntimeError(f"verify baseline: {acked} acknowledged but {stored} stored")
-        for suffix in ("", "-wal", "-shm", "-serve.lock"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        remove_database(db)
     summary["request_bytes"] = len(queues[0][0])
     return summary
 
@@ -151,8 +150,7 @@ async def relay_run(ctx: Context, run: int, *, database: DatabaseFactory | None 
     acked = result.completed + result.warmup_acked
     if db_file is not None:
         stored = count_rows(db_file, "envelopes")
-        for suffix in ("", "-wal", "-shm", "-serve.lock"):
-            Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+        remove_database(db_file)
     else:
         stored = await count_rows_pg(url, "envelopes")
     summary["stored_rows"] = stored

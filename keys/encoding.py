@@ -328,9 +328,9 @@ def json_loads(data: bytes | memoryview | str, *, max_bytes: int,
     escaped = "\\" in text and "\\u" in text
     # Megabytes: not kept while the value is walked.
     del text
-    # The walk's cost follows the number of containers, not the text: a request's
-    # documents (a handful of objects around long base64 strings) are walked in
-    # about a microsecond, where counting their brackets read every character.
+    # On the parsed value, not the text: the walk's cost follows the number of
+    # containers, and a request's documents are a handful of objects around long
+    # base64 strings (about a microsecond; any scan of the text costs several).
     if _nesting(value) > MAX_JSON_DEPTH:
         raise DecodeError(f"{what} is nested too deeply")
     if escaped:

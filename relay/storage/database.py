@@ -63,6 +63,26 @@ def parse_url(url: str) -> URL:
         raise ConfigError("the database URL is malformed") from None
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (as written: relative to the working directory if
+    relative); None for PostgreSQL. Raises :class:`ConfigError` for a SQLite URL that
+    names no file by its path: an in-memory database or a URI filename
+    (``file:...?uri=true``). The group committer and the reader open
+    ``url.database`` with their own ``sqlite3`` connections, without the URL's query:
+    they would lose a URI's parameters (``mode=memory``: another database), and
+    whether a bare ``file:`` name is read as a URI depends on how SQLite was built."""
+    parsed = parse_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    name = parsed.database
+    if (not name or name == ":memory:" or name.startswith("file:")
+            or "uri" in parsed.query):
+        raise ConfigError("a SQLite database URL must name the database file by its path "
+                          "(sqlite+aiosqlite:///path/to/relay.db), not in memory or as a "
+                          "file: URI")
+    return Path(name)
+
+
 def sqlite_url(node_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(node_dir / SQLITE_FILE).resolve()}"
 
@@ -97,8 +117,7 @@ class Database:
         self._write_lock = asyncio.Lock()
         if self.dialect == "sqlite":
             path = engine.url.database
-            if not path:
-                raise ConfigError("the SQLite database URL names no file")
+            assert path, "Database.open checked the SQLite file (sqlite_file)"
             self.committer = Committer(sqlite_path=path, busy_ms=_SQLITE_BUSY_MS,
                                        lock=self._write_lock)
             self._reader: SqliteReader | None = SqliteReader(path, _SQLITE_BUSY_MS)
@@ -113,6 +132,7 @@ class Database:
         if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
             raise ConfigError("database URLs must use sqlite+aiosqlite or postgresql+asyncpg")
         if parsed.drivername == "sqlite+aiosqlite":
+            sqlite_file(url)  # refuses what the committer would open elsewhere
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_connect)
             event.listen(engine.sync_engine, "begin", _sqlite_begin)

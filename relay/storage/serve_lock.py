@@ -23,42 +23,25 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from ..errors import NodeError
-from .database import parse_url
+from .database import sqlite_file
 
 #: Appended to the database file's name.
 SUFFIX = "-serve.lock"
 
 
-def sqlite_file(database_url: str) -> Path | None:
-    """The database file behind a SQLite URL, resolved (a symlink to the file, or a
-    relative path, names the same lock); None for PostgreSQL or an in-memory
-    database. SQLite URI filenames (``file:relay.db?uri=true``) are read as SQLite
-    reads them."""
-    url = parse_url(database_url)
-    name = url.database
-    if not url.drivername.startswith("sqlite") or name in (None, "", ":memory:"):
-        return None
-    if url.query.get("uri") == "true" or name.startswith("file:"):
-        # make_url has moved the query (mode=memory, uri=true) into url.query.
-        parsed = urlsplit(name)
-        if parsed.path in ("", ":memory:") or url.query.get("mode") == "memory":
-            return None
-        name = unquote(parsed.path)
-    return Path(name).resolve()
-
-
 @contextlib.contextmanager
 def serving(database_url: str) -> Iterator[None]:
     """Hold the serve lock of ``database_url``'s SQLite file (nothing for PostgreSQL).
-    Raises :class:`NodeError` when another process holds it."""
-    path = sqlite_file(database_url)
-    if path is None:
+    Raises :class:`NodeError` when another process holds it, ConfigError for a SQLite
+    URL that names no file (relay.storage.database.sqlite_file)."""
+    named = sqlite_file(database_url)
+    if named is None:
         yield
         return
+    # Resolved: a symlink to the file, or a relative path, names the same lock.
+    path = named.resolve()
     lock_path = path.with_name(path.name + SUFFIX)
     try:
         # Not through a symlink: the pid is written into whatever this opens.

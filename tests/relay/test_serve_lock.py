@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.errors import NodeError
-from relay.storage.database import sqlite_url
-from relay.storage.serve_lock import SUFFIX, serving, sqlite_file
+from relay.errors import ConfigError, NodeError
+from relay.storage.database import Database, sqlite_file, sqlite_url
+from relay.storage.serve_lock import SUFFIX, serving
 
 
 def test_the_second_holder_is_refused_and_the_lock_is_released(tmp_path: Path) -> None:
@@ -37,7 +37,6 @@ def test_the_lock_is_released_when_the_body_raises(tmp_path: Path) -> None:
 
 def test_other_databases_take_no_lock(tmp_path: Path) -> None:
     assert sqlite_file("postgresql+asyncpg://u@localhost/db") is None
-    assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
     assert sqlite_file(sqlite_url(tmp_path)) == (tmp_path / "relay.db").resolve()
     with serving("postgresql+asyncpg://u@localhost/db"), \
             serving("postgresql+asyncpg://u@localhost/db"):
@@ -61,15 +60,27 @@ def test_names_of_one_file_share_one_lock(tmp_path: Path, monkeypatch: pytest.Mo
     names = [f"sqlite+aiosqlite:///{db}", "sqlite+aiosqlite:///relay.db",
              "sqlite+aiosqlite:///./alias/../relay.db",
              f"sqlite+aiosqlite:///{tmp_path / 'alias' / 'relay.db'}",
-             f"sqlite+aiosqlite:///file:{db}?uri=true",
-             "sqlite+aiosqlite:///file:relay.db?mode=rwc&uri=true"]
-    assert {sqlite_file(name) for name in names} == {db}
+             "sqlite+aiosqlite:///relay.db?timeout=5"]
     with serving(names[0]):
         for name in names[1:]:
             with pytest.raises(NodeError, match="already serves"), serving(name):
                 pass  # pragma: no cover - never entered
-    assert sqlite_file("sqlite+aiosqlite:///file::memory:?uri=true") is None
-    assert sqlite_file("sqlite+aiosqlite:///file:shared?mode=memory&uri=true") is None
+
+
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://",
+                                 "sqlite+aiosqlite:///file:relay.db?uri=true",
+                                 "sqlite+aiosqlite:///relay.db?mode=rwc&uri=true",
+                                 "sqlite+aiosqlite:///file:relay.db"])
+def test_a_sqlite_url_must_name_a_file_by_its_path(url: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The group committer and the reader open the database with plain sqlite3: a URI
+    # filename would be one file for the engine and another for them.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="by its path"), serving(url):
+        pass  # pragma: no cover - never entered
+    with pytest.raises(ConfigError, match="by its path"):
+        Database.open(url)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path: Path) -> None:
@@ -88,9 +99,6 @@ def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path: Path) -> None
 
 
 def test_a_malformed_url_is_a_config_error() -> None:
-    from relay.errors import ConfigError
-    from relay.storage.database import Database
-
     for url in ("sqlite+aiosqlite://h:abc/relay.db", "not a url"):
         with pytest.raises(ConfigError, match="malformed"), serving(url):
             pass  # pragma: no cover - never entered
