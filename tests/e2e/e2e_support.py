@@ -7,6 +7,7 @@ environment: 1 s, at most 2 s), so that a peer coming back is reached at once.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -50,6 +51,20 @@ class Node(BaseNode):
     def peer(self, other: Node) -> Result:
         return self.env.ok("relay", "peers", "add", "--dir", str(self.directory),
                            str(other.card))
+
+    def pause(self) -> None:
+        """SIGSTOP: the node still accepts connections (the kernel queues them)
+        but answers nothing, like a peer whose host is overloaded."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()  # a stopped process would hold SIGTERM until continued
+        super().stop()
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         """Read the node's SQLite database (a WAL reader never blocks the node)."""
