@@ -12,11 +12,24 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, Any, AnyStr, ClassVar
 
 NODE_PASSPHRASE = "node passphrase"
 #: A node starts in about a second; 60 s bounds a hung start on a loaded machine.
 START_TIMEOUT = 60
+
+
+def first_line(proc: subprocess.Popen[Any], stream: IO[AnyStr] | None,
+               timeout: float = START_TIMEOUT) -> AnyStr:
+    """The next line ``proc`` writes to ``stream``; a process still silent after
+    ``timeout`` seconds is killed (the read then ends empty) instead of hanging CI."""
+    assert stream is not None
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        return stream.readline()
+    finally:
+        timer.cancel()
 
 
 @dataclass
@@ -109,13 +122,7 @@ class Node:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "client", "relay", "serve", "--dir",
                  str(self.directory)], env=env, stdout=subprocess.PIPE, stderr=log)
-        assert self.proc.stdout is not None
-        timer = threading.Timer(START_TIMEOUT, self.proc.kill)
-        timer.start()
-        try:
-            line = self.proc.stdout.readline()
-        finally:
-            timer.cancel()
+        line = first_line(self.proc, self.proc.stdout)
         assert line.startswith(b"relay: listening on"), (line, self.log.read_text())
 
     def kill(self) -> None:

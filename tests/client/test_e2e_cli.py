@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_process import first_line
 from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
 
 from client.bundle import verify_bundle
@@ -138,8 +139,7 @@ def test_a_thousand_names_there_and_back(world: World, tmp_path: Path) -> None:
              "BACKCHANNEL_PASSPHRASE": RU_PASSPHRASE},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert watcher.stderr is not None
-        assert "watching for new messages (push)" in watcher.stderr.readline()
+        assert "watching for new messages (push)" in first_line(watcher, watcher.stderr)
 
         sent = env.ua("send", "--to", "RU", "--json", str(source))
         receipt = json.loads(sent.out)

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cli_process import first_line
 from cli_support import NODE_PASSPHRASE, RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
 
 pytestmark = pytest.mark.slow
@@ -83,8 +84,7 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Env, BlockingProxy]]:
          "--port", str(private)],
         env={**env.base, "BACKCHANNEL_PASSPHRASE": NODE_PASSPHRASE},
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert node_process.stdout is not None
-    assert node_process.stdout.readline().startswith(b"relay: listening on")
+    assert first_line(node_process, node_process.stdout).startswith(b"relay: listening on")
     proxy = BlockingProxy(public, f"http://127.0.0.1:{private}")
     proxy.start()
     try:
@@ -112,8 +112,7 @@ def test_watch_falls_back_to_polling(proxied: tuple[Env, BlockingProxy], tmp_pat
              "BACKCHANNEL_PASSPHRASE": RU_PASSPHRASE},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert watcher.stderr is not None
-        assert "checking every 0.5 s" in watcher.stderr.readline()
+        assert "checking every 0.5 s" in first_line(watcher, watcher.stderr)
         note = tmp_path / "note.txt"
         note.write_text("through the proxy\n", encoding="utf-8")
         sent = env.ua("send", "--kind", "note", "--to", "RU", str(note))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_process import first_line
 from e2e_support import Env, Node, eventually, free_port, parallel
 
 from client.bundle import encode_bundle, make_bundle, verify_bundle
@@ -145,8 +146,7 @@ def test_a_list_through_istanbul_and_geneva(world: World, tmp_path: Path) -> Non
              "BACKCHANNEL_PASSPHRASE": RU},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert watcher.stderr is not None
-        assert "watching for new messages" in watcher.stderr.readline()
+        assert "watching for new messages" in first_line(watcher, watcher.stderr)
         sent = json.loads(world.ua("send", "--to", "RU", "--via", "TR", "--via", "ICRC",
                                    "--json", str(source)))
         pushed_out, _ = watcher.communicate(timeout=60)
