@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -336,3 +337,34 @@ def test_json_loads_memoryview_input() -> None:
     assert _outcome(lambda: json_loads(memoryview(data), max_bytes=10))[0] == "TooLarge"
     assert _outcome(lambda: json_loads(memoryview(b'{"a":\xff}'), max_bytes=64)) == \
         _outcome(lambda: ref_json_loads(b'{"a":\xff}', max_bytes=64))
+
+
+# --- json_dumps: a shared encoder instead of json.dumps's per-call one ----------------
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+
+
+def ref_json_dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+
+
+@MANY
+@given(_JSON_VALUES)
+@example("\u2028 é \\ \" \x00 \U0001f600")
+@example({"b": [1, 2.5, None], "a": {"": True}})
+def test_json_dumps_writes_what_json_dumps_wrote(value: Any) -> None:
+    assert encoding.json_dumps(value) == ref_json_dumps(value)
+
+
+def test_json_dumps_still_refuses_what_json_dumps_refused() -> None:
+    for bad in (math.nan, [math.inf], {"x": -math.inf}, {1j: 1}, b"bytes", {1, 2}):
+        with pytest.raises((ValueError, TypeError)) as got:
+            encoding.json_dumps(bad)
+        with pytest.raises((ValueError, TypeError)) as want:
+            ref_json_dumps(bad)
+        assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))
