@@ -4,7 +4,9 @@ multi-node end-to-end tests."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -80,7 +82,38 @@ class Env:
         return result
 
 
+#: Test nodes listen below the kernel's ephemeral range (32768-60999 by default), in a
+#: block per xdist worker: between the moment a port is chosen and the moment a node
+#: binds it (again, after a restart), no outgoing connection and no ``bind(0)`` of
+#: another test can take it, as they could in the ephemeral range.
+PORT_BASE = 20000
+PORT_BLOCK = 1500
+_WORKERS = 8
+_next_port = itertools.count(random.randrange(PORT_BLOCK))
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
+    """A loopback port free now, from this worker's block (``bind(0)`` where the
+    blocks would overlap the ephemeral range)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % _WORKERS if worker.isdigit() else 0
+    if _ephemeral_low() >= PORT_BASE + _WORKERS * PORT_BLOCK:
+        start = PORT_BASE + index * PORT_BLOCK
+        for _ in range(PORT_BLOCK):
+            port = start + next(_next_port) % PORT_BLOCK
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

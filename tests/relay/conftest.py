@@ -21,7 +21,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from relay_support import RunningNode, free_port, start_node
+from cli_process import free_port
+from relay_support import RunningNode, start_node
 
 from relay.storage.database import sqlite_url
 

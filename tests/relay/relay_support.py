@@ -32,12 +32,6 @@ PROBLEM_BASE = "https://backchannel.example/problems/"
 TABLES = ("members", "invitations", "envelopes", "deliveries", "statements")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Reply:
     status: int

@@ -13,8 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cli_process import free_port
 from relay_process import NodeProcess, join, make_node_dir
-from relay_support import Member, free_port, sealed_for
+from relay_support import Member, sealed_for
 
 from keys.encoding import b64url_decode
 from keys.seal import content_id
