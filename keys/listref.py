@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -50,6 +49,7 @@ from .encoding import (
     parse_time,
 )
 from .errors import DecodeError, VerificationError
+from .ids import is_identity_id
 from .negotiation_errors import ListMismatch
 from .policy import Signer
 
@@ -64,7 +64,6 @@ MAX_DISCLOSURE_BYTES: Final = MAX_LIST_BYTES * 4 // 3 + 4096
 
 _LIST_DOMAIN = b"backchannel/v1/namelist-digest\x00"
 _ENTRY_DOMAIN = b"backchannel/v1/handover-entry\x00"
-_ID_RE = re.compile(r"[a-z2-7]{32}")
 
 
 def _salted(domain: bytes, salt: bytes, data: bytes) -> str:
@@ -100,7 +99,7 @@ def parse_digest(value: object, *, field: str) -> str:
 
 def parse_id(value: object, *, field: str) -> str:
     """Check that ``value`` is an identity id (32 lower-case base32 characters)."""
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    if not is_identity_id(value):
         raise DecodeError(f"{field}: expected an identity id")
     return value
 

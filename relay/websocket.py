@@ -24,11 +24,12 @@ import json
 import logging
 from typing import Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from keys.ed25519 import SIGNATURE_BYTES, VerifyKey
-from keys.encoding import b64url_decode, b64url_encode
+from keys.encoding import b64url_decode, b64url_encode, json_loads
 from keys.errors import BackchannelError
+from keys.ids import is_identity_id
 
 from . import appkeys
 from .logs import note
@@ -58,7 +59,11 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse, nonce: 
                         ) -> str | None:
     app = request.app
     try:
-        msg = await ws.receive(timeout=app[appkeys.CONFIG].ws_auth_timeout)
+        # One deadline for the whole phase: ws.receive(timeout=...) starts its timeout
+        # again after each ping or pong it answers itself, so a client that pings and
+        # never authenticates would hold its socket for ever.
+        async with asyncio.timeout(app[appkeys.CONFIG].ws_auth_timeout):
+            msg = await ws.receive()
     except TimeoutError:
         await ws.close(code=CLOSE_AUTH_TIMEOUT, message=b"authentication timed out")
         return None
@@ -67,10 +72,12 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse, nonce: 
         return None
     member_id = None
     try:
-        doc = json.loads(msg.data)
+        doc = json_loads(msg.data, max_bytes=MAX_MESSAGE, what="auth message")
+        # Only an identity id is looked up: a database may fail on what can never be
+        # one (PostgreSQL on a NUL), which must read as a failed authentication.
         if (isinstance(doc, dict) and doc.get("type") == "auth" and set(doc) == {"type", "id",
                                                                                   "sig"}
-                and isinstance(doc["id"], str) and len(doc["id"]) <= 64):
+                and is_identity_id(doc["id"])):
             sig = b64url_decode(doc["sig"], max_bytes=SIGNATURE_BYTES, exact=SIGNATURE_BYTES,
                                 field="sig")
             async with app[appkeys.DB].read() as conn:
@@ -135,6 +142,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_MESSAGE, compress=False)
     await ws.prepare(request)
     app[appkeys.SOCKETS].add(ws)
+    try:
+        return await _serve(request, ws)
+    except Exception:
+        # After the upgrade no HTTP problem can be answered (the middleware's would be
+        # written into the socket): log the type only, close as an internal error.
+        log.exception("websocket crash", extra={"event": "ws.crash"})
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+        return ws
+
+
+async def _serve(request: web.Request, ws: web.WebSocketResponse) -> web.WebSocketResponse:
+    app = request.app
     nonce = app[appkeys.RANDOM](NONCE_BYTES)
     await ws.send_json({"type": "challenge", "nonce": b64url_encode(nonce),
                         "node": app[appkeys.NODE].id})

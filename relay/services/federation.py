@@ -57,6 +57,7 @@ from keys.clock import SYSTEM_CLOCK, Clock
 from keys.envelope import Routing, check_content, parse_routing, verify_routing
 from keys.errors import BackchannelError, DecodeError, VerificationError
 from keys.identity import Identity
+from keys.ids import is_digest_id
 from keys.statements import Statement, make_statement, verify_statement
 
 from .. import errors
@@ -81,7 +82,6 @@ MAX_BACK: Final = 128
 MAX_CARDS: Final = 64
 #: Verified cards remembered (by their exact envelope) at most; the oldest goes first.
 MAX_VERIFIED_CARDS: Final = 4096
-_ID_LEN: Final = 43
 _NODE_KINDS: Final = frozenset({"accepted", "relayed", "delivered", "countersigned", "failed"})
 #: A job's outcome when a concurrent push of the same envelope or statements won.
 _RACE: Final = "race"
@@ -401,7 +401,7 @@ class Federation:
     async def _accept_statements(self, peer: Peer, proof: Proof, doc: Mapping[str, Any]
                                  ) -> int:
         envelope_id = doc["envelope"]
-        if not isinstance(envelope_id, str) or len(envelope_id) != _ID_LEN:
+        if not is_digest_id(envelope_id):
             raise errors.BadRequest("envelope must be an envelope id")
         statements = parse_statements(doc["statements"], MAX_BACK)
         given = parse_cards(doc.get("cards"), self.clock.now(), self._verified)

@@ -16,6 +16,7 @@ from keys import dsse
 from keys.clock import SYSTEM_CLOCK, Clock
 from keys.errors import DecodeError, VerificationError
 from keys.identity import Identity
+from keys.ids import is_digest_id, is_identity_id
 from keys.statements import MAX_STATEMENT_BYTES, Statement, make_statement, verify_statement
 from keys.statements import parse_statement as parse_statement_payload
 
@@ -25,9 +26,6 @@ from ..storage import federation, mailbox, members
 from ..storage.database import Database
 from ..storage.mailbox import Delivery, EnvelopeMeta, InboxItem
 from .auth import Caller
-
-#: Envelope ids are 43 base64url characters; anything else cannot exist.
-_ID_LEN = 43
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class Mailbox:
 
     async def _visible(self, conn: AsyncConnection, caller: Caller, envelope_id: str
                        ) -> tuple[EnvelopeMeta, Delivery | None]:
-        meta = await mailbox.get_envelope(conn, envelope_id) if len(envelope_id) == _ID_LEN \
+        meta = await mailbox.get_envelope(conn, envelope_id) if is_digest_id(envelope_id) \
             else None
         if meta is None:
             raise errors.NotFound("no such envelope")
@@ -174,8 +172,9 @@ class Mailbox:
         the recipients of that sender's envelopes (it came with them). Unknown and
         revoked give the same 404."""
         async with self.db.read() as conn:
-            row = await members.get_member(conn, member_id) if len(member_id) <= 64 else None
-            if row is None and len(member_id) <= 64 \
+            known = is_identity_id(member_id)
+            row = await members.get_member(conn, member_id) if known else None
+            if row is None and known \
                     and await mailbox.sent_to(conn, sender=member_id, recipient=caller.id):
                 remote = await federation.remote_card(conn, member_id)
                 if remote is not None:

@@ -590,6 +590,12 @@ async def test_receipts_cannot_be_forged_or_rewritten_on_the_way_back(tmp_path: 
                                for s in statements],
                 "cards": [c.envelope.to_dict() for c in cards]})
 
+        # What can never be an envelope id is refused before any query.
+        for bad in ("A" * 42 + "\x00", "A" * 42 + "\u00e9", "A" * 44, 7):
+            (await from_geneva.call("POST", "/v1/federation/statements",
+                                    {"envelope": bad, "statements": []})
+             ).problem(400, "bad-request")
+
         # Geneva forges a "relayed" in Moscow's name (signed with its own key).
         body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
                 "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}

@@ -563,6 +563,11 @@ async def test_websocket_bad_auth_closes_4401(node: RunningNode):
                                                                       max_bytes=32)))},
         lambda c: {"type": "hello"},
         lambda c: "not json",
+        # Deeper than any JSON decoder's recursion; a NUL and a wrong alphabet in the
+        # id (PostgreSQL refuses a NUL in text: it must never reach a query).
+        lambda c: "[" * 2000 + "]" * 2000,
+        lambda c: {"type": "auth", "id": "a\u0000b", "sig": b64url_encode(bytes(64))},
+        lambda c: {"type": "auth", "id": bob.id.upper(), "sig": b64url_encode(bytes(64))},
     ]
     for make in cases:
         ws = await session.ws_connect(node.url + "/v1/ws")
@@ -595,6 +600,22 @@ async def test_websocket_session_of_revoked_member_is_closed(database_url: str):
         await node.stop()
 
 
+async def test_ids_that_cannot_exist_are_not_found_on_every_backend(node: RunningNode):
+    # PostgreSQL answers an error, not "no row", for a NUL in text: such an id must
+    # be refused before any query, with the same answer as an unknown id.
+    alice, _bob = await pair(node)
+    before = await node.counts()
+    nul_envelope = "A" * 42 + "%00"
+    for reply in (await alice.client.card_of("%00" * 10),
+                  await alice.client.card_of("A" * 32),
+                  await alice.client.fetch(nul_envelope),
+                  await alice.client.receipts(nul_envelope),
+                  await alice.client.ack(nul_envelope),
+                  await alice.client.fetch("A" * 42 + "%C3%A9")):
+        reply.problem(404, "not-found")
+    assert await node.counts() == before
+
+
 async def test_websocket_auth_timeout(database_url: str):
     node = await start_node(database_url, ws_auth_timeout=0.2)
     try:
@@ -603,6 +624,34 @@ async def test_websocket_auth_timeout(database_url: str):
         await ws.receive_json(timeout=10)
         msg = await ws.receive(timeout=10)
         assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4408
+    finally:
+        await node.stop()
+
+
+async def test_websocket_auth_deadline_is_not_reset_by_pings(database_url: str):
+    # aiohttp's receive(timeout=...) restarts its timer after each ping it answers:
+    # a client pinging every 0.1 s must still be closed at the 0.5 s deadline.
+    node = await start_node(database_url, ws_auth_timeout=0.5)
+    try:
+        session = (await node.client()).session
+        ws = await session.ws_connect(node.url + "/v1/ws", autoping=False)
+        await ws.receive_json(timeout=10)
+        started = asyncio.get_running_loop().time()
+
+        async def ping() -> None:
+            while not ws.closed:
+                await ws.ping()
+                await asyncio.sleep(0.1)
+
+        pinger = asyncio.create_task(ping())
+        try:
+            msg = await ws.receive(timeout=10)
+            while (msg.type == aiohttp.WSMsgType.PONG
+                   and asyncio.get_running_loop().time() - started < 5):
+                msg = await ws.receive(timeout=10)
+        finally:
+            pinger.cancel()
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4408, msg
     finally:
         await node.stop()
 
