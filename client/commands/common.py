@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -74,14 +75,37 @@ def read_input(path: str, *, max_bytes: int = MAX_INPUT_BYTES, what: str = "file
 
 
 def write_output(path: str, data: bytes, *, what: str = "file", private: bool = False) -> None:
-    """Write ``data`` to ``path``; ``private`` files (decrypted contents) are created
-    readable by their owner only."""
+    """Write ``data`` to ``path`` whole or not at all: a new file renamed over the
+    target, so a failed write leaves no partial file, an existing file's permissions
+    are not inherited and a symbolic link at ``path`` is replaced, not followed.
+    ``private`` files (decrypted names) are readable by their owner only; others get
+    0644 less the umask."""
+    target = Path(path)
+    tmp: Path | None = None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as handle:
+            if not private:
+                os.fchmod(handle.fileno(), 0o644 & ~_umask())
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        tmp = None
     except OSError as exc:
         raise ClientError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

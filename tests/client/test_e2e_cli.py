@@ -164,7 +164,10 @@ def test_a_thousand_names_there_and_back(world: World, tmp_path: Path) -> None:
 
     # Read: exactly the same entries come back as CSV (byte for byte: the file used
     # the canonical column names).
+    # Over a file others could read: the names must not inherit its mode.
     out_file = tmp_path / "received.csv"
+    out_file.write_bytes(b"an older file")
+    out_file.chmod(0o644)
     read = env.ru("read", envelope_id, "--format", "csv", "--out", str(out_file))
     assert "1,000 entries written to" in read.out
     assert out_file.read_bytes() == data
