@@ -27,7 +27,7 @@ from keys.passphrase import get_passphrase
 from . import logs
 from .config import RelayConfig, load_config
 from .errors import BadRequest, ConfigError
-from .node import NodeDir, create_node, kdf_params, read_card, unlock
+from .node import NodeDir, create_node, discard_node, kdf_params, read_card, unlock
 
 if TYPE_CHECKING:
     from .services.membership import Membership
@@ -182,17 +182,33 @@ def cmd_init(args: argparse.Namespace) -> int:
                                     "port": args.port, "database": args.database})
     if not config.name.strip():
         raise ConfigError("--name must not be empty")
+    from .storage.database import SQLITE_FILE, parse_url, sqlite_file
+
+    url = database_url(config, args.dir)
+    # A URL that cannot be read is refused before anything is asked or written.
+    parse_url(url)
+    sqlite_file(url)
     passphrase = get_passphrase(args.passphrase_file, confirm=True,
                                 prompt="New passphrase for the node key: ")
+    db_file = args.dir / SQLITE_FILE
+    db_files = [db_file, db_file.with_name(SQLITE_FILE + "-wal"),
+                db_file.with_name(SQLITE_FILE + "-shm")]
+    existed = {path for path in db_files if path.exists()}
     identity = create_node(node_dir, config, passphrase, params=kdf_params(args.kdf_floor))
 
     async def prepare(db: Database) -> None:
         return None
 
-    _run(_with_db(database_url(config, args.dir), prepare))
-    from .storage.database import SQLITE_FILE
-
-    db_file = args.dir / SQLITE_FILE
+    try:
+        _run(_with_db(url, prepare))
+    except BaseException:
+        # Half a node (a key without its database) would make the next `relay init`
+        # refuse the directory: take back what this one wrote.
+        discard_node(node_dir)
+        for path in db_files:
+            if path not in existed:
+                path.unlink(missing_ok=True)
+        raise
     if not config.database and db_file.exists():
         # SQLite creates its -wal and -shm files with the database's mode.
         db_file.chmod(0o600)

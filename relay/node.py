@@ -79,6 +79,13 @@ def create_node(node_dir: NodeDir, config: RelayConfig, passphrase: str, *,
     return identity
 
 
+def discard_node(node_dir: NodeDir) -> None:
+    """Remove what :func:`create_node` wrote (its key, card and relay.toml), when the
+    rest of ``relay init`` failed: nothing was ever served with that key."""
+    for path in (node_dir.keystore, node_dir.card, node_dir.config):
+        path.unlink(missing_ok=True)
+
+
 def read_card(node_dir: NodeDir, *, clock: Clock = SYSTEM_CLOCK) -> Card:
     """The node's public card (no passphrase needed)."""
     try:

@@ -127,6 +127,25 @@ def test_init_refuses_a_bad_url(tmp_path: Path, capsys):
     assert not (tmp_path / "n" / "node.keystore").exists()
 
 
+@pytest.mark.parametrize("database", [
+    "sqlite+aiosqlite://",  # in memory: not a file the node can keep
+    "postgresql+asyncpg://u:p@127.0.0.1:notaport/db",
+    "postgresql+asyncpg://u:p@127.0.0.1:1/db",  # nothing listens there
+])
+def test_init_with_an_unusable_database_leaves_nothing_and_can_be_retried(
+        tmp_path: Path, capsys, database: str):
+    node = tmp_path / "n"
+    code, _out, err = run(capsys, "init", "--dir", str(node), "--name", "x",
+                          "--url", "http://127.0.0.1:8471", "--database", database)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "p@" not in err  # the URL's password is not repeated
+    assert not node.exists() or sorted(p.name for p in node.iterdir()) == []
+    code, _out, err = run(capsys, "init", "--dir", str(node), "--name", "x",
+                          "--url", "http://127.0.0.1:8471")
+    assert code == 0, err
+    assert (node / "node.keystore").exists() and (node / "relay.db").exists()
+
+
 @pytest.mark.postgres
 def test_cli_on_postgresql(tmp_path: Path, capsys, pg_server):
     import asyncio
