@@ -154,6 +154,38 @@ def check_carried(statement: Statement, routing: Routing, *, node_id: str,
         raise StatementInvalid("only intermediaries countersign")
 
 
+#: What a party states about an envelope once: (kind, signer, subject), the subject
+#: being the recipient (*delivered*, *opened*) or the statement countersigned.
+Slot = tuple[str, str, str]
+
+
+def slot_of(statement: Statement) -> Slot:
+    """A signer states each thing about an envelope once: it accepts or relays it, or
+    fails to pass it on, once; the destination delivers it to a recipient once; a
+    recipient opens it once; an intermediary countersigns an *opened* once. Any
+    second statement in the same slot (another time, another reason) adds nothing a
+    party could rely on, and unchecked it would let one signer fill the nodes on the
+    way back with as many as it cares to sign."""
+    fields = statement.fields
+    return (statement.kind, statement.by,
+            fields.get("recipient") or fields.get("statement") or "")
+
+
+def check_carried_once(statements: list[Statement]) -> None:
+    """Forward, an envelope carries one statement per slot: the origin's *accepted*
+    and one *relayed* per hop before this node (at most ten in all). More would not
+    be something an honest hop sends, and passed on they would exceed what the next
+    hop takes, which would refuse the envelope for a fault that is not its own.
+    Raises :class:`StatementInvalid`."""
+    seen: set[Slot] = set()
+    for statement in statements:
+        slot = slot_of(statement)
+        if slot in seen:
+            raise StatementInvalid(f"two {statement.kind} statements by {statement.by} "
+                                   "travel with the envelope")
+        seen.add(slot)
+
+
 def check_opened(statement: Statement, *, envelope_id: str, caller: str) -> None:
     """An *opened* statement presented with an acknowledgement must be about this
     envelope, by this caller, for this caller. (Its signature is checked by the

@@ -58,11 +58,11 @@ from keys.envelope import Routing, check_content, parse_routing, verify_routing
 from keys.errors import BackchannelError, DecodeError, VerificationError
 from keys.identity import Identity
 from keys.ids import is_digest_id
-from keys.statements import Statement, make_statement, verify_statement
+from keys.statements import Statement, load_statement, make_statement, verify_statement
 
 from .. import errors
 from ..notify import Announcer, Notice, notify_in_job
-from ..rules import check_carried, check_fresh, check_transit
+from ..rules import Slot, check_carried, check_carried_once, check_fresh, check_transit, slot_of
 from ..storage import federation, mailbox, members
 from ..storage.committer import IntegrityError as JobIntegrityError
 from ..storage.committer import Tx
@@ -161,6 +161,18 @@ def check_signed(statement: Statement, card: Card | None) -> None:
 
 def card_payload(cards: Iterable[Card]) -> dict[str, bytes]:
     return {c.id: c.to_json() for c in cards}
+
+
+def _slots(rows: Iterable[tuple[str, str, str | None, bytes]]) -> set[Slot]:
+    """The slots taken by stored statements (kind, signer, recipient, body); a
+    *countersigned* one's subject is in its body."""
+    taken: set[Slot] = set()
+    for kind, signer, recipient, body in rows:
+        subject = recipient or ""
+        if kind == "countersigned":
+            subject = load_statement(body).fields["statement"]
+        taken.add((kind, signer, subject))
+    return taken
 
 
 def add_statements(tx: Tx, envelope_id: str, statements: Iterable[Statement]) -> None:
@@ -282,6 +294,7 @@ class Federation:
         for statement in carried:
             check_carried(statement, routing, node_id=self.node.id, forward=True)
             check_signed(statement, cards.get(statement.by))
+        check_carried_once(carried)
         # Step 7 (recipients: inside the transaction).
         if next_hop is not None and next_peer is None:
             raise errors.Unroutable("this node does not peer with the next hop on the "
@@ -414,7 +427,8 @@ class Federation:
             if meta is None:
                 return None
             return (meta, federation.card_bodies(tx, wanted),
-                    federation.stored_ids(tx, sorted(targets - opened_here), kind="opened"))
+                    federation.stored_ids(tx, sorted(targets - opened_here), kind="opened",
+                                          envelope_id=envelope_id))
 
         found = await self.db.query(read)
         if found is None:
@@ -452,8 +466,16 @@ class Federation:
                 return _RACE  # a concurrent push of the same statements won
 
         def store(tx: Tx) -> list[Statement]:
-            known = federation.stored_ids(tx, [s.id for s in statements])
-            new = list({s.id: s for s in statements if s.id not in known}.values())
+            # One statement per slot (relay.rules.slot_of): the first one stored stays;
+            # another in its place is neither stored nor passed on (and an identical
+            # retry is no news). Only the signer can sign for its slots.
+            taken = _slots(federation.statement_rows(tx, routing.id))
+            new = []
+            for statement in statements:
+                slot = slot_of(statement)
+                if slot not in taken:
+                    taken.add(slot)
+                    new.append(statement)
             new += [counters[s.id] for s in new if s.id in counters]
             add_statements(tx, routing.id, new)
             federation.keep_cards(tx, keep, now)

@@ -164,9 +164,11 @@ def add_transit_envelope(tx: Tx, *, id: str, content_id: str, sender: str, routi
                 expires_at, back_to))
 
 
-def stored_ids(tx: Tx, ids: Sequence[str], kind: str | None = None) -> set[str]:
-    """Which of the statements ``ids`` (of ``kind``, if given) are stored here."""
-    wanted = list(dict.fromkeys(ids))
+def stored_ids(tx: Tx, ids: Sequence[str], kind: str | None = None,
+               envelope_id: str | None = None) -> set[str]:
+    """Which of the statements ``ids`` (of ``kind``, about ``envelope_id``, if given)
+    are stored here."""
+    wanted: list[str] = list(dict.fromkeys(ids))
     if not wanted:
         return set()
     marks = ", ".join("?" * len(wanted))  # only placeholders, one per id
@@ -174,7 +176,18 @@ def stored_ids(tx: Tx, ids: Sequence[str], kind: str | None = None) -> set[str]:
     if kind is not None:
         sql += " AND kind = ?"
         wanted.append(kind)
+    if envelope_id is not None:
+        sql += " AND envelope_id = ?"
+        wanted.append(envelope_id)
     return {str(row[0]) for row in tx.all(sql, wanted)}
+
+
+def statement_rows(tx: Tx, envelope_id: str) -> list[tuple[str, str, str | None, bytes]]:
+    """Kind, signer, recipient and body of every statement stored about an envelope
+    (a few dozen at most: one per slot, relay.rules.slot_of)."""
+    return [(str(r[0]), str(r[1]), None if r[2] is None else str(r[2]), bytes(r[3]))
+            for r in tx.all("SELECT kind, signer, recipient, body FROM statements "
+                            "WHERE envelope_id = ?", (envelope_id,))]
 
 
 def keep_cards(tx: Tx, bodies: dict[str, bytes], now: int) -> None:

@@ -30,7 +30,7 @@ from relay_support import Member, RunningNode
 from sqlalchemy import select
 
 from keys import dsse
-from keys.clock import FixedClock
+from keys.clock import SYSTEM_CLOCK, FixedClock
 from keys.encoding import b64url_encode, json_dumps
 from keys.envelope import parse_routing
 from keys.identity import Identity
@@ -637,6 +637,57 @@ async def test_receipts_cannot_be_forged_or_rewritten_on_the_way_back(tmp_path: 
         again = await push([genuine["delivered"], genuine["opened"]], [])
         assert again.status == 200 and again.body == {"stored": 0}
         assert await _snapshot(nodes) == before
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_signer_states_each_thing_once_forward_and_back(tmp_path: Path):
+    nodes, ua, ru, routing, _sealed = await _delivered_chain(tmp_path)
+    kyiv, ist, gen, mos = nodes
+    try:
+        await read_and_ack(ru, ua, routing.id)
+        await eventually(lambda: _at_least(ua, routing.id, 8), what="receipts")
+        await eventually(lambda: _quiet(nodes), what="outboxes to drain")
+        before = await _snapshot(nodes)
+        hour_ago = FixedClock(datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
+
+        # Forward: two *accepted* by the origin (signed at two times). Passed on with
+        # Istanbul's own *relayed*, more than the next hop takes: Geneva would refuse
+        # and Istanbul would sign *failed*, blaming Geneva. Refused at the door.
+        fresh, fresh_sealed = routed(ua, [ru], nodes, text="another list")
+        accepted = [make_statement("accepted", fresh.id, kyiv.identity.signing_key,
+                                   clock=clock, sender=ua.id)
+                    for clock in (SYSTEM_CLOCK, hour_ago)]
+        relayed = make_statement("relayed", fresh.id, kyiv.identity.signing_key,
+                                 previous=ua.id, next=ist.id)
+        from_kyiv = await as_node(kyiv, ist)
+        reply = await from_kyiv.call("POST", "/v1/federation/envelopes", push_doc(
+            fresh, fresh_sealed, statements=[*accepted, relayed], cards=[ua.card]))
+        reply.problem(400, "statement-invalid")
+        assert "two accepted statements" in reply.body["detail"]
+
+        # Back: Moscow's *delivered* for RU signed again (another time), and a second
+        # *opened* by RU: Istanbul keeps the first of each, passes nothing on, and
+        # countersigns nothing more.
+        delivered = make_statement("delivered", routing.id, mos.identity.signing_key,
+                                   clock=hour_ago, recipient=ru.id)
+        opened = make_statement("opened", routing.id, ru.identity.signing_key,
+                                clock=hour_ago, recipient=ru.id,
+                                inner=b64url_encode(b"\x01" * 32))
+        from_geneva = await as_node(gen, ist)
+        for batch in ([delivered], [opened], [delivered, opened]):
+            reply = await from_geneva.call("POST", "/v1/federation/statements", {
+                "envelope": routing.id, "statements": [json.loads(s.to_json()) for s in batch],
+                "cards": [mos.identity.card.envelope.to_dict(), ru.card.envelope.to_dict()]})
+            assert reply.status == 200 and reply.body == {"stored": 0}, reply.body
+        assert await _snapshot(nodes) == before
+
+        # The same forward push with one *accepted* is taken (the refusal above was
+        # for the second one).
+        reply = await from_kyiv.call("POST", "/v1/federation/envelopes", push_doc(
+            fresh, fresh_sealed, statements=[accepted[0], relayed], cards=[ua.card]))
+        assert reply.status == 201, reply.body
     finally:
         for node in nodes:
             await node.stop()
