@@ -66,8 +66,13 @@ def read_private(path: Path, *, max_bytes: int) -> bytes:
                 f"{path} is a symbolic link; keep the keystore itself in the profile "
                 "directory") from None
         raise
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        # fdopen would fail naming the descriptor ("Is a directory: 3").
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
     with os.fdopen(fd, "rb") as handle:
-        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        mode = stat.S_IMODE(status.st_mode)
         if mode & 0o077:
             raise InsecurePermissions(
                 f"file {path} is accessible to other users (mode {mode:o}); "

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # commands that use them: `backchannel` loads this module for every delegation command.
 
 T = TypeVar("T")
-_DURATION = re.compile(r"(\d{1,4})([mhd])")
+_DURATION = re.compile(r"(\d{1,4})([mhd])", re.ASCII)  # not "٣d"
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 # argparse gives the sub-parsers action no public name.

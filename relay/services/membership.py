@@ -45,6 +45,10 @@ class Membership:
             raise errors.BadRequest(f"role must be one of {', '.join(ROLES)}")
         if not label.strip() or len(label) > MAX_LABEL:
             raise errors.BadRequest(f"the label must be 1 to {MAX_LABEL} characters")
+        if not label.isprintable():
+            # A newline or a terminal escape would forge lines of `relay members`.
+            raise errors.BadRequest("the label must be printable text: no line breaks or "
+                                    "control characters")
         if not timedelta(minutes=1) <= lifetime <= MAX_INVITATION_LIFETIME:
             raise errors.BadRequest("an invitation must expire between 1 minute and 30 days "
                                     "from now")

@@ -134,3 +134,14 @@ def test_symlinked_keystore_is_refused(tmp_path):
     (home / "keystore.json").symlink_to(home / "real.json")
     with pytest.raises(InsecurePermissions, match="symbolic link"):
         read_private(home / "keystore.json", max_bytes=100)
+
+
+def test_a_directory_in_place_of_a_private_file_is_named_in_the_error(tmp_path):
+    from keys.files import ensure_private_dir, read_private
+
+    home = tmp_path / "profile"
+    ensure_private_dir(home)
+    (home / "keystore.json").mkdir()
+    with pytest.raises(IsADirectoryError) as failure:
+        read_private(home / "keystore.json", max_bytes=100)
+    assert failure.value.filename == str(home / "keystore.json")

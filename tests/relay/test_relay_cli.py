@@ -99,6 +99,9 @@ def test_init_card_invite_members_revoke(tmp_path: Path, capsys, monkeypatch):
     ("members", "--dir", "{missing}"),
     ("invite", "--dir", "{node}", "--name", "x", "--expires", "soon"),
     ("invite", "--dir", "{node}", "--name", "x", "--expires", "90d"),
+    ("invite", "--dir", "{node}", "--name", "x", "--expires", "\u0663d"),  # Arabic-Indic 3
+    ("invite", "--dir", "{node}", "--name", "Kyiv\nrevoked: everyone"),
+    ("invite", "--dir", "{node}", "--name", "Kyiv \x1b[2J"),
     ("revoke", "--dir", "{node}", "nobody"),
     ("init", "--dir", "{node}", "--name", "again", "--url", "https://x.example"),
     ("serve", "--dir", "{node}", "--database", "mysql://nope"),
@@ -110,6 +113,7 @@ def test_errors_are_one_line(tmp_path: Path, capsys, argv):
     code, _out, err = run(capsys, *args)
     assert code == 1
     assert err.startswith("backchannel: error: ") and err.count("\n") == 1, err
+    assert "\x1b" not in err
 
 
 def test_serve_with_wrong_passphrase_fails_cleanly(tmp_path: Path, capsys, monkeypatch):
