@@ -65,6 +65,11 @@ def configure(level: str, fmt: str) -> None:
     root.propagate = False
     # aiohttp's access log would print full URLs and client addresses; ours is enough.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Its server log (malformed HTTP, a client gone mid-answer) goes through our
+    # formatter: one line with the exception type, not a traceback quoting the request.
+    server = logging.getLogger("aiohttp.server")
+    server.handlers[:] = [handler]
+    server.propagate = False
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

@@ -328,3 +328,30 @@ def test_the_forward_body_is_the_documents_json(statements: int, cards: int):
                                "statements": [json.loads(s) for s in signed],
                                "cards": [json.loads(c) for c in held]})
     assert json_loads(body, max_bytes=len(body))["sealed"] == b64url_encode(sealed)
+
+
+def test_aiohttp_server_errors_are_one_json_line_without_traceback(capsys):
+    """Malformed HTTP is logged by aiohttp itself (before any handler): through the
+    node's formatter, as the exception's type, not a traceback quoting the request."""
+    from relay import logs
+
+    names = ("relay", "aiohttp.server", "aiohttp.access", "alembic")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate,
+                 logging.getLogger(n).level) for n in names}
+    try:
+        logs.configure("info", "json")
+        try:
+            raise ValueError("Invalid header value: b'Kyiv \\xd0\\xa8\\xd0\\xb5'")
+        except ValueError:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+    finally:
+        for name, (handlers, propagate, level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(level)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    line = json.loads(lines[0])
+    assert line["logger"] == "aiohttp.server" and line["exception"] == "ValueError"
+    assert "Traceback" not in err and "Kyiv" not in err
