@@ -580,16 +580,23 @@ def visible(value: str) -> Text:
     """``value`` as plain text for the terminal: never read as rich markup, and with
     control and invisible characters shown as ``<U+202E>`` instead of acting on the
     display (a received list comes from the other side of the table)."""
+    return Text(shown(value))
+
+
+def shown(value: str, *, newlines: bool = True) -> str:
+    """:func:`visible` for ``print``: the other side's free text (a place, a reason, a
+    relay's failure reason) with escape sequences and invisible characters written as
+    ``<U+001B>``, so that they cannot clear, rewrite or hide lines of the terminal."""
     out = []
     for ch in value:
         code = ord(ch)
-        if ch == "\n":
+        if ch == "\n" and newlines:
             out.append(ch)
         elif code in _INVISIBLE or unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn"):
             out.append(f"<U+{code:04X}>")
         else:
             out.append(ch)
-    return Text("".join(out))
+    return "".join(out)
 
 
 def entries_from_rows(rows: Iterable[Mapping[str, str]]) -> NameList:

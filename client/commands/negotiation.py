@@ -80,7 +80,7 @@ from ..handover_draft import (
     settle_lines,
 )
 from ..handover_draft import draft as make_draft
-from ..namelist import NameList, encode_body, from_body, load_namelist
+from ..namelist import NameList, encode_body, from_body, load_namelist, shown
 from ..negotiation import (
     KINDS,
     Collected,
@@ -790,10 +790,10 @@ def run_thread(args: argparse.Namespace) -> int:
                 counts = ", ".join(f"{c} {n}" for c, n in t["counts"].items() if n)
                 print(f"       {names.get(t['from'], t['from'])} -> "
                       f"{names.get(t['to'], t['to'])}: {t['entries']} ({counts})")
-            print(f"       at {row['place']}, {row['window'][0]} to {row['window'][1]}; "
-                  f"expires {row['expires']}")
+            print(f"       at {shown(row['place'], newlines=False)}, {row['window'][0]} to "
+                  f"{row['window'][1]}; expires {row['expires']}")
         elif row.get("reason"):
-            print(f"       reason: {row['reason']}")
+            print(f"       reason: {shown(row['reason'], newlines=False)}")
     if agreement is not None and status is not None:
         print(f"Agreement {agreement.id}: "
               + ("complete" if status.complete else "incomplete"))

@@ -22,6 +22,7 @@ from ..bundle import (
     verify_single_statement,
 )
 from ..errors import BundleInvalid, ClientError
+from ..namelist import shown
 from ..records import SentRecord
 from .common import (
     SubParsers,
@@ -79,7 +80,8 @@ def _detail(kind: str, fields: dict[str, str], names: dict[str, str]) -> str:
         previous, nxt = fields["previous"], fields["next"]
         return f"{names.get(previous, previous)} → {names.get(nxt, nxt)}"
     if kind == "failed":
-        return f"next {names.get(fields['next'], fields['next'])}: {fields['reason']}"
+        return (f"next {names.get(fields['next'], fields['next'])}: "
+                f"{shown(fields['reason'], newlines=False)}")
     return f"statement {fields.get('statement', '')[:12]}…"
 
 

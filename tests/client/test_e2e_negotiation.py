@@ -260,8 +260,10 @@ def test_counter_then_reject(world: World, tmp_path: Path) -> None:
         "propose", "--to", "RU", "--guarantor", "ICRC", "--give", str(give),
         "--receive", str(receive), "--place", "Sumy", "--window", "2030-12-01/2030-12-03",
         "--json").out)["id"]
-    # Moscow answers with another place and its own (shorter) list.
-    countered = json.loads(env.ru("counter", "--place", "Kharkiv", "--give", str(fewer),
+    # Moscow answers with another place and its own (shorter) list; the place carries a
+    # terminal escape (clear the screen), as a hostile counterpart could write it.
+    hostile_place = "Kharkiv\x1b[2J"
+    countered = json.loads(env.ru("counter", "--place", hostile_place, "--give", str(fewer),
                                   "--json", "--", first).out)
     second = countered["id"]
     assert countered["supersedes"] == first
@@ -274,7 +276,9 @@ def test_counter_then_reject(world: World, tmp_path: Path) -> None:
     timeline = json.loads(env.ua("thread", "--json", "--", first).out)
     assert timeline["state"] == "rejected"
     assert [m["kind"] for m in timeline["messages"]] == ["proposal", "proposal", "rejection"]
-    assert timeline["messages"][1]["place"] == "Kharkiv"
+    assert timeline["messages"][1]["place"] == hostile_place  # JSON escapes it
+    shown_thread = env.ua("thread", "--", first).out
+    assert "at Kharkiv<U+001B>[2J," in shown_thread and "\x1b" not in shown_thread
     assert timeline["messages"][1]["transfers"][1]["entries"] == 1
     assert timeline["messages"][2]["reason"] == "Kharkiv is not agreed"
     # Moscow sees the same thread, and nothing can follow a rejection.
