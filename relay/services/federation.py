@@ -83,6 +83,9 @@ MAX_CARDS: Final = 64
 #: Verified cards remembered (by their exact envelope) at most; the oldest goes first.
 MAX_VERIFIED_CARDS: Final = 4096
 _NODE_KINDS: Final = frozenset({"accepted", "relayed", "delivered", "countersigned", "failed"})
+#: Statements pushes that lost a race to a concurrent one: times their job is re-run
+#: (it then reads the winner's rows) before the push is answered 500, to be retried.
+RACE_ATTEMPTS: Final = 3
 #: A job's outcome when a concurrent push of the same envelope or statements won.
 _RACE: Final = "race"
 
@@ -483,14 +486,26 @@ class Federation:
                 federation.push_later(tx, back_to, routing.id, [s.id for s in new], now)
             return new
 
-        try:
-            # No savepoint around the whole job: record() writes only when it
-            # succeeds, and the statements' work has a savepoint of its own.
-            new = await self.db.run(job, savepoint=False)
-        except IntegrityError:
-            return 0  # a concurrent push of the same statements won
-        if isinstance(new, str):
-            return 0
-        if new and back_to is not None:
+        def again(tx: Tx) -> list[Statement] | str:
+            try:
+                with tx.savepoint():
+                    return store(tx)
+            except JobIntegrityError:
+                return _RACE
+
+        # No savepoint around the whole job: record() writes only when it succeeds, and
+        # the statements' work has a savepoint of its own.
+        outcome = await self.db.run(job, savepoint=False)
+        for _ in range(RACE_ATTEMPTS):
+            if not isinstance(outcome, str):
+                break
+            # A concurrent push stored some of these statements first and its commit
+            # is now visible: store what it did not (the nonce is recorded already).
+            # Answering 200 instead would make the pusher forget statements that were
+            # rolled back with the conflicting one.
+            outcome = await self.db.run(again, savepoint=False)
+        if isinstance(outcome, str):
+            raise errors.NodeError("concurrent pushes of these statements kept conflicting")
+        if outcome and back_to is not None:
             self.wake()
-        return len(new)
+        return len(outcome)

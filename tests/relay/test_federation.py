@@ -693,6 +693,63 @@ async def test_a_signer_states_each_thing_once_forward_and_back(tmp_path: Path):
             await node.stop()
 
 
+@pytest.mark.postgres
+async def test_a_statements_push_that_loses_a_race_still_stores_the_rest(tmp_path: Path,
+                                                                        pg_server):
+    """Two pushes of statements about one envelope overlap: A carries *delivered*, B
+    *delivered* and *opened*. B's *delivered* conflicts with A's when A commits; B must
+    still store its *opened*, or not answer 2xx (its sender forgets what it pushed)."""
+    import asyncpg
+
+    from relay.storage.database import sqlite_url
+
+    url = await pg_server.create_database()
+    (tmp_path / "m").mkdir()
+    nodes = await chain(tmp_path, ["Kyiv", "Moscow"], urls=[url, sqlite_url(tmp_path / "m")])
+    kyiv, mos = nodes
+    try:
+        ua, ru = await kyiv.join("UA"), await mos.join("RU")
+        routing, sealed = routed(ua, [ru], nodes)
+        assert (await ua.client.submit(routing, sealed)).status == 201
+        await eventually(lambda: sealed_stored(mos, routing.id), what="envelope at Moscow")
+        delivered = make_statement("delivered", routing.id, mos.identity.signing_key,
+                                   recipient=ru.id)
+        opened = make_statement("opened", routing.id, ru.identity.signing_key,
+                                recipient=ru.id, inner=b64url_encode(b"\x01" * 32))
+        from_moscow = await as_node(mos, kyiv)
+
+        def push(statements, cards):
+            return from_moscow.call("POST", "/v1/federation/statements", {
+                "envelope": routing.id,
+                "statements": [json.loads(s.to_json()) for s in statements],
+                "cards": [c.envelope.to_dict() for c in cards]})
+
+        # Push A's transaction is held open after its insert: another transaction holds
+        # an uncommitted row of the cards table that A's job then waits for.
+        other = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            held = other.transaction()
+            await held.start()
+            await other.execute("INSERT INTO cards (id, card, added_at) VALUES ($1, $2, 0)",
+                                mos.id, mos.identity.card.to_json())
+            first = asyncio.create_task(push([delivered], [mos.identity.card]))
+            await asyncio.sleep(0.7)
+            second = asyncio.create_task(push([delivered, opened],
+                                              [mos.identity.card, ru.card]))
+            await asyncio.sleep(0.7)
+            await held.rollback()
+        finally:
+            await other.close()
+        a, b = await first, await second
+        assert a.status == 200 and a.body == {"stored": 1}, a.body
+        assert b.status == 200 and b.body == {"stored": 1}, b.body
+        kinds = sorted(kind for kind, _ in await statement_kinds(kyiv, routing.id))
+        assert kinds == ["accepted", "delivered", "opened", "relayed"]
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
 # --- failures travel back -----------------------------------------------------------------
 
 async def test_an_unreachable_next_hop_until_expiry_gives_failed(tmp_path: Path):
