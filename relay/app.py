@@ -34,6 +34,7 @@ from .services.mailbox import Mailbox
 from .services.registration import Registration
 from .services.retention import Retention
 from .services.submission import Submission
+from .storage import mailbox
 from .storage.database import Database
 from .websocket import recheck_members, websocket
 
@@ -86,6 +87,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     db = app[appkeys.DB]
     await db.migrate()
+    async with db.write() as conn:
+        # Cursors only grow, even over a restore from a backup (storage.mailbox).
+        await mailbox.leap_cursors(conn)
     await app[appkeys.AUTH].preload()
     listener = None
     if db.is_postgres:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from sqlalchemy import and_, delete, exists, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -96,6 +97,31 @@ async def insert_envelope(conn: AsyncConnection, *, id: str, content_id: str, se
     await conn.execute(insert(envelopes).values(
         id=id, content_id=content_id, sender=sender, routing=routing, sealed=sealed,
         size=len(sealed), received_at=received_at, expires_at=expires_at, back_to=back_to))
+
+
+#: How far the inbox cursor leaps each time the node starts. A database restored from
+#: a backup would otherwise hand out again cursors its members already hold (and
+#: clients skip a cursor at or below their own). Fewer deliveries than this between a
+#: backup and its restore is enough; 2**53 / 2**32 leaps stay exact in any JSON client.
+CURSOR_LEAP: Final = 1 << 32
+
+
+async def leap_cursors(conn: AsyncConnection, leap: int = CURSOR_LEAP) -> None:
+    """Move the inbox-cursor sequence ``leap`` past where it stands (at start)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text(
+            "SELECT setval(s, nextval(s) + :leap) "
+            "FROM pg_get_serial_sequence('deliveries', 'cursor') AS s"), {"leap": leap})
+        return
+    # SQLite's AUTOINCREMENT takes the larger of this row and the largest cursor; the
+    # row exists from the first delivery on.
+    moved = await conn.execute(text(
+        "UPDATE sqlite_sequence SET seq = seq + :leap WHERE name = 'deliveries'"),
+        {"leap": leap})
+    if moved.rowcount == 0:
+        await conn.execute(text(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'deliveries', "
+            "coalesce(max(cursor), 0) + :leap FROM deliveries"), {"leap": leap})
 
 
 async def lock_cursor(conn: AsyncConnection) -> None:

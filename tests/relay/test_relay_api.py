@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import http_message_signatures as hms
@@ -614,6 +615,68 @@ async def test_ids_that_cannot_exist_are_not_found_on_every_backend(node: Runnin
                   await alice.client.fetch("A" * 42 + "%C3%A9")):
         reply.problem(404, "not-found")
     assert await node.counts() == before
+
+
+async def _deliver(node: RunningNode, sender: Identity, recipient: Identity) -> int:
+    """Submit one envelope from ``sender`` to ``recipient``; the recipient's inbox
+    cursor for it."""
+    alice = Member(sender, await node.client(sender))
+    bob = Member(recipient, await node.client(recipient))
+    routing, sealed = sealed_for(alice, [bob], node.id)
+    assert (await alice.client.submit(routing, sealed)).status == 201
+    items = (await bob.client.inbox()).body["items"]
+    return next(i["cursor"] for i in items if i["id"] == routing.id)
+
+
+async def test_inbox_cursors_only_grow_over_a_restore_from_a_backup(tmp_path: Path):
+    """A member holds the cursors it was given; a node restored from an older backup
+    must not hand them out again (a watching client skips a cursor at or below its
+    own): the cursor sequence leaps at every start."""
+    import sqlite3
+
+    from relay.storage.database import sqlite_url
+    from relay.storage.mailbox import CURSOR_LEAP
+
+    url = sqlite_url(tmp_path)
+    node = await start_node(url)
+    alice, bob = await pair(node)
+    try:
+        first = await _deliver(node, alice.identity, bob.identity)
+        backup = tmp_path / "backup.db"
+        source, copy = sqlite3.connect(tmp_path / "relay.db"), sqlite3.connect(backup)
+        source.backup(copy)
+        source.close()
+        copy.close()
+        handed_out = [await _deliver(node, alice.identity, bob.identity) for _ in range(2)]
+    finally:
+        await node.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"relay.db{suffix}").unlink(missing_ok=True)
+    backup.rename(tmp_path / "relay.db")
+    node = await start_node(url)
+    try:
+        after = await _deliver(node, alice.identity, bob.identity)
+    finally:
+        await node.stop()
+    assert first < max(handed_out) < after
+    assert after > first + CURSOR_LEAP
+
+
+async def test_inbox_cursors_leap_at_each_start_on_every_backend(database_url: str):
+    node = await start_node(database_url)
+    alice, bob = await pair(node)
+    try:
+        before = await _deliver(node, alice.identity, bob.identity)
+    finally:
+        await node.stop()
+    node = await start_node(database_url)
+    try:
+        after = await _deliver(node, alice.identity, bob.identity)
+    finally:
+        await node.stop()
+    from relay.storage.mailbox import CURSOR_LEAP
+
+    assert before + CURSOR_LEAP < after < before + 3 * CURSOR_LEAP
 
 
 async def test_websocket_auth_timeout(database_url: str):
