@@ -43,7 +43,7 @@ from . import dsse
 from .clock import SYSTEM_CLOCK, Clock
 from .cosigning import SignatureStatus, merge_signatures, signature_status
 from .ed25519 import SigningKey, VerifyKey
-from .encoding import b64url_encode
+from .encoding import b64url_encode, format_time
 from .errors import DecodeError, PolicyNotMet
 from .negotiation_errors import NotAcceptable, NotASigner, TermsMismatch
 from .policy import AllOf, AtLeast, Policy, Signer
@@ -55,7 +55,7 @@ from .proposal import (
     parse_proposal_payload,
     resolve_keys,
 )
-from .thread import Thread, accept
+from .thread import CLOCK_SKEW, Thread, accept
 
 AGREEMENT_TYPE: Final = "application/vnd.backchannel.agreement+json"
 
@@ -170,17 +170,26 @@ def check_agreement_in_thread(agreement: Agreement, thread: Thread) -> Decision:
 
 
 def confirm_agreement(agreement: Agreement, thread: Thread, signer: SigningKey,
-                      keys: Mapping[str, VerifyKey]) -> Agreement:
+                      keys: Mapping[str, VerifyKey], *, clock: Clock = SYSTEM_CLOCK,
+                      after_expiry: bool = False) -> Agreement:
     """The proposer's signature, after the other party's acceptance.
 
     Checks, in order: the thread ends with an acceptance of exactly these terms;
-    the signer is the party whose proposal was accepted; the acceptor has signed
-    these bytes. Raises :class:`NotAcceptable`, :class:`TermsMismatch`,
-    :class:`NotASigner` or :class:`~keys.errors.VerificationError`."""
+    the signer is the party whose proposal was accepted; the proposal has not expired
+    (unless ``after_expiry``: the acceptance's own date is the acceptor's to write, so
+    only the proposer can say that it came in time); the acceptor has signed these
+    bytes. Raises :class:`NotAcceptable`, :class:`TermsMismatch`, :class:`NotASigner`
+    or :class:`~keys.errors.VerificationError`."""
     acceptance = check_agreement_in_thread(agreement, thread)
     if signer.id != agreement.proposal.author:
         raise NotASigner("only the party whose proposal was accepted confirms the "
                          "agreement; the acceptor signed it when accepting")
+    expires = agreement.terms.expires
+    if not after_expiry and clock.now() > expires + CLOCK_SKEW:
+        raise NotAcceptable(
+            f"your proposal expired on {format_time(expires)}; the acceptance is dated "
+            f"{format_time(acceptance.created)}, a date its sender chose. Confirm only if "
+            "you know it reached you before the proposal expired (--after-expiry)")
     acceptor = resolve_keys([acceptance.author], keys)[acceptance.author]
     dsse.verify(agreement.envelope, Signer(acceptor), payload_type=AGREEMENT_TYPE)
     if signer.id in agreement.envelope.signer_ids():

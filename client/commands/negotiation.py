@@ -192,6 +192,10 @@ def register(sub: SubParsers) -> None:
                     "the same bytes once both parties have signed. The signed copy goes "
                     "to every other party and guarantor.")
     parser.add_argument("id", metavar="ID", help="the agreement id or its proposal's id")
+    parser.add_argument("--after-expiry", action="store_true",
+                        help="confirm an acceptance although your proposal has expired "
+                             "(its date is the acceptor's to write: only if you know it "
+                             "reached you in time)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_countersign)
 
@@ -690,7 +694,9 @@ def run_countersign(args: argparse.Namespace) -> int:
             if me.id in agreement.terms.parties:
                 thread = found.thread_of(agreement.proposal_id)
                 verify_thread_keys(thread, keys)
-                agreement = confirm_agreement(agreement, thread, me.signing_key, keys)
+                agreement = confirm_agreement(agreement, thread, me.signing_key, keys,
+                                              clock=opened.clock,
+                                              after_expiry=args.after_expiry)
             else:
                 agreement = countersign_agreement(agreement, me.signing_key, keys)
             status = agreement_status(agreement, keys)

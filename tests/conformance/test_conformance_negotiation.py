@@ -91,7 +91,7 @@ def negotiated() -> Negotiated:
     clock.advance(hours=1)
     _, thread, agreement = accept_proposal(thread, countered.id, kyiv, clock=clock)
     keys = {k.id: k.public for k in (kyiv, moscow, icrc)}
-    agreement = confirm_agreement(agreement, thread, moscow, keys)
+    agreement = confirm_agreement(agreement, thread, moscow, keys, clock=clock)
     agreement = countersign_agreement(agreement, icrc, keys)
     unlisted = entry_digest(bytes(32), b'{"family_name":"Nowak"}')
     record = make_handover(kyiv, agreement, place="Kharkiv", at=T0 + timedelta(days=9),

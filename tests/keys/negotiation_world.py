@@ -84,7 +84,7 @@ def agree(world: World, *, guarantors: tuple[SigningKey, ...] | None = None):
     world.clock.advance(hours=1)
     _, thread, agreement = accept_proposal(thread, thread.latest.id, world.moscow,
                                            clock=world.clock)
-    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=world.clock)
     for guarantor in (world.icrc, world.vatican) if guarantors is None else guarantors:
         agreement = countersign_agreement(agreement, guarantor, world.keys)
     return thread, agreement

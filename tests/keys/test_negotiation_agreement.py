@@ -4,6 +4,7 @@ disclosures; an independent DSSE verifier (securesystemslib) accepts our signatu
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from negotiation_world import World, agree, key, rand
@@ -24,6 +25,7 @@ from keys.agreement import (
     unsigned_agreement,
     verify_agreement,
 )
+from keys.clock import FixedClock
 from keys.encoding import b64url_encode, json_dumps, json_loads
 from keys.errors import DecodeError, PolicyNotMet, VerificationError
 from keys.listref import (
@@ -74,7 +76,7 @@ def test_status_as_signatures_arrive(world):
     assert status.present == (world.moscow.id,)
     assert set(status.missing) == {world.kyiv.id, world.icrc.id, world.vatican.id}
     assert not status.complete
-    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=world.clock)
     agreement = countersign_agreement(agreement, world.icrc, world.keys)
     with pytest.raises(PolicyNotMet) as info:
         verify_agreement(agreement, world.keys)
@@ -88,7 +90,7 @@ def test_a_quorum_of_guarantors(world):
     thread = build_thread([proposal])
     _, thread, agreement = accept_proposal(thread, proposal.id, world.moscow,
                                            clock=world.clock)
-    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=world.clock)
     assert not agreement_status(agreement, world.keys).complete
     agreement = countersign_agreement(agreement, world.vatican, world.keys)
     status = agreement_status(agreement, world.keys)
@@ -102,7 +104,7 @@ def test_no_guarantors_means_both_parties(world):
     thread = build_thread([proposal])
     _, thread, agreement = accept_proposal(thread, proposal.id, world.moscow,
                                            clock=world.clock)
-    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=world.clock)
     verify_agreement(agreement, world.keys)
 
 
@@ -124,7 +126,7 @@ def test_signing_altered_terms_is_refused(world):
     altered = parse_agreement(dsse.sign(AGREEMENT_TYPE, json_dumps(body), world.moscow))
     with pytest.raises(TermsMismatch, match="differ from the accepted proposal: they were "
                                             "altered"):
-        confirm_agreement(altered, thread, world.kyiv, world.keys)
+        confirm_agreement(altered, thread, world.kyiv, world.keys, clock=world.clock)
 
 
 def test_altering_a_signed_agreement_breaks_every_signature(world):
@@ -147,7 +149,7 @@ def test_an_agreement_over_an_earlier_proposal_is_refused(world):
     _, thread, _ = accept_proposal(thread, thread.latest.id, world.moscow, clock=world.clock)
     early = parse_agreement(dsse.cosign(unsigned_agreement(first).envelope, world.moscow))
     with pytest.raises(TermsMismatch, match="earlier proposal"):
-        confirm_agreement(early, thread, world.kyiv, world.keys)
+        confirm_agreement(early, thread, world.kyiv, world.keys, clock=world.clock)
 
 
 def test_accepting_a_superseded_proposal_never_yields_an_agreement(world):
@@ -167,20 +169,38 @@ def test_accepting_an_expired_proposal_never_yields_an_agreement(world):
         accept_proposal(thread, thread.latest.id, world.moscow, clock=world.clock)
 
 
+def test_a_backdated_acceptance_of_an_expired_proposal_is_not_confirmed(world):
+    # Moscow accepts on time by its own date, but sends it after the proposal expired:
+    # the acceptance's date is the acceptor's to write, so the proposer's clock decides.
+    thread = world.opened()
+    _, thread, agreement = accept_proposal(thread, thread.latest.id, world.moscow,
+                                           clock=world.clock)
+    late = FixedClock(world.terms().expires + timedelta(days=17))
+    with pytest.raises(NotAcceptable, match=r"expired on .*--after-expiry"):
+        confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=late)
+    # The proposer who knows it came in time says so.
+    confirmed = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=late,
+                                  after_expiry=True)
+    assert set(confirmed.envelope.signer_ids()) == {world.kyiv.id, world.moscow.id}
+    # Within the clock skew of the expiry it is still confirmed.
+    near = FixedClock(world.terms().expires + timedelta(minutes=4))
+    confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=near)
+
+
 def test_confirming_needs_an_acceptance_and_the_proposer(world):
     thread = world.opened()
     agreement = parse_agreement(dsse.cosign(unsigned_agreement(thread.latest).envelope,
                                             world.moscow))
     with pytest.raises(NotAcceptable, match="not been closed by an acceptance"):
-        confirm_agreement(agreement, thread, world.kyiv, world.keys)
+        confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=world.clock)
     _, thread, agreement = accept_proposal(thread, thread.latest.id, world.moscow,
                                            clock=world.clock)
     with pytest.raises(NotASigner, match="only the party whose proposal"):
-        confirm_agreement(agreement, thread, world.moscow, world.keys)
+        confirm_agreement(agreement, thread, world.moscow, world.keys, clock=world.clock)
     # An agreement the acceptor did not sign is not confirmed.
     unsigned = unsigned_agreement(thread.messages[0])
     with pytest.raises(PolicyNotMet):
-        confirm_agreement(unsigned, thread, world.kyiv, world.keys)
+        confirm_agreement(unsigned, thread, world.kyiv, world.keys, clock=world.clock)
 
 
 def test_guarantor_rules(world):
@@ -189,7 +209,7 @@ def test_guarantor_rules(world):
                                            clock=world.clock)
     with pytest.raises(PolicyNotMet, match="both parties must sign the agreement before a guarantor"):
         countersign_agreement(agreement, world.icrc, world.keys)
-    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=world.clock)
     with pytest.raises(NotASigner, match="not named as a guarantor"):
         countersign_agreement(agreement, world.stranger, world.keys)
     once = countersign_agreement(agreement, world.icrc, world.keys)
@@ -205,7 +225,7 @@ def test_a_guarantor_signing_a_different_version_is_refused(world):
                         clock=world.clock)
     _, thread, agreement = accept_proposal(thread, thread.latest.id, world.kyiv,
                                            clock=world.clock)
-    agreement = confirm_agreement(agreement, thread, world.moscow, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.moscow, world.keys, clock=world.clock)
     old = unsigned_agreement(first).envelope
     for signer in (world.kyiv, world.moscow, world.icrc):
         old = dsse.cosign(old, signer)
@@ -228,7 +248,7 @@ def test_merging_returned_copies(world):
     thread = world.opened()
     _, thread, agreement = accept_proposal(thread, thread.latest.id, world.moscow,
                                            clock=world.clock)
-    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=world.clock)
     from_icrc = countersign_agreement(agreement, world.icrc, world.keys)
     from_vatican = countersign_agreement(agreement, world.vatican, world.keys)
     merged = add_signatures(add_signatures(agreement, from_icrc.envelope, world.keys),

@@ -143,7 +143,7 @@ def test_a_thread_with_a_message_removed_fails_the_report(world):
     _, thread = counter(thread, world.moscow, world.terms(place="Belgorod"), clock=world.clock)
     _, thread, agreement = accept_proposal(thread, thread.latest.id, world.kyiv,
                                            clock=world.clock)
-    agreement = confirm_agreement(agreement, thread, world.moscow, world.keys)
+    agreement = confirm_agreement(agreement, thread, world.moscow, world.keys, clock=world.clock)
     for g in (world.icrc, world.vatican):
         agreement = countersign_agreement(agreement, g, world.keys)
     data = export_agreement(agreement, all_keys(world), thread)
@@ -273,7 +273,7 @@ def test_whole_negotiation_without_a_network(world):
     # Moscow receives the acceptance and the agreement, checks and confirms.
     moscow_thread = build_thread([*thread.messages[:-1], wire(acceptance)])
     agreement = confirm_agreement(load_agreement(agreement.to_json()), moscow_thread,
-                                  world.moscow, world.keys)
+                                  world.moscow, world.keys, clock=world.clock)
     # Each guarantor co-signs its copy; Moscow merges the returned copies.
     for guarantor in (world.icrc, world.vatican):
         copy = countersign_agreement(load_agreement(agreement.to_json()), guarantor,
