@@ -27,8 +27,9 @@ party, addressed to us, digest and count of an agreed list) every time it is use
 
 There is no separate negotiation store: the local copies of sent and received
 messages (:mod:`client.records`) *are* the store, and :func:`collect` rebuilds the
-threads and agreements from them every time (an agreement's copies are merged,
-signature by signature, with :func:`keys.agreement.add_signatures`).
+threads and agreements from them every time: proposals and decisions only when signed
+by their author, and an agreement's or record's copies merged signature by signature,
+each kept only if it stands (:func:`keys.cosigning.gather_signatures`).
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from keys import dsse
-from keys.agreement import Agreement, add_signatures, parse_agreement
+from keys.agreement import Agreement, parse_agreement
+from keys.cosigning import gather_signatures
 from keys.ed25519 import VerifyKey
 from keys.encoding import b64url_decode, b64url_encode
-from keys.errors import BackchannelError
-from keys.handover import HandoverRecord, add_handover_signatures, parse_handover
+from keys.errors import BackchannelError, VerificationError
+from keys.handover import HandoverRecord, parse_handover
 from keys.listref import (
     MAX_DISCLOSURE_BYTES,
     SaltedList,
@@ -100,12 +102,15 @@ def _kind_and_body(record: Record) -> tuple[str, Any]:
 class Collected:
     """Every negotiation document found in the profile's messages."""
 
+    #: Proposals and decisions signed by their author (a contact, or us).
     messages: dict[str, Message] = field(default_factory=dict)
-    agreement_envelopes: list[dsse.Envelope] = field(default_factory=list)
-    handover_envelopes: list[dsse.Envelope] = field(default_factory=list)
+    #: Every copy received or sent, parsed (signatures are judged when merged).
+    agreements: list[Agreement] = field(default_factory=list)
+    handovers: list[HandoverRecord] = field(default_factory=list)
     #: Disclosures received or sent: (about, sender id, envelope), unchecked.
     disclosures: list[tuple[str, str, dsse.Envelope]] = field(default_factory=list)
-    #: Bodies that did not parse (kind, envelope id): shown, never used.
+    #: Documents that did not parse or were not signed by their author (kind,
+    #: envelope id, why): shown, never used.
     damaged: list[str] = field(default_factory=list)
 
     def thread_of(self, message_id: str) -> Thread:
@@ -130,47 +135,59 @@ class Collected:
         return order_messages(members)
 
     def agreement(self, ident: str, keys: Mapping[str, VerifyKey]) -> Agreement:
-        """The agreement named by its id or by its proposal's id, every copy merged."""
-        copies = [parse_agreement(e) for e in self.agreement_envelopes]
-        wanted = [a for a in copies if ident in (a.id, a.proposal_id)]
+        """The agreement named by its id or by its proposal's id, with the signatures
+        of every copy that stand (keys.cosigning.gather_signatures): a copy with a
+        forged or stray signature, from whoever sent it, hides no other signature."""
+        wanted = [a for a in self.agreements if ident in (a.id, a.proposal_id)]
         if not wanted:
             raise NegotiationNotFound("agreement", ident)
-        merged = wanted[0]
-        for other in wanted[1:]:
-            merged = add_signatures(merged, other.envelope, keys)
-        return merged
+        # Copies of one proposal's agreement are the same bytes (its id is theirs).
+        terms = wanted[0].terms
+        return parse_agreement(gather_signatures(
+            [a.envelope for a in wanted if a.id == wanted[0].id], keys,
+            signers={*terms.parties, *terms.guarantors}))
+
+    def has_handover(self, ident: str) -> bool:
+        return any(r.id == ident for r in self.handovers)
 
 
 def handover_of(found: Collected, ident: str, keys: Mapping[str, VerifyKey]
                 ) -> HandoverRecord:
-    """The handover record ``ident``, every copy merged."""
-    copies = [parse_handover(e) for e in found.handover_envelopes]
-    wanted = [r for r in copies if r.id == ident]
+    """The handover record ``ident``, with the signatures of every copy that stand."""
+    wanted = [r for r in found.handovers if r.id == ident]
     if not wanted:
         raise NegotiationNotFound("handover record", ident)
-    merged = wanted[0]
-    for other in wanted[1:]:
-        merged = add_handover_signatures(merged, other.envelope, keys)
-    return merged
+    record = wanted[0]
+    parties = {p for a in found.agreements if a.id == record.agreement
+               for p in a.terms.parties}
+    return parse_handover(gather_signatures(
+        [r.envelope for r in wanted], keys,
+        signers={record.author, *record.witnesses, *parties}))
 
 
-def collect(opened: OpenProfile, records: Iterable[Record]) -> Collected:
+def collect(records: Iterable[Record], keys: Mapping[str, VerifyKey]) -> Collected:
+    """Every negotiation document of ``records`` (``keys``: :func:`known_keys`). Anyone
+    in the contacts can send documents, so each is parsed whole here, and a proposal or
+    decision kept only if its author signed it: one junk or forged document must not
+    break, fork or supersede a negotiation (it is listed in ``damaged`` instead)."""
     found = Collected()
     for record in records:
         kind, body = _kind_and_body(record)
         if kind not in KINDS:
             continue
+        where = f"{kind} {record.routing.id}"
         try:
             if not isinstance(body, dict) or body.get("v") != 1:
                 raise ClientError("malformed")
             for name in ("proposal", "acceptance", "rejection"):
                 if name in body:
                     message = parse_message(_envelope(body[name]))
-                    found.messages[message.id] = message
+                    if _signed_by_author(message, keys, found, where):
+                        found.messages[message.id] = message
             if "agreement" in body:
-                found.agreement_envelopes.append(_envelope(body["agreement"]))
+                found.agreements.append(parse_agreement(_envelope(body["agreement"])))
             if "handover" in body:
-                found.handover_envelopes.append(_envelope(body["handover"]))
+                found.handovers.append(parse_handover(_envelope(body["handover"])))
             if kind == "disclosure":
                 about, items = body.get("about"), body.get("disclosures")
                 if not isinstance(about, str) or not isinstance(items, list) or not (
@@ -184,10 +201,27 @@ def collect(opened: OpenProfile, records: Iterable[Record]) -> Collected:
                 raise ClientError("malformed")
             for value in thread:
                 message = parse_message(_envelope(value))
-                found.messages.setdefault(message.id, message)
+                if message.id not in found.messages and _signed_by_author(
+                        message, keys, found, where):
+                    found.messages[message.id] = message
         except BackchannelError:
-            found.damaged.append(f"{kind} {record.routing.id}")
+            found.damaged.append(f"{where}: not a valid negotiation document")
     return found
+
+
+def _signed_by_author(message: Message, keys: Mapping[str, VerifyKey], found: Collected,
+                      where: str) -> bool:
+    key = keys.get(message.author)
+    if key is None:
+        found.damaged.append(f"{where}: {message.id[:12]}… is by {message.author}, who is "
+                             "not in your contacts (add and verify their card)")
+        return False
+    try:
+        verify_message(message, key)
+    except VerificationError:
+        found.damaged.append(f"{where}: {message.id[:12]}… is not signed by its author")
+        return False
+    return True
 
 
 def known_keys(opened: OpenProfile) -> dict[str, VerifyKey]:

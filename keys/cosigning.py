@@ -11,7 +11,7 @@ present but do not verify.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,3 +104,43 @@ def merge_signatures(base: dsse.Envelope, returned: dsse.Envelope,
     if len(added) > dsse.MAX_SIGNATURES:
         raise TooLarge(f"more than {dsse.MAX_SIGNATURES} signatures on one document")
     return dsse.Envelope(base.payload_type, base.payload, tuple(added))
+
+
+def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, VerifyKey], *,
+                      signers: Collection[str]) -> dsse.Envelope:
+    """One envelope over the first copy's bytes with the signatures of every copy over
+    the same bytes that can stand: by one of ``signers`` and, when the key is known,
+    verifying. Unlike :func:`merge_signatures`, nothing raises: copies come from
+    several senders, and one bad copy (another version, a forged or stray signature)
+    must neither hide the others' signatures nor stop the merge. A keyid whose key is
+    unknown keeps the first signature seen (it cannot be judged here; a verifier with
+    the key will)."""
+    if not copies:
+        raise ValueError("no copies to gather")
+    base = copies[0]
+    digest = base.digest()
+    message = dsse.pae(base.payload_type, base.payload)
+    kept: dict[str, dsse.Signature] = {}
+    verified: set[str] = set()
+    for copy in copies:
+        if copy.digest() != digest:
+            continue
+        for signature in copy.signatures:
+            keyid = signature.keyid
+            if keyid not in signers or keyid in verified:
+                continue
+            key = keys.get(keyid)
+            if key is None:
+                kept.setdefault(keyid, signature)
+                continue
+            if key.id != keyid:
+                continue
+            try:
+                key.verify(message, signature.sig)
+            except VerificationError:
+                continue
+            kept[keyid] = signature
+            verified.add(keyid)
+    ordered = tuple(kept.values())[:dsse.MAX_SIGNATURES]
+    return dsse.Envelope(base.payload_type, base.payload, ordered)
+

@@ -55,7 +55,6 @@ from keys.handover import (
     countersign_handover,
     handover_status,
     make_handover,
-    parse_handover,
     sign_handover,
 )
 from keys.listref import (
@@ -480,9 +479,9 @@ def _disclose_to(opened: OpenProfile, about: str, recipient: str,
 
 
 def _collect(opened: OpenProfile) -> Collected:
-    found = collect(opened, messaging.local_messages(opened))
+    found = collect(messaging.local_messages(opened), known_keys(opened))
     for what in found.damaged:
-        ui.warn(f"{what}: not a valid negotiation document (ignored)")
+        ui.warn(f"{what} (ignored)")
     return found
 
 
@@ -680,7 +679,7 @@ def run_countersign(args: argparse.Namespace) -> int:
             await _fetch_new(opened, client)
             found = _collect(opened)
             keys = known_keys(opened)
-            if any(parse_handover(e).id == args.id for e in found.handover_envelopes):
+            if found.has_handover(args.id):
                 record, agreed, status = countersign_handover_record(opened, client, found,
                                                                      args.id)
                 sent = await _send(

@@ -87,7 +87,7 @@ def forge_disclosure(world: World, agreement_id: str, data: bytes) -> None:
     """Kyiv discloses to the ICRC, under the digest of the list it hands over, other
     bytes than that list (the digest then does not open)."""
     opened = Profile(world.env.root / "ua").open(UA_PASSPHRASE)
-    found = collect(opened, messaging.local_messages(opened))
+    found = collect(messaging.local_messages(opened), known_keys(opened))
     agreement = found.agreement(agreement_id, known_keys(opened))
     genuine = agreement.terms.transfer_from(opened.identity.id).lists[0]
     icrc = opened.contacts().for_sending("ICRC", now=opened.clock.now())

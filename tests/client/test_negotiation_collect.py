@@ -1,0 +1,112 @@
+"""client.negotiation.collect: documents from anyone in the contacts cannot break,
+fork or supersede a negotiation, nor hide a signature (a review found all three)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "keys"))
+
+from negotiation_world import World, agree
+
+from client.negotiation import collect, handover_of, verify_thread_keys
+from keys import dsse
+from keys.cosigning import gather_signatures
+from keys.identity import Identity
+from keys.proposal import PROPOSAL_TYPE, proposal_payload
+
+
+def _record(kind: str, body: dict[str, Any], n: int = 0) -> Any:
+    return SimpleNamespace(kind=kind, body=body, routing=SimpleNamespace(id=f"{n:043d}"))
+
+
+def _legit(world: World):
+    thread, agreement = agree(world)
+    proposal, acceptance = thread.messages[0], thread.messages[1]
+    records = [_record("proposal", {"v": 1, "proposal": proposal.envelope.to_dict()}, 1),
+               _record("acceptance", {"v": 1, "acceptance": acceptance.envelope.to_dict(),
+                                      "agreement": agreement.envelope.to_dict()}, 2)]
+    return thread, agreement, records
+
+
+def test_junk_and_forged_documents_are_set_aside_and_the_negotiation_still_works():
+    world = World()
+    thread, agreement, records = _legit(world)
+    proposal = thread.messages[0]
+    junk = dsse.Envelope("application/x-junk", b"{}").to_dict()
+    # An unsigned counter-proposal claiming to be Moscow's, superseding Kyiv's.
+    forged = dsse.Envelope(PROPOSAL_TYPE, proposal_payload(
+        world.moscow.id, world.terms(place="elsewhere"), created=proposal.created,
+        supersedes=proposal.id))
+    hostile = [_record("agreement", {"v": 1, "agreement": junk}, 3),
+               _record("handover", {"v": 1, "handover": junk}, 4),
+               _record("proposal", {"v": 1, "proposal": forged.to_dict()}, 5)]
+    found = collect(hostile + records, world.keys)
+    assert len(found.damaged) == 3, found.damaged
+    assert sum("not a valid negotiation document" in d for d in found.damaged) == 2
+    assert any("not signed by its author" in d for d in found.damaged)
+    got = found.thread_of(proposal.id)
+    verify_thread_keys(got, world.keys)
+    assert [m.id for m in got.messages] == [m.id for m in thread.messages]
+    merged = found.agreement(agreement.id, world.keys)
+    assert set(merged.envelope.signer_ids()) == set(agreement.envelope.signer_ids())
+    assert not found.has_handover(agreement.id)
+
+
+def test_a_message_whose_author_is_not_a_contact_is_set_aside_with_the_reason():
+    world = World()
+    thread, _agreement, records = _legit(world)
+    keys = {i: k for i, k in world.keys.items() if i != world.moscow.id}
+    found = collect(records, keys)
+    assert [m.id for m in found.messages.values()] == [thread.messages[0].id]
+    assert any(f"by {world.moscow.id}, who is not in your contacts" in d
+               for d in found.damaged), found.damaged
+
+
+def test_a_forged_signature_in_an_earlier_copy_does_not_hide_the_real_one():
+    world = World()
+    _thread, agreement, records = _legit(world)
+    real = agreement.envelope
+    bogus = dsse.Envelope(real.payload_type, real.payload,
+                          (dsse.Signature(world.kyiv.id, bytes(64)),))
+    stray = dsse.cosign(dsse.Envelope(real.payload_type, real.payload),
+                        Identity.create("Stray", "delegation").signing_key)
+    first = _record("agreement", {"v": 1, "agreement": bogus.to_dict()}, 0)
+    third = _record("agreement", {"v": 1, "agreement": stray.to_dict()}, 9)
+    found = collect([first, *records, third], world.keys)
+    merged = found.agreement(agreement.id, world.keys)
+    assert merged.envelope.signatures == real.signatures
+
+
+def test_gather_signatures_keeps_what_stands():
+    world = World()
+    _thread, agreement, _records = _legit(world)
+    real = agreement.envelope
+    other = dsse.Envelope(real.payload_type, real.payload + b" ",
+                          real.signatures)  # another version: ignored
+    unknown = Identity.create("ICRC deputy", "intermediary")
+    judged = dsse.cosign(dsse.Envelope(real.payload_type, real.payload), unknown.signing_key)
+    signers = {world.kyiv.id, world.moscow.id, world.icrc.id, world.vatican.id, unknown.id}
+    out = gather_signatures([other, judged, real], world.keys, signers=signers)
+    assert out.payload == other.payload and out.signatures == ()
+    out = gather_signatures([judged, real], world.keys, signers=signers)
+    # The unknown key's signature is kept, unjudged; each known one once, verified.
+    assert [s.keyid for s in out.signatures] == [unknown.id, *real.signer_ids()]
+    out = gather_signatures([real], world.keys, signers={world.kyiv.id})
+    assert out.signer_ids() == (world.kyiv.id,)
+
+
+def test_handover_copies_are_gathered_the_same_way():
+    world = World()
+    _thread, _agreement, records = _legit(world)
+    found = collect(records, world.keys)
+    assert found.handovers == []
+    try:
+        handover_of(found, "x" * 43, world.keys)
+    except Exception as exc:
+        assert type(exc).__name__ == "NegotiationNotFound"
+    else:
+        raise AssertionError("a missing handover record was found")
