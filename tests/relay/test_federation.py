@@ -572,13 +572,25 @@ async def _quiet(nodes):
     return True
 
 
-async def test_receipts_cannot_be_forged_or_rewritten_on_the_way_back(tmp_path: Path):
+async def _acked_chain(tmp_path: Path):
+    """_delivered_chain, then read and acknowledged: all eight receipts at the origin
+    and every outbox empty."""
     nodes, ua, ru, routing, _sealed = await _delivered_chain(tmp_path)
-    kyiv, ist, gen, mos = nodes
     try:
         await read_and_ack(ru, ua, routing.id)
         await eventually(lambda: _at_least(ua, routing.id, 8), what="receipts")
         await eventually(lambda: _quiet(nodes), what="outboxes to drain")
+    except BaseException:
+        for node in nodes:
+            await node.stop()
+        raise
+    return nodes, ua, ru, routing
+
+
+async def test_receipts_cannot_be_forged_or_rewritten_on_the_way_back(tmp_path: Path):
+    nodes, ua, _ru, routing = await _acked_chain(tmp_path)
+    kyiv, ist, gen, mos = nodes
+    try:
         genuine = {s.kind: s for s in await receipts(ua, routing.id)}
         before = await _snapshot(nodes)
         from_geneva = await as_node(gen, ist)
@@ -643,12 +655,9 @@ async def test_receipts_cannot_be_forged_or_rewritten_on_the_way_back(tmp_path: 
 
 
 async def test_a_signer_states_each_thing_once_forward_and_back(tmp_path: Path):
-    nodes, ua, ru, routing, _sealed = await _delivered_chain(tmp_path)
+    nodes, ua, ru, routing = await _acked_chain(tmp_path)
     kyiv, ist, gen, mos = nodes
     try:
-        await read_and_ack(ru, ua, routing.id)
-        await eventually(lambda: _at_least(ua, routing.id, 8), what="receipts")
-        await eventually(lambda: _quiet(nodes), what="outboxes to drain")
         before = await _snapshot(nodes)
         hour_ago = FixedClock(datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
 
