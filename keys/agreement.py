@@ -175,25 +175,25 @@ def confirm_agreement(agreement: Agreement, thread: Thread, signer: SigningKey,
     """The proposer's signature, after the other party's acceptance.
 
     Checks, in order: the thread ends with an acceptance of exactly these terms;
-    the signer is the party whose proposal was accepted; the proposal has not expired
-    (unless ``after_expiry``: the acceptance's own date is the acceptor's to write, so
-    only the proposer can say that it came in time); the acceptor has signed these
-    bytes. Raises :class:`NotAcceptable`, :class:`TermsMismatch`, :class:`NotASigner`
+    the signer is the party whose proposal was accepted; the acceptor has signed these
+    bytes; unless the signer confirmed before, the proposal has not expired (unless
+    ``after_expiry``: the acceptance's own date is the acceptor's to write, so only the
+    proposer can say that it came in time). Raises :class:`NotAcceptable`, :class:`TermsMismatch`, :class:`NotASigner`
     or :class:`~keys.errors.VerificationError`."""
     acceptance = check_agreement_in_thread(agreement, thread)
     if signer.id != agreement.proposal.author:
         raise NotASigner("only the party whose proposal was accepted confirms the "
                          "agreement; the acceptor signed it when accepting")
+    acceptor = resolve_keys([acceptance.author], keys)[acceptance.author]
+    dsse.verify(agreement.envelope, Signer(acceptor), payload_type=AGREEMENT_TYPE)
+    if signer.id in agreement.envelope.signer_ids():
+        return agreement  # confirmed before (sent again): nothing is signed now
     expires = agreement.terms.expires
     if not after_expiry and clock.now() > expires + CLOCK_SKEW:
         raise NotAcceptable(
             f"your proposal expired on {format_time(expires)}; the acceptance is dated "
             f"{format_time(acceptance.created)}, a date its sender chose. Confirm only if "
             "you know it reached you before the proposal expired (--after-expiry)")
-    acceptor = resolve_keys([acceptance.author], keys)[acceptance.author]
-    dsse.verify(agreement.envelope, Signer(acceptor), payload_type=AGREEMENT_TYPE)
-    if signer.id in agreement.envelope.signer_ids():
-        return agreement
     return parse_agreement(dsse.cosign(agreement.envelope, signer))
 
 

@@ -182,6 +182,9 @@ def test_a_backdated_acceptance_of_an_expired_proposal_is_not_confirmed(world):
     confirmed = confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=late,
                                   after_expiry=True)
     assert set(confirmed.envelope.signer_ids()) == {world.kyiv.id, world.moscow.id}
+    # Confirmed in time, then sent again after the expiry: nothing to refuse.
+    again = confirm_agreement(confirmed, thread, world.kyiv, world.keys, clock=late)
+    assert again.envelope == confirmed.envelope
     # Within the clock skew of the expiry it is still confirmed.
     near = FixedClock(world.terms().expires + timedelta(minutes=4))
     confirm_agreement(agreement, thread, world.kyiv, world.keys, clock=near)
