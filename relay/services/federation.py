@@ -166,16 +166,20 @@ def card_payload(cards: Iterable[Card]) -> dict[str, bytes]:
     return {c.id: c.to_json() for c in cards}
 
 
-def _slots(rows: Iterable[tuple[str, str, str | None, bytes]]) -> set[Slot]:
-    """The slots taken by stored statements (kind, signer, recipient, body); a
-    *countersigned* one's subject is in its body."""
+def _slots(rows: Iterable[tuple[str, str, str, str | None, bytes]]
+           ) -> tuple[set[Slot], set[str]]:
+    """The slots taken by stored statements (id, kind, signer, recipient, body), and
+    the ids of the stored *opened* ones; a *countersigned* one's subject is in its body."""
     taken: set[Slot] = set()
-    for kind, signer, recipient, body in rows:
+    opened: set[str] = set()
+    for ident, kind, signer, recipient, body in rows:
         subject = recipient or ""
         if kind == "countersigned":
             subject = load_statement(body).fields["statement"]
+        elif kind == "opened":
+            opened.add(ident)
         taken.add((kind, signer, subject))
-    return taken
+    return taken, opened
 
 
 def add_statements(tx: Tx, envelope_id: str, statements: Iterable[Statement]) -> None:
@@ -472,13 +476,23 @@ class Federation:
             # One statement per slot (relay.rules.slot_of): the first one stored stays;
             # another in its place is neither stored nor passed on (and an identical
             # retry is no news). Only the signer can sign for its slots.
-            taken = _slots(federation.statement_rows(tx, routing.id))
+            # Concurrent pushes about one envelope (PostgreSQL runs batches side by
+            # side) take turns here, each reading what the other stored.
+            federation.lock_statements(tx, routing.id)
+            taken, opened = _slots(federation.statement_rows(tx, routing.id))
             new = []
-            for statement in statements:
+            # Countersignatures last: each must name an *opened* stored or kept here
+            # (one whose slot was taken is not passed on, nor may its countersignature
+            # be, or the previous hop would refuse the whole push).
+            for statement in sorted(statements, key=lambda s: s.kind == "countersigned"):
                 slot = slot_of(statement)
-                if slot not in taken:
-                    taken.add(slot)
-                    new.append(statement)
+                if slot in taken or (statement.kind == "countersigned"
+                                     and statement.fields["statement"] not in opened):
+                    continue
+                taken.add(slot)
+                new.append(statement)
+                if statement.kind == "opened":
+                    opened.add(statement.id)
             new += [counters[s.id] for s in new if s.id in counters]
             add_statements(tx, routing.id, new)
             federation.keep_cards(tx, keep, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from sqlalchemy import Executable, Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,6 +42,11 @@ class OutboxRow:
 async def get_peer(conn: AsyncConnection, peer_id: str) -> PeerRow | None:
     row = (await conn.execute(select(peers).where(peers.c.id == peer_id))).first()
     return PeerRow(**row._mapping) if row is not None else None
+
+
+#: The namespace of the per-envelope statements lock (PostgreSQL advisory locks are
+#: shared by everything on the server; "bcst").
+_PG_STATEMENTS_LOCK: Final = 0x6263_7374
 
 
 def peer_row(tx: Tx, peer_id: str) -> PeerRow | None:
@@ -182,12 +188,27 @@ def stored_ids(tx: Tx, ids: Sequence[str], kind: str | None = None,
     return {str(row[0]) for row in tx.all(sql, wanted)}
 
 
-def statement_rows(tx: Tx, envelope_id: str) -> list[tuple[str, str, str | None, bytes]]:
-    """Kind, signer, recipient and body of every statement stored about an envelope
-    (a few dozen at most: one per slot, relay.rules.slot_of)."""
-    return [(str(r[0]), str(r[1]), None if r[2] is None else str(r[2]), bytes(r[3]))
-            for r in tx.all("SELECT kind, signer, recipient, body FROM statements "
+def statement_rows(tx: Tx, envelope_id: str
+                   ) -> list[tuple[str, str, str, str | None, bytes]]:
+    """Id, kind, signer, recipient and body of every statement stored about an
+    envelope (a few dozen at most: one per slot, relay.rules.slot_of)."""
+    return [(str(r[0]), str(r[1]), str(r[2]), None if r[3] is None else str(r[3]),
+             bytes(r[4]))
+            for r in tx.all("SELECT id, kind, signer, recipient, body FROM statements "
                             "WHERE envelope_id = ?", (envelope_id,))]
+
+
+def lock_statements(tx: Tx, envelope_id: str) -> None:
+    """PostgreSQL: hold, until the commit, the lock on storing statements about
+    ``envelope_id`` (SQLite has one writer already). Re-entrant within a batch."""
+    key = f"statements:{envelope_id}"
+    if not tx.postgres or key in tx.held:
+        return
+    # Two keys: this lock's namespace and the envelope (a hash collision only makes
+    # two envelopes take turns).
+    tx.execute("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))",
+               (_PG_STATEMENTS_LOCK, envelope_id)).fetchall()
+    tx.held.add(key)
 
 
 def keep_cards(tx: Tx, bodies: dict[str, bytes], now: int) -> None:

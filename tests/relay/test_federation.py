@@ -685,7 +685,11 @@ async def test_a_signer_states_each_thing_once_forward_and_back(tmp_path: Path):
                                 clock=hour_ago, recipient=ru.id,
                                 inner=b64url_encode(b"\x01" * 32))
         from_geneva = await as_node(gen, ist)
-        for batch in ([delivered], [opened], [delivered, opened]):
+        # ... nor Geneva's countersignature of that second *opened* (passed on, it
+        # would make Kyiv refuse the whole push: it never saw the *opened*).
+        orphan = make_statement("countersigned", routing.id, gen.identity.signing_key,
+                                statement=opened.id)
+        for batch in ([delivered], [opened], [delivered, opened], [orphan, opened]):
             reply = await from_geneva.call("POST", "/v1/federation/statements", {
                 "envelope": routing.id, "statements": [json.loads(s.to_json()) for s in batch],
                 "cards": [mos.identity.card.envelope.to_dict(), ru.card.envelope.to_dict()]})
