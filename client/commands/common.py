@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Coroutine
@@ -83,6 +84,11 @@ def write_output(path: str, data: bytes, *, what: str = "file", private: bool = 
     target = Path(path)
     tmp: Path | None = None
     try:
+        if _special(target):
+            # A pipe, a terminal, /dev/stdout: there is no file to replace.
+            with open(target, "wb") as handle:
+                handle.write(data)
+            return
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
                                         dir=target.parent)
         tmp = Path(tmp_name)
@@ -100,6 +106,15 @@ def write_output(path: str, data: bytes, *, what: str = "file", private: bool = 
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` (followed) exists and is neither a regular file nor a directory."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _umask() -> int:

@@ -61,3 +61,19 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path: Path, where: st
     assert "Shevchenko" not in message
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_a_pipe_or_device_is_written_in_place(tmp_path: Path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_output(str(fifo), b"to whoever reads", private=True)
+    reader.join(10)
+    assert got == [b"to whoever reads"]
+    assert fifo.is_fifo()
+    write_output(os.devnull, b"discarded")
+    assert Path(os.devnull).is_char_device()
