@@ -178,8 +178,9 @@ def confirm_agreement(agreement: Agreement, thread: Thread, signer: SigningKey,
     the signer is the party whose proposal was accepted; the acceptor has signed these
     bytes; unless the signer confirmed before, the proposal has not expired (unless
     ``after_expiry``: the acceptance's own date is the acceptor's to write, so only the
-    proposer can say that it came in time). Raises :class:`NotAcceptable`, :class:`TermsMismatch`, :class:`NotASigner`
-    or :class:`~keys.errors.VerificationError`."""
+    proposer can say that it came in time). Raises :class:`NotAcceptable`,
+    :class:`TermsMismatch`, :class:`NotASigner` or
+    :class:`~keys.errors.VerificationError`."""
     acceptance = check_agreement_in_thread(agreement, thread)
     if signer.id != agreement.proposal.author:
         raise NotASigner("only the party whose proposal was accepted confirms the "

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from keys.card import CLOCK_SKEW
 from keys.envelope import Routing
+from keys.ids import is_identity_id
 from keys.seal import SealedHeader
 from keys.statements import Statement
 
@@ -49,6 +50,11 @@ def check_submission(routing: Routing, sealed: SealedHeader, *, node_id: str, ca
 
 
 def _check_times_and_recipients(routing: Routing, sealed: SealedHeader, now: datetime) -> None:
+    # The keys layer takes any short ASCII id; what is looked up here must be one that
+    # can exist (PostgreSQL fails on a NUL rather than finding nothing).
+    if not all(is_identity_id(i) for i in (*routing.to, *routing.hops)):
+        raise BadRequest("the envelope names a recipient or node by something that is not "
+                         "an identity id")
     if routing.created > now + CLOCK_SKEW:
         raise EnvelopeExpired("the envelope was created in the future; check the clock")
     if routing.expires <= now:

@@ -823,20 +823,27 @@ def test_sealed_header_is_checked_at_every_hop():
     from relay.errors import BadRequest
     from relay.rules import check_fresh
 
-    routing = parse_routing(_routing_for_header())
+    origin, destination = (Identity.create(n, "node").id for n in ("A", "B"))
+    routing = parse_routing(_routing_for_header(origin, destination))
     header = SealedHeader(b"", b"", (), b"")
     with pytest.raises(BadRequest, match="recipients differ"):
         check_fresh(routing, header, now=routing.created)
+    # Ids that no identity can have (a NUL, another alphabet) are refused before any
+    # lookup: PostgreSQL fails on a NUL instead of finding nothing.
+    for bad in ("a", origin[:-1] + "\x00", origin.upper()):
+        routing = parse_routing(_routing_for_header(bad, destination))
+        with pytest.raises(BadRequest, match="not an identity id"):
+            check_fresh(routing, header, now=routing.created)
 
 
-def _routing_for_header():
+def _routing_for_header(origin: str, destination: str):
     from keys.envelope import make_envelope
     from keys.seal import seal
 
     sender, recipient = Identity.create("S", "delegation"), Identity.create("R", "delegation")
     sealed = seal(sender, [recipient.card], "note", {"text": "x"})
-    return make_envelope(sender.signing_key, sealed.data, to=[recipient.id], origin="a",
-                         destination="b").envelope
+    return make_envelope(sender.signing_key, sealed.data, to=[recipient.id], origin=origin,
+                         destination=destination).envelope
 
 
 async def test_recipients_may_look_up_a_remote_sender_others_may_not(tmp_path: Path):
