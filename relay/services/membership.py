@@ -5,6 +5,7 @@ SQLite the write waits for the serving process's lock, see storage.database)."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +22,17 @@ from ..storage.members import InvitationRow, MemberRow
 #: An invitation travels out of band and is used within days; a month is generous.
 MAX_INVITATION_LIFETIME = timedelta(days=30)
 MAX_LABEL = 200
+#: Refused in labels: controls, line and paragraph separators, surrogates, private use
+#: and unassigned code points. (Other format characters stay: zero-width joiners are
+#: part of how Persian and Indic names are written.)
+_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: Bidi embeddings, overrides and isolates: they reorder what follows on the line.
+_BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+
+def _displayable(label: str) -> bool:
+    return not any(ch in _BIDI_CONTROLS or unicodedata.category(ch) in _REFUSED_CATEGORIES
+                   for ch in label)
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,11 @@ class Membership:
             raise errors.BadRequest(f"role must be one of {', '.join(ROLES)}")
         if not label.strip() or len(label) > MAX_LABEL:
             raise errors.BadRequest(f"the label must be 1 to {MAX_LABEL} characters")
-        if not label.isprintable():
-            # A newline or a terminal escape would forge lines of `relay members`.
-            raise errors.BadRequest("the label must be printable text: no line breaks or "
-                                    "control characters")
+        if not _displayable(label):
+            # A newline, a terminal escape or a bidi override would forge or reorder
+            # lines of `relay members`.
+            raise errors.BadRequest("the label must be printable text: no line breaks, "
+                                    "control characters or direction overrides")
         if not timedelta(minutes=1) <= lifetime <= MAX_INVITATION_LIFETIME:
             raise errors.BadRequest("an invitation must expire between 1 minute and 30 days "
                                     "from now")

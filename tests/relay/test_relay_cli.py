@@ -102,6 +102,7 @@ def test_init_card_invite_members_revoke(tmp_path: Path, capsys, monkeypatch):
     ("invite", "--dir", "{node}", "--name", "x", "--expires", "\u0663d"),  # Arabic-Indic 3
     ("invite", "--dir", "{node}", "--name", "Kyiv\nrevoked: everyone"),
     ("invite", "--dir", "{node}", "--name", "Kyiv \x1b[2J"),
+    ("invite", "--dir", "{node}", "--name", "Kyiv \u202eVH"),
     ("revoke", "--dir", "{node}", "nobody"),
     ("init", "--dir", "{node}", "--name", "again", "--url", "https://x.example"),
     ("serve", "--dir", "{node}", "--database", "mysql://nope"),
@@ -114,6 +115,14 @@ def test_errors_are_one_line(tmp_path: Path, capsys, argv):
     assert code == 1
     assert err.startswith("backchannel: error: ") and err.count("\n") == 1, err
     assert "\x1b" not in err
+
+
+def test_labels_in_any_script_are_accepted(tmp_path: Path, capsys):
+    node = tmp_path / "node"
+    init(capsys, node)
+    # Persian with a zero-width non-joiner, as it is written.
+    code, _out, err = run(capsys, "invite", "--dir", str(node), "--name", "می\u200cخواهم")
+    assert code == 0, err
 
 
 def test_serve_with_wrong_passphrase_fails_cleanly(tmp_path: Path, capsys, monkeypatch):
