@@ -754,8 +754,10 @@ async def test_a_statements_push_that_loses_a_race_still_stores_the_rest(tmp_pat
         finally:
             await other.close()
         a, b = await first, await second
-        assert a.status == 200 and a.body == {"stored": 1}, a.body
-        assert b.status == 200 and b.body == {"stored": 1}, b.body
+        # Whichever committed first (the sleeps only make the race likely), the two
+        # answers account for both statements, and both are stored.
+        assert a.status == b.status == 200, (a.body, b.body)
+        assert a.body["stored"] + b.body["stored"] == 2, (a.body, b.body)
         kinds = sorted(kind for kind, _ in await statement_kinds(kyiv, routing.id))
         assert kinds == ["accepted", "delivered", "opened", "relayed"]
     finally:
