@@ -102,6 +102,8 @@ def _kind_and_body(record: Record) -> tuple[str, Any]:
 class Collected:
     """Every negotiation document found in the profile's messages."""
 
+    #: The keys the documents were checked with (:func:`known_keys`).
+    keys: Mapping[str, VerifyKey] = field(default_factory=dict)
     #: Proposals and decisions signed by their author (a contact, or us).
     messages: dict[str, Message] = field(default_factory=dict)
     #: Every copy received or sent, parsed (signatures are judged when merged).
@@ -114,7 +116,8 @@ class Collected:
     damaged: list[str] = field(default_factory=list)
 
     def thread_of(self, message_id: str) -> Thread:
-        """The whole thread containing ``message_id``, checked by order_messages."""
+        """The whole thread containing ``message_id``, checked by order_messages; every
+        message in it is signed by its author (:func:`collect` kept no other)."""
         start = self.messages.get(message_id)
         if start is None:
             raise NegotiationNotFound("proposal or decision", message_id)
@@ -170,7 +173,7 @@ def collect(records: Iterable[Record], keys: Mapping[str, VerifyKey]) -> Collect
     in the contacts can send documents, so each is parsed whole here, and a proposal or
     decision kept only if its author signed it: one junk or forged document must not
     break, fork or supersede a negotiation (it is listed in ``damaged`` instead)."""
-    found = Collected()
+    found = Collected(keys=keys)
     for record in records:
         kind, body = _kind_and_body(record)
         if kind not in KINDS:
@@ -231,16 +234,6 @@ def known_keys(opened: OpenProfile) -> dict[str, VerifyKey]:
         if contact.state != "changed":
             keys[contact.card.id] = contact.card.verify_key
     return keys
-
-
-def verify_thread_keys(thread: Thread, keys: Mapping[str, VerifyKey]) -> None:
-    """Every message of the thread is signed by its author (a contact, or us)."""
-    for message in thread.messages:
-        key = keys.get(message.author)
-        if key is None:
-            raise ClientError(f"the author {message.author} of {message.id} is not in your "
-                              "contacts: add and verify their card first")
-        verify_message(message, key)
 
 
 def save_salted(opened: OpenProfile, salted: SaltedList) -> None:
@@ -316,7 +309,7 @@ def salted_list(opened: OpenProfile, found: Collected, digest: str, terms: Terms
     own = load_salted(opened, digest)
     if own is not None:
         return own
-    keys = known_keys(opened)
+    keys = found.keys
     for _, sender, envelope in found.disclosures:
         if sender == opened.identity.id:
             continue

@@ -93,7 +93,6 @@ from ..negotiation import (
     save_salted,
     save_skipped,
     skipped,
-    verify_thread_keys,
 )
 from ..profile import OpenProfile
 from ..reconcile import Reconciliation, reconcile
@@ -583,9 +582,7 @@ def run_counter(args: argparse.Namespace) -> int:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
-            keys = known_keys(opened)
             thread = found.thread_of(args.id)
-            verify_thread_keys(thread, keys)
             if isinstance(thread.latest, Proposal) and thread.latest.id != args.id:
                 raise ClientError(f"{args.id} is not the last message of its thread "
                                   f"({thread.latest.id} is): answer that one")
@@ -625,9 +622,7 @@ def run_reject(args: argparse.Namespace) -> int:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
-            keys = known_keys(opened)
             thread = found.thread_of(args.id)
-            verify_thread_keys(thread, keys)
             decision, thread = reject(thread, args.id, opened.identity.signing_key,
                                       args.reason, clock=opened.clock)
             proposal = thread.find(args.id)
@@ -650,9 +645,7 @@ def run_accept(args: argparse.Namespace) -> int:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
-            keys = known_keys(opened)
             thread = found.thread_of(args.id)
-            verify_thread_keys(thread, keys)
             decision, thread, agreement = accept_proposal(
                 thread, args.id, opened.identity.signing_key, clock=opened.clock)
             proposal = thread.find(args.id)
@@ -678,7 +671,7 @@ def run_countersign(args: argparse.Namespace) -> int:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
-            keys = known_keys(opened)
+            keys = found.keys
             if found.has_handover(args.id):
                 record, agreed, status = countersign_handover_record(opened, client, found,
                                                                      args.id)
@@ -692,7 +685,6 @@ def run_countersign(args: argparse.Namespace) -> int:
             thread: Thread | None = None
             if me.id in agreement.terms.parties:
                 thread = found.thread_of(agreement.proposal_id)
-                verify_thread_keys(thread, keys)
                 agreement = confirm_agreement(agreement, thread, me.signing_key, keys,
                                               clock=opened.clock,
                                               after_expiry=args.after_expiry)
@@ -742,7 +734,7 @@ def _timeline(thread: Thread, names: dict[str, str], now: datetime) -> list[dict
 
 
 def _read_documents(args: argparse.Namespace
-                    ) -> tuple[OpenProfile, Collected, dict[str, VerifyKey]]:
+                    ) -> tuple[OpenProfile, Collected, Mapping[str, VerifyKey]]:
     """The profile and every negotiation document in it, after fetching new ones from
     the node unless ``--offline``."""
     opened = open_profile(args)
@@ -751,7 +743,8 @@ def _read_documents(args: argparse.Namespace
             async with connected(opened) as client:
                 await _fetch_new(opened, client)
         run_async(work())
-    return opened, _collect(opened), known_keys(opened)
+    found = _collect(opened)
+    return opened, found, found.keys
 
 
 def run_thread(args: argparse.Namespace) -> int:
@@ -762,7 +755,6 @@ def run_thread(args: argparse.Namespace) -> int:
         agreement = found.agreement(ident, keys)
         ident = agreement.proposal_id
     thread = found.thread_of(ident)
-    verify_thread_keys(thread, keys)
     if agreement is None:
         for proposal in (m for m in thread.messages if isinstance(m, Proposal)):
             try:
@@ -895,7 +887,7 @@ def run_handover_record(args: argparse.Namespace) -> int:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
-            keys = known_keys(opened)
+            keys = found.keys
             agreement = found.agreement(args.agreement, keys)
             aliases = _party_aliases(opened, agreement)
             decisions = parse_settlements(settle, len(transferred),
@@ -939,9 +931,8 @@ def run_handover_record(args: argparse.Namespace) -> int:
 
 def _handover_and_agreement(opened: OpenProfile, found: Collected, ident: str
                             ) -> tuple[HandoverRecord, Agreement]:
-    keys = known_keys(opened)
-    record = handover_of(found, ident, keys)
-    return record, found.agreement(record.agreement, keys)
+    record = handover_of(found, ident, found.keys)
+    return record, found.agreement(record.agreement, found.keys)
 
 
 def run_handover_sign(args: argparse.Namespace) -> int:
@@ -970,7 +961,7 @@ def run_handover_sign(args: argparse.Namespace) -> int:
 def countersign_handover_record(opened: OpenProfile, client: RelayClient, found: Collected,
                                 ident: str) -> Any:
     """``countersign ID`` for a handover record: a witness's countersignature."""
-    keys = known_keys(opened)
+    keys = found.keys
     record, agreement = _handover_and_agreement(opened, found, ident)
     record = countersign_handover(record, agreement, opened.identity.signing_key, keys)
     return record, agreement, handover_status(record, agreement, keys)
@@ -985,7 +976,7 @@ def run_handover_export(args: argparse.Namespace) -> int:
         run_async(work())
     found = _collect(opened)
     record, agreement = _handover_and_agreement(opened, found, args.id)
-    keys = known_keys(opened)
+    keys = found.keys
     try:
         thread: Thread | None = found.thread_of(agreement.proposal_id)
     except ClientError:
@@ -1022,7 +1013,7 @@ def run_disclose(args: argparse.Namespace) -> int:
         async with connected(opened) as client:
             await _fetch_new(opened, client)
             found = _collect(opened)
-            keys = known_keys(opened)
+            keys = found.keys
             terms, _ = _terms_of(found, args.agreement, keys)
             if me not in terms.parties:
                 raise ClientError("only a party of the agreement discloses its lists")

@@ -8,11 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "keys"))
 
 from negotiation_world import World, agree
 
-from client.negotiation import collect, handover_of, verify_thread_keys
+from client.negotiation import NegotiationNotFound, collect, handover_of
 from keys import dsse
 from keys.cosigning import gather_signatures
 from keys.identity import Identity
@@ -49,7 +51,6 @@ def test_junk_and_forged_documents_are_set_aside_and_the_negotiation_still_works
     assert sum("not a valid negotiation document" in d for d in found.damaged) == 2
     assert any("not signed by its author" in d for d in found.damaged)
     got = found.thread_of(proposal.id)
-    verify_thread_keys(got, world.keys)
     assert [m.id for m in got.messages] == [m.id for m in thread.messages]
     merged = found.agreement(agreement.id, world.keys)
     assert set(merged.envelope.signer_ids()) == set(agreement.envelope.signer_ids())
@@ -100,13 +101,37 @@ def test_gather_signatures_keeps_what_stands():
 
 
 def test_handover_copies_are_gathered_the_same_way():
+    # Kyiv's record, Moscow's signed copy, the witness's countersigned copy, and a copy
+    # carrying a forged witness signature that arrived first: the merge has all three
+    # real signatures and verifies.
+    from keys.handover import (
+        EntryRef,
+        countersign_handover,
+        make_handover,
+        sign_handover,
+        verify_handover,
+    )
+
     world = World()
-    _thread, _agreement, records = _legit(world)
-    found = collect(records, world.keys)
-    assert found.handovers == []
-    try:
+    _thread, agreement, records = _legit(world)
+    world.clock.advance(days=8, hours=3)
+    delivered = {world.kyiv.id: [EntryRef(world.kyiv_list.digest, i, c) for i, c in
+                                 enumerate(("pow", "pow", "civilians"))],
+                 world.moscow.id: [EntryRef(world.moscow_list.digest, 0, "pow"),
+                                   EntryRef(world.moscow_list.digest, 1, "pow"),
+                                   EntryRef(world.moscow_extra.digest, 0, "pow")]}
+    kyiv = make_handover(world.kyiv, agreement, place="Sumy", at=world.clock.now(),
+                         delivered=delivered, witnesses=(world.icrc.id,), clock=world.clock)
+    moscow = sign_handover(kyiv, agreement, world.moscow)
+    icrc = countersign_handover(moscow, agreement, world.icrc, world.keys)
+    forged = dsse.Envelope(kyiv.envelope.payload_type, kyiv.envelope.payload,
+                           (dsse.Signature(world.icrc.id, bytes(64)),))
+    copies = [_record("handover", {"v": 1, "handover": e.to_dict()}, 10 + n)
+              for n, e in enumerate((forged, kyiv.envelope, moscow.envelope, icrc.envelope))]
+    found = collect(records + copies, world.keys)
+    assert found.has_handover(kyiv.id)
+    merged = handover_of(found, kyiv.id, world.keys)
+    assert set(merged.envelope.signer_ids()) == {world.kyiv.id, world.moscow.id, world.icrc.id}
+    verify_handover(merged, agreement, world.keys)
+    with pytest.raises(NegotiationNotFound):
         handover_of(found, "x" * 43, world.keys)
-    except Exception as exc:
-        assert type(exc).__name__ == "NegotiationNotFound"
-    else:
-        raise AssertionError("a missing handover record was found")
