@@ -83,10 +83,7 @@ MAX_CARDS: Final = 64
 #: Verified cards remembered (by their exact envelope) at most; the oldest goes first.
 MAX_VERIFIED_CARDS: Final = 4096
 _NODE_KINDS: Final = frozenset({"accepted", "relayed", "delivered", "countersigned", "failed"})
-#: Statements pushes that lost a race to a concurrent one: times their job is re-run
-#: (it then reads the winner's rows) before the push is answered 500, to be retried.
-RACE_ATTEMPTS: Final = 3
-#: A job's outcome when a concurrent push of the same envelope or statements won.
+#: A statements job's outcome when a constraint broke (its savepoint rolled back).
 _RACE: Final = "race"
 
 
@@ -414,6 +411,8 @@ class Federation:
         transaction that stores the statements."""
         try:
             return await self._accept_statements(peer, proof, doc)
+        except _Refused as refused:
+            raise refused.problem from None  # refused in the job: the nonce is recorded
         except errors.RelayError:
             await self.settle(proof)  # a replay or an unpinned peer is answered as such
             raise
@@ -470,7 +469,7 @@ class Federation:
                 with tx.savepoint():
                     return store(tx)
             except JobIntegrityError:
-                return _RACE  # a concurrent push of the same statements won
+                return _RACE
 
         def store(tx: Tx) -> list[Statement]:
             # One statement per slot (relay.rules.slot_of): the first one stored stays;
@@ -500,26 +499,15 @@ class Federation:
                 federation.push_later(tx, back_to, routing.id, [s.id for s in new], now)
             return new
 
-        def again(tx: Tx) -> list[Statement] | str:
-            try:
-                with tx.savepoint():
-                    return store(tx)
-            except JobIntegrityError:
-                return _RACE
-
         # No savepoint around the whole job: record() writes only when it succeeds, and
         # the statements' work has a savepoint of its own.
         outcome = await self.db.run(job, savepoint=False)
-        for _ in range(RACE_ATTEMPTS):
-            if not isinstance(outcome, str):
-                break
-            # A concurrent push stored some of these statements first and its commit
-            # is now visible: store what it did not (the nonce is recorded already).
-            # Answering 200 instead would make the pusher forget statements that were
-            # rolled back with the conflicting one.
-            outcome = await self.db.run(again, savepoint=False)
         if isinstance(outcome, str):
-            raise errors.NodeError("concurrent pushes of these statements kept conflicting")
+            # Pushes about one envelope take turns (lock_statements), so no other push
+            # can have stored these first: whatever broke a constraint rolled back the
+            # whole push, which must not be answered 2xx (the pusher would forget it).
+            # A 500 is retried.
+            raise _Refused(errors.NodeError("the statements could not be stored"))
         if outcome and back_to is not None:
             self.wake()
         return len(outcome)

@@ -706,6 +706,34 @@ async def test_a_signer_states_each_thing_once_forward_and_back(tmp_path: Path):
             await node.stop()
 
 
+async def test_a_statements_push_rolled_back_is_never_answered_2xx(tmp_path: Path,
+                                                                   monkeypatch):
+    """Whatever breaks a constraint while a push's statements are stored rolls all of
+    them back: the answer must be one the pusher retries (5xx), not 200."""
+    import relay.services.federation as service
+    from relay.storage.committer import IntegrityError as JobIntegrityError
+
+    nodes, _ua, ru, routing = await _acked_chain(tmp_path)
+    _kyiv, ist, gen, mos = nodes
+    try:
+        before = await _snapshot(nodes)
+
+        def broken(*_args):
+            raise JobIntegrityError("IntegrityError")
+
+        monkeypatch.setattr(service, "add_statements", broken)
+        delivered = make_statement("delivered", routing.id, mos.identity.signing_key,
+                                   recipient=ru.id)
+        reply = await (await as_node(gen, ist)).call("POST", "/v1/federation/statements", {
+            "envelope": routing.id, "statements": [json.loads(delivered.to_json())],
+            "cards": [mos.identity.card.envelope.to_dict()]})
+        reply.problem(500, "internal")
+        assert await _snapshot(nodes) == before
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
 @pytest.mark.postgres
 async def test_a_statements_push_that_loses_a_race_still_stores_the_rest(tmp_path: Path,
                                                                         pg_server):
