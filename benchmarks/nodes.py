@@ -27,7 +27,7 @@ from keys.identity import Identity
 from relay.node import NodeDir, read_card
 from relay.services.membership import Membership
 from relay.services.peering import Peering
-from relay.storage.database import Database
+from relay.storage.database import Database, sqlite_files
 from relay.storage.serve_lock import SUFFIX as SERVE_LOCK_SUFFIX
 from relay.websocket import auth_message
 
@@ -134,8 +134,8 @@ async def open_ws(session: aiohttp.ClientSession, url: str, identity: Identity,
 
 def remove_database(db: Path) -> None:
     """A run's SQLite file and what SQLite and `relay serve` keep beside it."""
-    for suffix in ("", "-wal", "-shm", SERVE_LOCK_SUFFIX):
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    for path in (*sqlite_files(db), db.with_name(db.name + SERVE_LOCK_SUFFIX)):
+        path.unlink(missing_ok=True)
 
 
 def count_rows(sqlite_file: Path, table: str) -> int:

@@ -143,4 +143,3 @@ def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, Verify
             verified.add(keyid)
     ordered = tuple(kept.values())[:dsse.MAX_SIGNATURES]
     return dsse.Envelope(base.payload_type, base.payload, ordered)
-

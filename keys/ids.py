@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Final, TypeGuard
 
-IDENTITY_ID_CHARS: Final = 32
-DIGEST_ID_CHARS: Final = 43
 _IDENTITY_ID: Final = re.compile(r"[a-z2-7]{32}")
 _DIGEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 

@@ -182,7 +182,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                                     "port": args.port, "database": args.database})
     if not config.name.strip():
         raise ConfigError("--name must not be empty")
-    from .storage.database import SQLITE_FILE, parse_url, sqlite_file
+    from .storage.database import SQLITE_FILE, parse_url, sqlite_file, sqlite_files
 
     url = database_url(config, args.dir)
     # A URL that cannot be read is refused before anything is asked or written.
@@ -191,9 +191,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     passphrase = get_passphrase(args.passphrase_file, confirm=True,
                                 prompt="New passphrase for the node key: ")
     db_file = args.dir / SQLITE_FILE
-    db_files = [db_file, db_file.with_name(SQLITE_FILE + "-wal"),
-                db_file.with_name(SQLITE_FILE + "-shm")]
-    existed = {path for path in db_files if path.exists()}
+    existed = {path for path in sqlite_files(db_file) if path.exists()}
     identity = create_node(node_dir, config, passphrase, params=kdf_params(args.kdf_floor))
 
     async def prepare(db: Database) -> None:
@@ -205,7 +203,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         # Half a node (a key without its database) would make the next `relay init`
         # refuse the directory: take back what this one wrote.
         discard_node(node_dir)
-        for path in db_files:
+        for path in sqlite_files(db_file):
             if path not in existed:
                 path.unlink(missing_ok=True)
         raise

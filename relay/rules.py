@@ -30,6 +30,8 @@ def check_submission(routing: Routing, sealed: SealedHeader, *, node_id: str, ca
     4. The sealed header's recipients are exactly the envelope's ``to``: otherwise
        no recipient could open it (keys.seal checks the same), so storing it would
        only waste space.
+    5. Every recipient and node it names is an identity id (the keys layer takes any
+       short ASCII id; what is looked up must be one that can exist).
 
     The caller must already have checked the sender's signature
     (keys.envelope.verify_routing) and the content id (keys.envelope.check_content).
@@ -45,13 +47,12 @@ def check_submission(routing: Routing, sealed: SealedHeader, *, node_id: str, ca
     if routing.destination == node_id and routing.route:
         raise Unroutable("an envelope for this node's own members cannot pass through "
                          "intermediaries")
-    # Steps 3 and 4.
-    _check_times_and_recipients(routing, sealed, now)
+    # Steps 3 to 5.
+    _check_envelope(routing, sealed, now)
 
 
-def _check_times_and_recipients(routing: Routing, sealed: SealedHeader, now: datetime) -> None:
-    # The keys layer takes any short ASCII id; what is looked up here must be one that
-    # can exist (PostgreSQL fails on a NUL rather than finding nothing).
+def _check_envelope(routing: Routing, sealed: SealedHeader, now: datetime) -> None:
+    # PostgreSQL fails on a NUL in an id rather than finding nothing.
     if not all(is_identity_id(i) for i in (*routing.to, *routing.hops)):
         raise BadRequest("the envelope names a recipient or node by something that is not "
                          "an identity id")
@@ -66,7 +67,7 @@ def _check_times_and_recipients(routing: Routing, sealed: SealedHeader, now: dat
 def check_fresh(routing: Routing, sealed: SealedHeader, *, now: datetime) -> None:
     """An envelope pushed by a peer is valid now and its sealed header's recipients are
     the envelope's (as for a submission)."""
-    _check_times_and_recipients(routing, sealed, now)
+    _check_envelope(routing, sealed, now)
 
 
 def check_transit(routing: Routing, *, node_id: str, pusher: str) -> None:

@@ -163,15 +163,15 @@ def card_payload(cards: Iterable[Card]) -> dict[str, bytes]:
     return {c.id: c.to_json() for c in cards}
 
 
-def _slots(rows: Iterable[tuple[str, str, str, str | None, bytes]]
+def _slots(rows: Iterable[tuple[str, str, str, str | None, bytes | None]]
            ) -> tuple[set[Slot], set[str]]:
-    """The slots taken by stored statements (id, kind, signer, recipient, body), and
+    """The slots taken by stored statements (storage.federation.statement_rows), and
     the ids of the stored *opened* ones; a *countersigned* one's subject is in its body."""
     taken: set[Slot] = set()
     opened: set[str] = set()
     for ident, kind, signer, recipient, body in rows:
         subject = recipient or ""
-        if kind == "countersigned":
+        if body is not None:
             subject = load_statement(body).fields["statement"]
         elif kind == "opened":
             opened.add(ident)

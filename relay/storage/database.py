@@ -83,6 +83,11 @@ def sqlite_file(url: str) -> Path | None:
     return Path(name)
 
 
+def sqlite_files(db: Path) -> tuple[Path, Path, Path]:
+    """A SQLite database file and the two SQLite keeps beside it in WAL mode."""
+    return db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
+
+
 def sqlite_url(node_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(node_dir / SQLITE_FILE).resolve()}"
 

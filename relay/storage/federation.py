@@ -189,12 +189,14 @@ def stored_ids(tx: Tx, ids: Sequence[str], kind: str | None = None,
 
 
 def statement_rows(tx: Tx, envelope_id: str
-                   ) -> list[tuple[str, str, str, str | None, bytes]]:
-    """Id, kind, signer, recipient and body of every statement stored about an
-    envelope (a few dozen at most: one per slot, relay.rules.slot_of)."""
+                   ) -> list[tuple[str, str, str, str | None, bytes | None]]:
+    """Id, kind, signer and recipient of every statement stored about an envelope (a
+    few dozen at most: one per slot, relay.rules.slot_of), with the body of the
+    *countersigned* ones only (the statement they name is in it)."""
     return [(str(r[0]), str(r[1]), str(r[2]), None if r[3] is None else str(r[3]),
-             bytes(r[4]))
-            for r in tx.all("SELECT id, kind, signer, recipient, body FROM statements "
+             None if r[4] is None else bytes(r[4]))
+            for r in tx.all("SELECT id, kind, signer, recipient, CASE WHEN kind = "
+                            "'countersigned' THEN body END FROM statements "
                             "WHERE envelope_id = ?", (envelope_id,))]
 
 
