@@ -21,14 +21,17 @@ Why a dedicated payload type rather than co-signing the proposal envelope itself
 Flow::
 
     acceptor:  accept_proposal(thread, id, key)   -> acceptance + agreement (1 signature)
-    proposer:  confirm_agreement(agreement, thread, key, keys)   -> 2 signatures
+    proposer:  confirm_agreement(agreement, thread, key, keys, clock=...)   -> 2 signatures
     guarantor: countersign_agreement(agreement, key, keys)       -> +1 each
-    anyone:    add_signatures(mine, returned, keys)   (merge a returned copy)
+    anyone:    add_signatures(mine, returned, keys)   (merge a returned copy, strictly;
+               keys.cosigning.gather_signatures merges many copies, keeping what stands)
                agreement_status(agreement, keys)      (present / missing, no raise)
                verify_agreement(agreement, keys)      (raises unless complete)
 
-The proposer signs only after seeing an acceptance of its *latest* proposal, so an
-acceptance of a superseded or expired proposal never becomes a two-party agreement.
+The proposer signs only after seeing an acceptance of its *latest* proposal, dated
+before its expiry, and (by its own clock, as the acceptance's date is the acceptor's to
+write) only before that expiry unless it says the acceptance came in time: an acceptance
+of a superseded or expired proposal does not become a two-party agreement unnoticed.
 **Complete** means the policy of :func:`agreement_policy` holds: both parties and
 every named guarantor, or the stated quorum of guarantors.
 """
