@@ -114,6 +114,20 @@ def _order(statements: Iterable[Statement], routing: Routing) -> tuple[Statement
                                        s.by, s.id)))
 
 
+def without_repeats(statements: Iterable[Statement]) -> list[Statement]:
+    """The earliest of statements that say the same thing at different times (same
+    kind, signer, envelope and fields): a node restored from a backup accepts or
+    delivers a resubmitted envelope again (client.resend). Statements that differ in
+    anything but their time stay, so that two contradicting ones still fail step 7."""
+    first: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], Statement] = {}
+    for st in statements:
+        key = (st.kind, st.by, st.envelope, tuple(sorted(st.fields.items())))
+        kept = first.get(key)
+        if kept is None or (st.at, st.id) < (kept.at, kept.id):
+            first[key] = st
+    return list(first.values())
+
+
 def make_bundle(routing: Routing, statements: Iterable[Statement],
                 cards: Iterable[Card]) -> Bundle:
     """Assemble a bundle: statements deduplicated and ordered, and exactly the cards

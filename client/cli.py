@@ -33,9 +33,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     from . import demo
-    from .commands import contacts, identity, messages, namelist, negotiation, node, receipts
+    from .commands import (
+        contacts,
+        identity,
+        messages,
+        namelist,
+        negotiation,
+        node,
+        receipts,
+        resend,
+    )
 
-    for module in (identity, contacts, node, messages, receipts, namelist, negotiation, demo):
+    for module in (identity, contacts, node, messages, resend, receipts, namelist, negotiation,
+                   demo):
         module.register(sub)
     first = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
     if first is not None and first in sub.choices:

@@ -81,6 +81,10 @@ class LocalStore:
             raise damaged
         return obj["data"]
 
+    def delete(self, name: str) -> None:
+        """Remove a box (nothing if there is none)."""
+        self.path(name).unlink(missing_ok=True)
+
     def names(self, folder: str) -> Iterator[str]:
         """Names of the boxes in ``folder`` (e.g. ``messages``), sorted."""
         directory = self.root / folder

@@ -18,8 +18,15 @@ from keys.errors import BackchannelError, DecodeError, OpenError, VerificationEr
 from keys.seal import open_sealed, seal
 from keys.statements import Statement, make_statement, verify_statement
 
+from . import resend
 from .bodies import Outgoing
-from .bundle import BundleReport, encode_bundle, make_bundle, verify_bundle
+from .bundle import (
+    BundleReport,
+    encode_bundle,
+    make_bundle,
+    verify_bundle,
+    without_repeats,
+)
 from .contacts import Contact, ContactBook
 from .errors import (
     AlreadyRegistered,
@@ -32,7 +39,7 @@ from .errors import (
 )
 from .invitation import Invitation, check_node_card, check_not_expired
 from .profile import NodePin, OpenProfile
-from .records import ReceivedRecord, Record, SentRecord, record_from_dict
+from .records import ReceivedRecord, Record, SentDraft, SentRecord, record_from_dict
 from .relay_client import NO_METER, InboxItem, Meter, RelayClient
 
 # --- joining -------------------------------------------------------------------------
@@ -125,7 +132,10 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
        signed into the envelope: no node can change it.
     2. The node still presents the pinned key (nothing is sealed or sent otherwise).
     3. Seal to the recipients' cards, sign the routing envelope, check the size limit.
-    4. Submit; the node's *accepted* statement verifies with the pinned key.
+    4. Keep the exact bytes and a draft record first (client.resend), then submit; the
+       node's *accepted* statement verifies with the pinned key. A refusal drops what
+       was kept; any other failure leaves the outcome open: SendUncertain names
+       ``backchannel resend ID``, which submits the same envelope again.
     5. Remember what was sent (the cards in force, the digest of the signed message).
     """
     pin = opened.require_node()
@@ -157,13 +167,20 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
                             origin=pin.card.id, route=[c.card.id for c in route],
                             destination=destination, clock=opened.clock)
     # Step 4.
-    submitted = await client.submit(routing, sealed.data, upload=upload)
+    resend.sweep(opened)
+    draft = SentDraft(routing, sealed.message.id, outgoing.kind, body, sealed.inner_digest,
+                      tuple((c.alias, c.card.id) for c in contacts), (identity.card, *cards),
+                      now)
+    resend.keep(opened, routing, sealed.data, draft)
+    try:
+        submitted = await client.submit(routing, sealed.data, upload=upload)
+    except BackchannelError as exc:
+        if resend.is_refusal(exc):
+            resend.refused(opened, routing.id)
+            raise
+        raise resend.SendUncertain(routing.id, exc) from None
     # Step 5.
-    record = SentRecord(routing, sealed.message.id, outgoing.kind, body,
-                        sealed.inner_digest, tuple((c.alias, c.card.id) for c in contacts),
-                        (identity.card, *cards), submitted.accepted, now,
-                        (submitted.accepted,))
-    opened.save_message_data(routing.id, record.to_dict())
+    record = resend.confirm(opened, draft, submitted.accepted)
     return Sent(record, unverified, submitted.new)
 
 
@@ -393,6 +410,7 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
             unknown.append(statement.id)
             continue
         valid.append(statement)
+    valid = without_repeats(valid)
     bundle = encode_bundle(make_bundle(record.routing, valid, cards.values()))
     report = verify_bundle(bundle, now=opened.clock.now())
     digest = b64url_encode(record.inner_digest)

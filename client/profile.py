@@ -26,7 +26,7 @@ import fcntl
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -249,4 +249,28 @@ class OpenProfile:
             self.store.write(f"messages/{envelope_id}", data)
 
     def message_ids(self) -> list[str]:
-        return [name.split("/", 1)[1] for name in self.store.names("messages")]
+        return self.box_ids("messages")
+
+    # --- other per-envelope boxes (client.resend) --------------------------------
+
+    def box_data(self, folder: str, envelope_id: str) -> Any | None:
+        return self.store.read(f"{folder}/{envelope_id}")
+
+    def save_box(self, folder: str, envelope_id: str, data: Any) -> None:
+        with self.profile.locked():
+            self.store.write(f"{folder}/{envelope_id}", data)
+
+    def drop_box(self, folder: str, envelope_id: str) -> None:
+        with self.profile.locked():
+            self.store.delete(f"{folder}/{envelope_id}")
+
+    def box_written(self, folder: str, envelope_id: str) -> datetime | None:
+        """When the box was last written (its file's modification time)."""
+        try:
+            mtime = self.store.path(f"{folder}/{envelope_id}").stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return datetime.fromtimestamp(mtime, tz=UTC)
+
+    def box_ids(self, folder: str) -> list[str]:
+        return [name.split("/", 1)[1] for name in self.store.names(folder)]

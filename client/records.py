@@ -16,6 +16,11 @@ the last receipts fetched::
      "inner_digest": "<b64url>", "recipients": [{"alias": "RU", "id": "..."}],
      "cards": [<card DSSE>...], "accepted": <statement DSSE>, "sent": "<time>",
      "statements": [<statement DSSE>...]}
+
+An **unconfirmed** record (``drafts/<id>.box``, client.resend) is a sent record
+without ``accepted`` and ``statements``, with ``"direction": "out-unconfirmed"``: it
+is written just before the submission and replaced by the sent record when the node
+confirms it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,36 @@ class ReceivedRecord:
 
 
 @dataclass(frozen=True)
+class SentDraft:
+    """A sent record before the node's *accepted* statement is known (client.resend):
+    kept from just before the submission until the node confirms it."""
+
+    routing: Routing
+    message_id: str
+    kind: str
+    body: Any
+    inner_digest: bytes
+    recipients: tuple[tuple[str, str], ...]
+    cards: tuple[Card, ...]
+    sent: datetime
+
+    def confirmed(self, accepted: Statement,
+                  statements: tuple[Statement, ...] | None = None) -> SentRecord:
+        return SentRecord(self.routing, self.message_id, self.kind, self.body,
+                          self.inner_digest, self.recipients, self.cards, accepted, self.sent,
+                          (accepted,) if statements is None else statements)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": 1, "direction": "out-unconfirmed",
+                "envelope": self.routing.envelope.to_dict(),
+                "message": {"id": self.message_id, "kind": self.kind, "body": self.body},
+                "inner_digest": b64url_encode(self.inner_digest),
+                "recipients": [{"alias": a, "id": i} for a, i in self.recipients],
+                "cards": [c.envelope.to_dict() for c in self.cards],
+                "sent": format_time(self.sent)}
+
+
+@dataclass(frozen=True)
 class SentRecord:
     routing: Routing
     message_id: str
@@ -78,12 +113,10 @@ class SentRecord:
         return next((alias for alias, rid in self.recipients if rid == identity_id), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": 1, "direction": "out", "envelope": self.routing.envelope.to_dict(),
-                "message": {"id": self.message_id, "kind": self.kind, "body": self.body},
-                "inner_digest": b64url_encode(self.inner_digest),
-                "recipients": [{"alias": a, "id": i} for a, i in self.recipients],
-                "cards": [c.envelope.to_dict() for c in self.cards],
-                "accepted": _statement_dict(self.accepted), "sent": format_time(self.sent),
+        draft = SentDraft(self.routing, self.message_id, self.kind, self.body,
+                          self.inner_digest, self.recipients, self.cards, self.sent)
+        return {**draft.to_dict(), "direction": "out",
+                "accepted": _statement_dict(self.accepted),
                 "statements": [_statement_dict(s) for s in self.statements]}
 
 
@@ -126,16 +159,32 @@ def record_from_dict(value: object, *, now: datetime) -> Record:
                                          "sent", "statements"), what="message record")
     if obj["direction"] != "out":
         raise DecodeError("message record: unknown direction")
+    if not isinstance(obj["statements"], list):
+        raise DecodeError("message record: malformed lists")
+    return _draft(routing, obj, now).confirmed(
+        load_statement(obj["accepted"]), tuple(load_statement(s) for s in obj["statements"]))
+
+
+def _draft(routing: Routing, obj: dict[str, Any], now: datetime) -> SentDraft:
     msg = expect_object(obj["message"], required=("id", "kind", "body"), what="message")
     recipients = []
     for item in obj["recipients"] if isinstance(obj["recipients"], list) else []:
         entry = expect_object(item, required=("alias", "id"), what="recipient")
         recipients.append((str(entry["alias"]), str(entry["id"])))
-    if not isinstance(obj["cards"], list) or not isinstance(obj["statements"], list):
+    if not isinstance(obj["cards"], list):
         raise DecodeError("message record: malformed lists")
-    return SentRecord(
+    return SentDraft(
         routing, str(msg["id"]), str(msg["kind"]), msg["body"],
         b64url_decode(obj["inner_digest"], max_bytes=32, exact=32, field="inner_digest"),
         tuple(recipients), tuple(_card(c, now) for c in obj["cards"]),
-        load_statement(obj["accepted"]), parse_time(obj["sent"], field="sent"),
-        tuple(load_statement(s) for s in obj["statements"]))
+        parse_time(obj["sent"], field="sent"))
+
+
+def draft_from_dict(value: object, *, now: datetime) -> SentDraft:
+    """Parse a stored :class:`SentDraft`. Raises :class:`DecodeError`."""
+    obj = expect_object(value, required=("v", "direction", "envelope", "message",
+                                         "inner_digest", "recipients", "cards", "sent"),
+                        what="unconfirmed message record")
+    if obj["v"] != 1 or obj["direction"] != "out-unconfirmed":
+        raise DecodeError("unconfirmed message record: unknown format")
+    return _draft(parse_routing(dsse.Envelope.from_dict(obj["envelope"])), obj, now)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from client.bundle import encode_bundle, make_bundle, verify_bundle
+from client.bundle import encode_bundle, make_bundle, verify_bundle, without_repeats
 from keys.clock import FixedClock
 from keys.encoding import b64url_encode
 from keys.envelope import make_envelope
@@ -151,6 +151,27 @@ def test_a_hop_twice_fails(journey: Journey) -> None:
     report = journey.verify([*journey.all(), again])
     assert failed_steps(report) == [7]
     assert "appears twice" in report.checks[-1].text
+
+
+def test_repeats_give_way_to_the_first_but_contradictions_stay(journey: Journey) -> None:
+    """A node restored from a backup accepts and relays a resubmitted envelope again
+    (client.resend): the same statements, later. The sender's bundle keeps the first
+    of each; a hop that relayed to another node is not a repeat and still fails."""
+    kyiv, ist, gen, _mos = journey.nodes
+    later = FixedClock(T0 + timedelta(hours=2))
+    again = [make_statement("accepted", journey.routing.id, kyiv.signing_key, clock=later,
+                            sender=journey.ua.id),
+             make_statement("relayed", journey.routing.id, ist.signing_key, clock=later,
+                            previous=kyiv.id, next=gen.id)]
+    everything = [*again, *journey.all()]
+    assert failed_steps(journey.verify(everything)) == [7]
+    kept = without_repeats(everything)
+    assert sorted(s.id for s in kept) == sorted(s.id for s in journey.all())
+    assert journey.verify(kept).ok
+    elsewhere = make_statement("relayed", journey.routing.id, ist.signing_key, clock=later,
+                               previous=kyiv.id, next=journey.nodes[3].id)
+    report = journey.verify(without_repeats([*journey.all(), elsewhere]))
+    assert not report.ok and report.rejected == (elsewhere.id,)
 
 
 def test_times_along_the_route(journey: Journey) -> None:

@@ -1,0 +1,90 @@
+"""``backchannel resend``: submit a sent envelope again, the same bytes (client.resend)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from keys.encoding import format_time
+from keys.errors import BackchannelError
+
+from .. import resend, ui
+from ..errors import ClientError
+from ..messaging import check_envelope_id
+from ..resend import Resent
+from .common import SubParsers, common_options, connected, open_profile, run_async
+
+
+def register(sub: SubParsers) -> None:
+    parser = sub.add_parser(
+        "resend", parents=[common_options()],
+        help="submit a message again, the same envelope, after an uncertain send",
+        description="Submits the exact envelope sent before (this profile keeps a copy "
+                    "until it expires). Use it when a send ended without the node's "
+                    "answer, or when the node's operator restored it from a backup: the "
+                    "node keeps one copy of an envelope, so the recipients get it once.")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", metavar="ID", nargs="?", help="the message's envelope id")
+    target.add_argument("--all", action="store_true",
+                        help="every message this profile keeps a copy of")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run_resend)
+
+
+def _outcome(resent: Resent) -> str:
+    accepted = format_time(resent.accepted.at)
+    if resent.new:
+        return f"the node did not hold it and accepted it now, at {accepted}"
+    return f"the node holds it (accepted at {accepted})"
+
+
+def _json(resent: Resent) -> dict[str, Any]:
+    return {"id": resent.record.routing.id, "new": resent.new, "confirmed": resent.confirmed,
+            "accepted": format_time(resent.accepted.at)}
+
+
+def run_resend(args: argparse.Namespace) -> int:
+    opened = open_profile(args)
+    if args.id is not None:
+        check_envelope_id(args.id)
+    dropped = resend.sweep(opened, deep=bool(args.all))
+    ids = resend.kept_ids(opened) if args.all else [args.id]
+
+    async def work() -> tuple[list[Resent], list[tuple[str, str]]]:
+        done: list[Resent] = []
+        failed: list[tuple[str, str]] = []
+        async with connected(opened) as client:
+            for envelope_id in ids:
+                try:
+                    with ui.Meter("uploading") as meter:
+                        done.append(await resend.resend(opened, client, envelope_id,
+                                                        upload=meter))
+                except BackchannelError as exc:
+                    if not args.all:
+                        raise
+                    failed.append((envelope_id, str(exc)))
+        return done, failed
+
+    done, failed = run_async(work()) if ids else ([], [])
+    if args.json:
+        ui.print_json({"resent": [_json(r) for r in done],
+                       "failed": [{"id": i, "error": e} for i, e in failed],
+                       "expired_copies_removed": dropped})
+    elif args.all:
+        if not ids:
+            print("This profile keeps no message to submit again.")
+        for resent in done:
+            print(f"{resent.record.routing.id}: {_outcome(resent)}")
+        for envelope_id, error in failed:
+            print(f"{envelope_id}: FAILED: {error}")
+    else:
+        resent = done[0]
+        print(f"Submitted again: {_outcome(resent)}.")
+        if resent.confirmed:
+            print("The node's acceptance is now kept with the message.")
+        print(f"Follow it with: backchannel receipts {resent.record.routing.id}")
+        print(resent.record.routing.id)
+    if failed:
+        raise ClientError(f"{len(failed)} of {len(ids)} messages could not be submitted "
+                          "again (listed above)")
+    return 0

@@ -1,0 +1,274 @@
+"""Submitting the same envelope again: ``backchannel resend``.
+
+A submission can end without the sender knowing whether the node took it: the
+connection drops after the node's commit, the answer times out, or the node is later
+restored from a backup older than the submission. Sending the list again would make a
+second envelope, under a new id, that the recipients get as well. Instead the client
+keeps the exact bytes it submitted and submits *them* again: a node stores an envelope
+once (by content id), so a resubmission returns the receipt already given, or, on a
+node that lost the envelope, stores it now. Either way the recipients get it once.
+
+Two boxes per envelope in the encrypted local store (client.localstore):
+
+* ``copies/<id>``: ``{"v": 1, "envelope": <routing envelope DSSE>, "sealed":
+  "<b64url>"}``, written before the first submission and kept until the envelope
+  expires (after that no node accepts it).
+* ``drafts/<id>``: the sent record without the node's *accepted* statement
+  (client.records.SentDraft), written before the first submission and removed when
+  the node's acceptance is known (``messages/<id>`` then holds the sent record).
+
+A copy holds only what every node on the route already holds (the sealed bytes are
+encrypted to the recipients); a draft holds what the sent record will hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from keys import dsse
+from keys.encoding import b64url_decode, b64url_encode, expect_object, format_time
+from keys.envelope import MAX_LIFETIME, Routing, check_content, parse_routing
+from keys.errors import BackchannelError, DecodeError, VerificationError
+from keys.seal import MAX_SEALED_BYTES
+from keys.statements import Statement, verify_statement
+
+from .errors import MessageError, NodeError, RelayRejected, StoreCorrupt
+from .profile import OpenProfile
+from .records import SentDraft, SentRecord, draft_from_dict, record_from_dict
+from .relay_client import NO_METER, Meter, RelayClient
+
+COPIES: Final = "copies"
+#: Refusals that hold only until the officer acts (the clock, a revoked-then-restored
+#: membership) or waits (the rate limit).
+_TRY_AGAIN: Final = frozenset({401, 429})
+DRAFTS: Final = "drafts"
+
+
+class NoCopyKept(MessageError):
+    def __init__(self, envelope_id: str) -> None:
+        super().__init__(f"this profile keeps no copy of message {envelope_id} to submit "
+                         "again (only of messages it sent, until they expire): check the id "
+                         "with backchannel inbox --local")
+
+
+class CopyExpired(MessageError):
+    """The envelope expired before the node confirmed it; nothing can resubmit it."""
+
+
+class SendUncertain(NodeError):
+    """The submission's outcome is unknown: the node may hold the envelope or not."""
+
+    def __init__(self, envelope_id: str, cause: BackchannelError) -> None:
+        super().__init__(f"{cause}. The node may or may not have accepted message "
+                         f"{envelope_id}: run backchannel resend {envelope_id} (the node "
+                         "keeps one copy of an envelope, so the recipients get it once)")
+        self.envelope_id = envelope_id
+
+
+@dataclass(frozen=True)
+class Copy:
+    routing: Routing
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class Resent:
+    record: SentRecord
+    #: The node's *accepted* statement this time (a new one when ``new``).
+    accepted: Statement
+    #: True: the node did not hold the envelope and stored it now (it was lost, or the
+    #: first submission never reached it). False: it already held it.
+    new: bool
+    #: True: the node's acceptance was not known to this profile before.
+    confirmed: bool
+
+
+def keep(opened: OpenProfile, routing: Routing, sealed: bytes, draft: SentDraft) -> None:
+    """Before the first submission: the bytes to submit again and the draft record."""
+    opened.save_box(COPIES, routing.id, {"v": 1, "envelope": routing.envelope.to_dict(),
+                                         "sealed": b64url_encode(sealed)})
+    opened.save_box(DRAFTS, routing.id, draft.to_dict())
+
+
+def refused(opened: OpenProfile, envelope_id: str) -> None:
+    """The node refused the submission for good: nothing to submit again."""
+    opened.drop_box(DRAFTS, envelope_id)
+    opened.drop_box(COPIES, envelope_id)
+
+
+def is_refusal(exc: BackchannelError) -> bool:
+    """Whether an error from a submission says the node did not store the envelope.
+    A 4xx problem document does (the node answers it without committing); a 5xx, a
+    lost connection or an answer that does not follow the protocol leave it open."""
+    return isinstance(exc, RelayRejected) and 400 <= exc.status < 500
+
+
+def confirm(opened: OpenProfile, draft: SentDraft, accepted: Statement) -> SentRecord:
+    """The node's acceptance is known: the draft becomes the sent record."""
+    record = draft.confirmed(accepted)
+    opened.save_message_data(draft.routing.id, record.to_dict())
+    opened.drop_box(DRAFTS, draft.routing.id)
+    return record
+
+
+def load_copy(opened: OpenProfile, envelope_id: str) -> Copy | None:
+    data = opened.box_data(COPIES, envelope_id)
+    if data is None:
+        return None
+    try:
+        obj = expect_object(data, required=("v", "envelope", "sealed"), what="kept copy")
+        routing = parse_routing(dsse.Envelope.from_dict(obj["envelope"]))
+        sealed = b64url_decode(obj["sealed"], max_bytes=MAX_SEALED_BYTES, field="sealed")
+        if obj["v"] != 1 or routing.id != envelope_id:
+            raise DecodeError("kept copy: not this envelope")
+        check_content(routing, sealed)
+    except BackchannelError as exc:
+        raise StoreCorrupt(f"the kept copy of message {envelope_id} is damaged ({exc}); "
+                           "send the list again with backchannel send") from None
+    return Copy(routing, sealed)
+
+
+def _draft(opened: OpenProfile, envelope_id: str) -> SentDraft | None:
+    data = opened.box_data(DRAFTS, envelope_id)
+    if data is None:
+        return None
+    try:
+        draft = draft_from_dict(data, now=opened.clock.now())
+        if draft.routing.id != envelope_id:
+            raise DecodeError("not this envelope")
+    except BackchannelError as exc:
+        raise StoreCorrupt(f"the unconfirmed record of message {envelope_id} is damaged "
+                           f"({exc})") from None
+    return draft
+
+
+def _sent_record(opened: OpenProfile, envelope_id: str) -> SentRecord | None:
+    data = opened.message_data(envelope_id)
+    if data is None:
+        return None
+    try:
+        record = record_from_dict(data, now=opened.clock.now())
+    except BackchannelError as exc:
+        raise StoreCorrupt(f"the local copy of {envelope_id} is damaged ({exc})") from None
+    return record if isinstance(record, SentRecord) else None
+
+
+def kept_ids(opened: OpenProfile) -> list[str]:
+    """Envelopes that can be submitted again, or whose acceptance is not confirmed."""
+    return sorted(set(opened.box_ids(COPIES)) | set(opened.box_ids(DRAFTS)))
+
+
+def sweep(opened: OpenProfile, *, deep: bool = False) -> list[str]:
+    """Drop the copies of expired envelopes whose acceptance is known: no node takes
+    them any more. Unconfirmed ones stay for :func:`resend` to settle.
+
+    ``deep`` reads every copy for its expiry; otherwise only copies written longer ago
+    than any envelope can live are dropped (a file's age costs a ``stat``, reading a
+    large list's copy costs its decryption, on every send)."""
+    now = opened.clock.now()
+    dropped = []
+    for envelope_id in opened.box_ids(COPIES):
+        if opened.box_written(DRAFTS, envelope_id) is not None:
+            continue
+        if deep:
+            try:
+                copy = load_copy(opened, envelope_id)
+            except StoreCorrupt:
+                continue  # named by resend, not removed behind the officer's back
+            expired = copy is not None and copy.routing.expires <= now
+        else:
+            written = opened.box_written(COPIES, envelope_id)
+            expired = written is not None and written + MAX_LIFETIME < now
+        if expired:
+            opened.drop_box(COPIES, envelope_id)
+            dropped.append(envelope_id)
+    return dropped
+
+
+async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
+                 upload: Meter = NO_METER) -> Resent:
+    """Submit a kept envelope again.
+
+    1. The profile keeps the envelope's copy, and its draft until the node confirmed
+       it (else its sent record); the node still presents the pinned key.
+    2. Unexpired: submit the same bytes. The node's *accepted* statement verifies with
+       the pinned key (RelayClient.submit). A refusal for good (4xx but 401 and 429)
+       drops the copy.
+    3. Expired: no node accepts it any more. Unconfirmed, the node may still have
+       accepted it before; its receipts say. Without an acceptance the copy and draft
+       are dropped and the officer is told to send the list again.
+    4. Remember: a draft becomes the sent record; a sent record gains the new
+       acceptance of a node that had lost the envelope.
+    """
+    # Step 1.
+    copy = load_copy(opened, envelope_id)
+    draft = _draft(opened, envelope_id)
+    record = None if draft is not None else _sent_record(opened, envelope_id)
+    if copy is None or (draft is None and record is None):
+        raise NoCopyKept(envelope_id)
+    pin = opened.require_node()
+    await client.check_pin()
+    routing = copy.routing
+    expires = format_time(routing.expires)
+    # Step 2.
+    if routing.expires > opened.clock.now():
+        try:
+            submitted = await client.submit(routing, copy.sealed, upload=upload)
+        except RelayRejected as exc:
+            # A clock to set right or a rate limit to wait out is no reason to give
+            # up the only way of submitting this envelope.
+            if is_refusal(exc) and exc.status not in _TRY_AGAIN:
+                refused(opened, envelope_id)
+            raise
+        accepted, new = submitted.accepted, submitted.new
+    # Step 3.
+    elif record is not None:
+        opened.drop_box(COPIES, envelope_id)
+        raise CopyExpired(f"message {envelope_id} expired at {expires}: no node accepts "
+                          f"it any more (your node accepted it at "
+                          f"{format_time(record.accepted.at)}; backchannel receipts "
+                          f"{envelope_id} shows what became of it)")
+    else:
+        found = await _acceptance(client, routing, pin.card.id, opened)
+        if found is None:
+            refused(opened, envelope_id)
+            raise CopyExpired(f"message {envelope_id} expired at {expires} and the node "
+                              "holds no acceptance of it: it was not delivered; send the "
+                              "list again with backchannel send")
+        accepted, new = found, False
+    # Step 4.
+    if draft is not None:
+        return Resent(confirm(opened, draft, accepted), accepted, new, True)
+    assert record is not None
+    if accepted.id != record.accepted.id and all(s.id != accepted.id
+                                                  for s in record.statements):
+        record = SentRecord(record.routing, record.message_id, record.kind, record.body,
+                            record.inner_digest, record.recipients, record.cards,
+                            record.accepted, record.sent, (*record.statements, accepted))
+        opened.save_message_data(envelope_id, record.to_dict())
+    return Resent(record, accepted, new, False)
+
+
+async def _acceptance(client: RelayClient, routing: Routing, node_id: str,
+                      opened: OpenProfile) -> Statement | None:
+    """The pinned node's *accepted* statement for ``routing`` among its receipts."""
+    try:
+        statements, _ = await client.receipts_and_cards(routing.id)
+    except RelayRejected as exc:
+        if exc.status == 404:
+            return None
+        raise
+    pin = opened.require_node()
+    for statement in statements:
+        if (statement.kind != "accepted" or statement.by != node_id
+                or statement.envelope != routing.id
+                or statement.fields.get("sender") != opened.identity.id):
+            continue
+        try:
+            verify_statement(statement, pin.card.verify_key)
+        except VerificationError:
+            continue
+        return statement
+    return None
+

@@ -1,0 +1,369 @@
+"""``backchannel resend``: a send whose outcome is unknown, and a node restored from a
+backup, settled by submitting the same envelope again -- never a second one.
+
+A real node (subprocess, SQLite) behind a loopback TCP proxy that can lose the answer
+to a submission (the node committed, the client sees the connection close) or the
+submission itself (the node never saw it). Delegations are driven through the
+``backchannel`` command; the expiry paths through the library with a profile whose
+clock runs ahead (the node still checks the requests' real time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
+
+from client import resend
+from client.profile import Profile
+from client.relay_client import RelayClient
+from keys.clock import SYSTEM_CLOCK, FixedClock
+from keys.envelope import MAX_LIFETIME
+
+pytestmark = pytest.mark.slow
+
+LIST = ("family_name,given_names,date_of_birth,service_number\n"
+        "Шевченко,Тарас,1990-03-09,SN-1\nKovalenko,Olena,1985,SN-2\n")
+
+
+class LossyProxy:
+    """127.0.0.1:port → the node. ``lose`` is None (pass everything), "answer" (the
+    node gets a POST /v1/envelopes, its answer is dropped and the client's connection
+    closed) or "request" (the submission never reaches the node)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.lose: str | None = None
+        self.lost = 0
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            client.close()
+            return
+        submitting = threading.Event()
+
+        def cut() -> None:
+            self.lost += 1
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        def forward() -> None:
+            while data := _recv(client):
+                if data.startswith(b"POST /v1/envelopes ") and self.lose is not None:
+                    if self.lose == "request":
+                        cut()
+                        return
+                    submitting.set()
+                try:
+                    upstream.sendall(data)
+                except OSError:
+                    return
+            _shut(upstream)
+
+        threading.Thread(target=forward, daemon=True).start()
+        while data := _recv(upstream):
+            if submitting.is_set():
+                cut()
+                break
+            try:
+                client.sendall(data)
+            except OSError:
+                break
+        _shut(client)
+        client.close()
+        upstream.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+
+
+class ProxiedNode(Node):
+    """A node whose public URL (in its card's invitations) is the proxy's."""
+
+    proxy_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port or self.port}"
+
+
+@dataclass
+class World:
+    env: Env
+    node: ProxiedNode
+    proxy: LossyProxy
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("resend")
+    env = Env(root)
+    node = ProxiedNode(env, root / "node", free_port())
+    proxy = LossyProxy(node.port)
+    node.proxy_port = proxy.port
+    node.init("Geneva node")
+    node.start()
+    try:
+        for home, name, passphrase in (("ua", "Kyiv HQ", UA_PASSPHRASE),
+                                       ("ru", "Moscow delegation", RU_PASSPHRASE)):
+            env.ok("init", "--name", name, home=home, passphrase=passphrase)
+            env.ok("register", node.invite(name), home=home, passphrase=passphrase)
+            env.ok("card", "--out", str(root / f"{home}.card"), home=home,
+                   passphrase=passphrase)
+        env.ua("contacts", "add", str(root / "ru.card"), "--alias", "RU")
+        env.ru("contacts", "add", str(root / "ua.card"), "--alias", "UA")
+        env.ua("contacts", "verify", "RU", "--yes")
+        env.ru("contacts", "verify", "UA", "--yes")
+        yield World(env, node, proxy)
+    finally:
+        proxy.lose = None
+        node.stop()
+        proxy.close()
+
+
+def _uncertain_id(world: World, source: Path) -> str:
+    """Send while the proxy loses something; the one-line error names the id."""
+    result = world.env.run("send", "--to", "RU", str(source), home="ua",
+                           passphrase=UA_PASSPHRASE)
+    line = result.error_line()
+    assert "may or may not have accepted" in line, line
+    found = re.search(r"backchannel resend ([A-Za-z0-9_-]{43})\b", line)
+    assert found is not None, line
+    return found.group(1)
+
+
+def _ru_inbox(world: World) -> list[str]:
+    return [m["id"] for m in json.loads(world.env.ru("inbox", "--json").out)["messages"]]
+
+
+def test_a_lost_answer_is_settled_by_the_same_envelope(world: World, tmp_path: Path) -> None:
+    env = world.env
+    source = tmp_path / "list.csv"
+    source.write_text(LIST, encoding="utf-8")
+    world.proxy.lose = "answer"
+    try:
+        envelope_id = _uncertain_id(world, source)
+    finally:
+        world.proxy.lose = None
+    assert world.proxy.lost >= 1
+    # The node committed it: the recipient already sees it; the sender has no record.
+    assert _ru_inbox(world) == [envelope_id]
+    local = json.loads(env.ua("inbox", "--local", "--json").out)["messages"]
+    assert envelope_id not in [m["id"] for m in local]
+
+    again = env.ua("resend", envelope_id)
+    assert "the node holds it" in again.out and "now kept" in again.out
+    assert again.out.strip().splitlines()[-1] == envelope_id
+    # The record is complete: receipts verify against the node's key.
+    receipts = json.loads(env.ua("receipts", envelope_id, "--json").out)
+    assert receipts["ok"] is True and receipts["summary"]["accepted"] is True
+    assert [s["kind"] for s in receipts["statements"]][:1] == ["accepted"]
+    # Once more: still the one envelope, the same acceptance.
+    twice = json.loads(env.ua("resend", envelope_id, "--json").out)
+    assert twice["resent"] == [{"id": envelope_id, "new": False, "confirmed": False,
+                                "accepted": twice["resent"][0]["accepted"]}]
+    assert _ru_inbox(world) == [envelope_id]
+    entries = json.loads(env.ru("read", envelope_id, "--format", "json").out)["entries"]
+    assert [(e["family_name"], e["service_number"]) for e in entries] == [
+        ("Шевченко", "SN-1"), ("Kovalenko", "SN-2")]
+
+
+def test_a_lost_request_is_submitted_by_resend(world: World, tmp_path: Path) -> None:
+    source = tmp_path / "note.txt"
+    source.write_text("Handover at the bridge, 09:00.", encoding="utf-8")
+    before = _ru_inbox(world)
+    world.proxy.lose = "request"
+    try:
+        result = world.env.run("send", "--kind", "note", "--to", "RU", str(source),
+                               home="ua", passphrase=UA_PASSPHRASE)
+    finally:
+        world.proxy.lose = None
+    line = result.error_line()
+    envelope_id = re.search(r"resend ([A-Za-z0-9_-]{43})", line).group(1)  # type: ignore[union-attr]
+    assert _ru_inbox(world) == before
+    done = json.loads(world.env.ua("resend", "--all", "--json").out)
+    assert {"id": envelope_id, "new": True, "confirmed": True} == {
+        k: v for k, v in next(r for r in done["resent"] if r["id"] == envelope_id).items()
+        if k != "accepted"}
+    assert done["failed"] == []
+    assert _ru_inbox(world) == [*before, envelope_id]
+
+
+def test_a_restored_node_gets_what_it_lost(world: World, tmp_path: Path) -> None:
+    env, node = world.env, world.node
+    for envelope_id in _ru_inbox(world):
+        env.ru("read", envelope_id)
+    backup = tmp_path / "backup.db"
+    source = sqlite3.connect(node.directory / "relay.db")
+    target = sqlite3.connect(backup)
+    source.backup(target)
+    target.close()
+    source.close()
+
+    note = tmp_path / "note.txt"
+    note.write_text("Second list follows on Friday.", encoding="utf-8")
+    sent = json.loads(env.ua("send", "--kind", "note", "--to", "RU", str(note),
+                             "--json").out)
+    envelope_id = sent["id"]
+    first_accepted = json.loads(env.ua("receipts", envelope_id, "--json").out
+                                )["statements"][0]["id"]
+    assert _ru_inbox(world) == [envelope_id]
+
+    # The operator restores the backup (operator guide, section 6).
+    node.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (node.directory / f"relay.db{suffix}").unlink(missing_ok=True)
+    (node.directory / "relay.db").write_bytes(backup.read_bytes())
+    os.chmod(node.directory / "relay.db", 0o600)
+    node.start()
+    assert _ru_inbox(world) == []
+    lost = env.run("receipts", envelope_id, home="ua", passphrase=UA_PASSPHRASE)
+    assert lost.code == 1
+
+    everything = env.ua("resend", "--all").out
+    assert f"{envelope_id}: the node did not hold it and accepted it now" in everything
+    assert "FAILED" not in everything
+    assert _ru_inbox(world) == [envelope_id]
+    assert "Second list follows on Friday." in env.ru("read", envelope_id).out
+    # The receipts verify, with the first acceptance (the one the backup lost, still
+    # signed by the node) standing for both.
+    receipts = json.loads(env.ua("receipts", envelope_id, "--json").out)
+    kinds = [s["kind"] for s in receipts["statements"]]
+    assert receipts["ok"] is True, receipts["checks"]
+    assert kinds == ["accepted", "delivered", "opened"]
+    assert receipts["statements"][0]["id"] == first_accepted
+
+
+def test_a_refused_send_keeps_no_copy(world: World, tmp_path: Path) -> None:
+    """A refusal (4xx) is definite: nothing to resend, nothing kept."""
+    env, node = world.env, world.node
+    env.ok("init", "--name", "Left", home="gone", passphrase="gone")
+    env.ok("register", node.invite("Left"), home="gone", passphrase="gone")
+    card = tmp_path / "gone.card"
+    env.ok("card", "--out", str(card), home="gone", passphrase="gone")
+    member = json.loads(env.ok("whoami", "--json", home="gone", passphrase="gone").out)
+    env.ua("contacts", "add", str(card), "--alias", "GONE")
+    env.ua("contacts", "verify", "GONE", "--yes")
+    env.ok("relay", "revoke", "--dir", str(node.directory), member["id"])
+    kept = set(os.listdir(env.root / "ua" / "copies"))
+    source = tmp_path / "note.txt"
+    source.write_text("to someone no longer there", encoding="utf-8")
+    refused = env.run("send", "--kind", "note", "--to", "GONE", str(source), home="ua",
+                      passphrase=UA_PASSPHRASE)
+    line = refused.error_line()
+    assert "resend" not in line, line
+    assert set(os.listdir(env.root / "ua" / "copies")) == kept
+    assert not list((env.root / "ua" / "drafts").glob("*.box"))
+
+
+def test_resend_errors_are_one_line(world: World) -> None:
+    env = world.env
+    unknown = env.run("resend", "A" * 43, home="ua", passphrase=UA_PASSPHRASE)
+    assert "keeps no copy of message" in unknown.error_line()
+    bad = env.run("resend", "not-an-id", home="ua", passphrase=UA_PASSPHRASE)
+    assert "is not a message id" in bad.error_line()
+    # Someone else's message: the recipient keeps no copy of it.
+    theirs = _ru_inbox(world) or [m["id"] for m in json.loads(
+        env.ru("inbox", "--local", "--json").out)["messages"]]
+    other = env.run("resend", theirs[0], home="ru", passphrase=RU_PASSPHRASE)
+    assert "keeps no copy of message" in other.error_line()
+
+
+async def _resend_later(world: World, envelope_id: str, *, days: int) -> resend.Resent:
+    """resend() with the profile's clock ``days`` ahead; requests carry the real time."""
+    clock = FixedClock(SYSTEM_CLOCK.now() + timedelta(days=days))
+    opened = Profile(world.env.root / "ua").open(UA_PASSPHRASE, clock=clock)
+    pin = opened.require_node()
+    async with aiohttp.ClientSession() as session:
+        client = RelayClient(session, pin.url, opened.identity, node=pin.card)
+        return await resend.resend(opened, client, envelope_id)
+
+
+def test_an_expired_envelope_is_settled_by_its_receipts(world: World, tmp_path: Path) -> None:
+    source = tmp_path / "list.csv"
+    source.write_text(LIST, encoding="utf-8")
+    # The node took it, the answer was lost; eight days later it has expired.
+    world.proxy.lose = "answer"
+    try:
+        taken = _uncertain_id(world, source)
+    finally:
+        world.proxy.lose = None
+    settled = asyncio.run(_resend_later(world, taken, days=8))
+    assert settled.confirmed and not settled.new
+    assert settled.accepted.envelope == taken
+    home = world.env.root / "ua"
+    assert not (home / "drafts" / f"{taken}.box").exists()
+    assert (home / "messages" / f"{taken}.box").exists()
+
+    # The node never saw this one: eight days later nothing can deliver it.
+    world.proxy.lose = "request"
+    try:
+        never = _uncertain_id(world, source)
+    finally:
+        world.proxy.lose = None
+    with pytest.raises(resend.CopyExpired, match="not delivered; send the list again"):
+        asyncio.run(_resend_later(world, never, days=8))
+    assert not (home / "copies" / f"{never}.box").exists()
+    assert not (home / "drafts" / f"{never}.box").exists()
+    gone = world.env.run("resend", never, home="ua", passphrase=UA_PASSPHRASE)
+    assert "keeps no copy" in gone.error_line()
+
+
+def test_copies_of_expired_envelopes_are_removed(world: World, tmp_path: Path) -> None:
+    home = world.env.root / "ua"
+    source = tmp_path / "note.txt"
+    source.write_text("Old news.", encoding="utf-8")
+    old = world.env.ua("send", "--kind", "note", "--to", "RU", str(source)).out
+    old_id = old.strip().splitlines()[-1]
+    box = home / "copies" / f"{old_id}.box"
+    assert box.exists()
+    # A copy written longer ago than any envelope lives goes at the next send...
+    then = time.time() - (MAX_LIFETIME + timedelta(days=1)).total_seconds()
+    os.utime(box, (then, then))
+    world.env.ua("send", "--kind", "note", "--to", "RU", str(source))
+    assert not box.exists()
+    # ... and resend --all reads each copy's own expiry (the profile's clock ahead).
+    opened = Profile(home).open(UA_PASSPHRASE, clock=FixedClock(
+        SYSTEM_CLOCK.now() + timedelta(days=8)))
+    dropped = resend.sweep(opened, deep=True)
+    assert dropped and not list((home / "copies").glob("*.box"))
