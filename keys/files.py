@@ -59,7 +59,9 @@ def read_private(path: Path, *, max_bytes: int) -> bytes:
     file) and symbolic links are refused."""
     check_private(path.parent, what="directory")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: opening a FIFO put in the file's place would otherwise wait for a
+        # writer for ever; it is then refused below like any other non-regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InsecurePermissions(

@@ -145,3 +145,34 @@ def test_a_directory_in_place_of_a_private_file_is_named_in_the_error(tmp_path):
     with pytest.raises(IsADirectoryError) as failure:
         read_private(home / "keystore.json", max_bytes=100)
     assert failure.value.filename == str(home / "keystore.json")
+
+
+def test_a_fifo_in_place_of_a_private_file_is_refused_without_waiting(tmp_path):
+    """Opening a FIFO for reading blocks until someone writes to it: the keystore (or a
+    local box) replaced by one must be refused at once, not hang the command."""
+    import threading
+
+    from keys.files import ensure_private_dir, read_private
+
+    home = tmp_path / "profile"
+    ensure_private_dir(home)
+    fifo = home / "keystore.json"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[BaseException | bytes] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_private(fifo, max_bytes=100))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # unblock the stuck open before failing
+        with open(fifo, "wb"):
+            pass
+        reader.join(10)
+        pytest.fail("read_private waited for a writer on a FIFO")
+    assert isinstance(outcome[0], IsADirectoryError), outcome
+    assert outcome[0].filename == str(fifo)
