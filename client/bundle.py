@@ -114,18 +114,22 @@ def _order(statements: Iterable[Statement], routing: Routing) -> tuple[Statement
                                        s.by, s.id)))
 
 
-def without_repeats(statements: Iterable[Statement]) -> list[Statement]:
+def without_repeats(statements: Iterable[Statement]
+                    ) -> tuple[list[Statement], list[Statement]]:
     """The earliest of statements that say the same thing at different times (same
-    kind, signer, envelope and fields): a node restored from a backup accepts or
-    delivers a resubmitted envelope again (client.resend). Statements that differ in
-    anything but their time stay, so that two contradicting ones still fail step 7."""
+    kind, signer, envelope and fields), and the later ones set aside: a node restored
+    from a backup accepts or delivers a resubmitted envelope again (client.resend).
+    Statements that differ in anything but their time stay, so that two contradicting
+    ones still fail step 7; the repeats are shown to the officer, not dropped."""
     first: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], Statement] = {}
-    for st in statements:
+    unique = {st.id: st for st in statements}
+    for st in unique.values():
         key = (st.kind, st.by, st.envelope, tuple(sorted(st.fields.items())))
         kept = first.get(key)
         if kept is None or (st.at, st.id) < (kept.at, kept.id):
             first[key] = st
-    return list(first.values())
+    chosen = {st.id for st in first.values()}
+    return list(first.values()), [st for st in unique.values() if st.id not in chosen]
 
 
 def make_bundle(routing: Routing, statements: Iterable[Statement],

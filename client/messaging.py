@@ -208,8 +208,26 @@ def describe_item(opened: OpenProfile, item: InboxItem) -> Listed:
 
 
 async def inbox(opened: OpenProfile, client: RelayClient) -> list[Listed]:
+    """The node's inbox, less the messages read before that the node delivers again
+    (:func:`settle_redelivery`)."""
     await client.check_pin()
-    return [describe_item(opened, item) for item in await client.inbox_all()]
+    return [describe_item(opened, item) for item in await client.inbox_all()
+            if not await settle_redelivery(opened, client, item.id)]
+
+
+async def settle_redelivery(opened: OpenProfile, client: RelayClient,
+                            envelope_id: str) -> bool:
+    """A node restored from a backup delivers again what its members had read and
+    acknowledged (the sender resubmits it, client.resend). A message this profile
+    already read is acknowledged again with the *opened* statement it signed then, and
+    not shown as new. Returns whether ``envelope_id`` was such a message."""
+    if opened.box_written("messages", envelope_id) is None:
+        return False
+    local = load_record(opened, envelope_id)
+    if not isinstance(local, ReceivedRecord) or not local.acked:
+        return False
+    await client.ack(envelope_id, local.opened)
+    return True
 
 
 # --- reading -------------------------------------------------------------------------
@@ -356,6 +374,9 @@ class Receipts:
     names: dict[str, str]
     #: Contact aliases by identity id.
     aliases: dict[str, str]
+    #: Later repeats of statements in the bundle (client.bundle.without_repeats): a
+    #: node that accepted or delivered the envelope again after losing it.
+    repeated: tuple[Statement, ...] = ()
 
 
 def _cards_known(opened: OpenProfile, record: Record, pin: NodePin) -> dict[str, Card]:
@@ -410,7 +431,7 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
             unknown.append(statement.id)
             continue
         valid.append(statement)
-    valid = without_repeats(valid)
+    valid, repeated = without_repeats(valid)
     bundle = encode_bundle(make_bundle(record.routing, valid, cards.values()))
     report = verify_bundle(bundle, now=opened.clock.now())
     digest = b64url_encode(record.inner_digest)
@@ -424,13 +445,14 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
         fresh = SentRecord(record.routing, record.message_id, record.kind, record.body,
                            record.inner_digest, record.recipients, tuple(kept.values()),
                            record.accepted, record.sent,
-                           tuple(e.statement for e in report.events))
+                           (*(e.statement for e in report.events), *repeated))
         opened.save_message_data(envelope_id, fresh.to_dict())
     aliases = {c.card.id: c.alias for c in opened.contacts()}
     names = {pin.card.id: f"node {pin.card.name}", opened.identity.id: "you", **aliases}
     for card in report.cards.values():  # nodes further along the route, by their name
         names.setdefault(card.id, f"node {card.name}" if card.role == "node" else card.name)
-    return Receipts(record, report, bundle, tuple(unknown), matches, names, aliases)
+    return Receipts(record, report, bundle, tuple(unknown), matches, names, aliases,
+                    tuple(sorted(repeated, key=lambda st: (st.at, st.id))))
 
 
 def routing_summary(routing: Routing) -> dict[str, object]:

@@ -24,9 +24,11 @@ encrypted to the recipients); a draft holds what the sent record will hold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from keys import dsse
+from keys.card import CLOCK_SKEW
 from keys.encoding import b64url_decode, b64url_encode, expect_object, format_time
 from keys.envelope import MAX_LIFETIME, Routing, check_content, parse_routing
 from keys.errors import BackchannelError, DecodeError, VerificationError
@@ -39,8 +41,7 @@ from .records import SentDraft, SentRecord, draft_from_dict, record_from_dict
 from .relay_client import NO_METER, Meter, RelayClient
 
 COPIES: Final = "copies"
-#: Refusals that hold only until the officer acts (the clock, a revoked-then-restored
-#: membership) or waits (the rate limit).
+#: Refusals that hold only until the officer acts (the clock) or waits (the rate limit).
 _TRY_AGAIN: Final = frozenset({401, 429})
 DRAFTS: Final = "drafts"
 
@@ -59,11 +60,18 @@ class CopyExpired(MessageError):
 class SendUncertain(NodeError):
     """The submission's outcome is unknown: the node may hold the envelope or not."""
 
-    def __init__(self, envelope_id: str, cause: BackchannelError) -> None:
+    def __init__(self, envelope_id: str, cause: BackchannelError, *,
+                 stopped: bool = False) -> None:
+        # ``stopped``: a command sending several messages (client.commands.negotiation)
+        # went no further, and must say so.
+        rest = (" This command stopped there: whatever else it had to send was not "
+                "sent." if stopped else "")
         super().__init__(f"{cause}. The node may or may not have accepted message "
                          f"{envelope_id}: run backchannel resend {envelope_id} (the node "
-                         "keeps one copy of an envelope, so the recipients get it once)")
+                         f"keeps one copy of an envelope, so the recipients get it "
+                         f"once).{rest}")
         self.envelope_id = envelope_id
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,11 @@ def refused(opened: OpenProfile, envelope_id: str) -> None:
 
 
 def is_refusal(exc: BackchannelError) -> bool:
-    """Whether an error from a submission says the node did not store the envelope.
-    A 4xx problem document does (the node answers it without committing); a 5xx, a
-    lost connection or an answer that does not follow the protocol leave it open."""
-    return isinstance(exc, RelayRejected) and 400 <= exc.status < 500
+    """Whether an error from a first submission says the node did not store the
+    envelope. A 4xx problem document does (the node answers it without committing),
+    but a 409: "being stored" or "conflicted" asks to retry. A 5xx, a lost connection
+    or an answer that does not follow the protocol leave it open."""
+    return isinstance(exc, RelayRejected) and 400 <= exc.status < 500 and exc.status != 409
 
 
 def confirm(opened: OpenProfile, draft: SentDraft, accepted: Statement) -> SentRecord:
@@ -154,9 +163,12 @@ def _sent_record(opened: OpenProfile, envelope_id: str) -> SentRecord | None:
     return record if isinstance(record, SentRecord) else None
 
 
-def kept_ids(opened: OpenProfile) -> list[str]:
-    """Envelopes that can be submitted again, or whose acceptance is not confirmed."""
-    return sorted(set(opened.box_ids(COPIES)) | set(opened.box_ids(DRAFTS)))
+def kept_ids(opened: OpenProfile) -> tuple[list[str], list[str]]:
+    """Messages whose acceptance is known and whose copy is kept (what ``resend --all``
+    submits again after a node's restore), and unconfirmed ones (each needs the
+    officer's ``resend ID``: an interrupted send may have been meant to stop)."""
+    drafts = set(opened.box_ids(DRAFTS))
+    return sorted(set(opened.box_ids(COPIES)) - drafts), sorted(drafts)
 
 
 def sweep(opened: OpenProfile, *, deep: bool = False) -> list[str]:
@@ -171,12 +183,16 @@ def sweep(opened: OpenProfile, *, deep: bool = False) -> list[str]:
     for envelope_id in opened.box_ids(COPIES):
         if opened.box_written(DRAFTS, envelope_id) is not None:
             continue
-        if deep:
+        if opened.box_written("messages", envelope_id) is None:
+            # Neither draft nor record: send was stopped between the two writes of
+            # keep(), before submitting anything.
+            expired = True
+        elif deep:
             try:
                 copy = load_copy(opened, envelope_id)
             except StoreCorrupt:
                 continue  # named by resend, not removed behind the officer's back
-            expired = copy is not None and copy.routing.expires <= now
+            expired = copy is not None and _expired(copy.routing, now)
         else:
             written = opened.box_written(COPIES, envelope_id)
             expired = written is not None and written + MAX_LIFETIME < now
@@ -191,37 +207,52 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
     """Submit a kept envelope again.
 
     1. The profile keeps the envelope's copy, and its draft until the node confirmed
-       it (else its sent record); the node still presents the pinned key.
+       it, else its sent record (a draft left beside a sent record is stale: the
+       record wins). The node still presents the pinned key.
     2. Unexpired: submit the same bytes. The node's *accepted* statement verifies with
-       the pinned key (RelayClient.submit). A refusal for good (4xx but 401 and 429)
-       drops the copy.
-    3. Expired: no node accepts it any more. Unconfirmed, the node may still have
-       accepted it before; its receipts say. Without an acceptance the copy and draft
-       are dropped and the officer is told to send the list again.
+       the pinned key (RelayClient.submit). A refusal (a 4xx other than those that
+       only ask to wait or retry) is final only if the node holds no acceptance of
+       the envelope either (its checks run before it looks the envelope up, so it can
+       refuse an envelope it accepted before, e.g. from a member since revoked).
+    3. Expired: no node accepts it any more. Unconfirmed, the node may have accepted
+       it before; its receipts say. Without an acceptance the copy is dropped and the
+       draft kept: the node may also have purged or lost the envelope after delivering
+       it, so whether it arrived is for the recipients to say.
     4. Remember: a draft becomes the sent record; a sent record gains the new
        acceptance of a node that had lost the envelope.
     """
     # Step 1.
     copy = load_copy(opened, envelope_id)
-    draft = _draft(opened, envelope_id)
-    record = None if draft is not None else _sent_record(opened, envelope_id)
+    record = _sent_record(opened, envelope_id)
+    draft = None
+    if record is not None:
+        opened.drop_box(DRAFTS, envelope_id)
+    else:
+        draft = _draft(opened, envelope_id)
     if copy is None or (draft is None and record is None):
+        if draft is not None:
+            raise CopyExpired(f"message {envelope_id} was not confirmed by the node before "
+                              "it expired, and no node accepts it any more; ask the "
+                              "recipients whether it arrived, else send the list again "
+                              "with backchannel send")
         raise NoCopyKept(envelope_id)
     pin = opened.require_node()
     await client.check_pin()
     routing = copy.routing
     expires = format_time(routing.expires)
     # Step 2.
-    if routing.expires > opened.clock.now():
+    if not _expired(routing, opened.clock.now()):
         try:
             submitted = await client.submit(routing, copy.sealed, upload=upload)
+            accepted, new = submitted.accepted, submitted.new
         except RelayRejected as exc:
-            # A clock to set right or a rate limit to wait out is no reason to give
-            # up the only way of submitting this envelope.
-            if is_refusal(exc) and exc.status not in _TRY_AGAIN:
+            if not is_refusal(exc) or exc.status in _TRY_AGAIN:
+                raise
+            found = await _acceptance(client, routing, pin.card.id, opened) if draft else None
+            if found is None:
                 refused(opened, envelope_id)
-            raise
-        accepted, new = submitted.accepted, submitted.new
+                raise
+            accepted, new = found, False
     # Step 3.
     elif record is not None:
         opened.drop_box(COPIES, envelope_id)
@@ -232,14 +263,19 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
     else:
         found = await _acceptance(client, routing, pin.card.id, opened)
         if found is None:
-            refused(opened, envelope_id)
-            raise CopyExpired(f"message {envelope_id} expired at {expires} and the node "
-                              "holds no acceptance of it: it was not delivered; send the "
-                              "list again with backchannel send")
+            opened.drop_box(COPIES, envelope_id)
+            raise CopyExpired(f"message {envelope_id} expired at {expires} and your node "
+                              "holds no acceptance of it: either it never reached the node, "
+                              "or the node has since purged or lost it; ask the recipients "
+                              "whether it arrived, else send the list again with "
+                              "backchannel send")
         accepted, new = found, False
     # Step 4.
     if draft is not None:
         return Resent(confirm(opened, draft, accepted), accepted, new, True)
+    # Read again: the submission may have taken minutes, and receipts may have been
+    # fetched meanwhile.
+    record = _sent_record(opened, envelope_id) or record
     assert record is not None
     if accepted.id != record.accepted.id and all(s.id != accepted.id
                                                   for s in record.statements):
@@ -248,6 +284,11 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
                             record.accepted, record.sent, (*record.statements, accepted))
         opened.save_message_data(envelope_id, record.to_dict())
     return Resent(record, accepted, new, False)
+
+
+def _expired(routing: Routing, now: datetime) -> bool:
+    """Expired for every node, even one whose clock is behind ours (CLOCK_SKEW)."""
+    return routing.expires + CLOCK_SKEW <= now
 
 
 async def _acceptance(client: RelayClient, routing: Routing, node_id: str,
@@ -263,7 +304,9 @@ async def _acceptance(client: RelayClient, routing: Routing, node_id: str,
     for statement in statements:
         if (statement.kind != "accepted" or statement.by != node_id
                 or statement.envelope != routing.id
-                or statement.fields.get("sender") != opened.identity.id):
+                or statement.fields.get("sender") != opened.identity.id
+                or not routing.created - CLOCK_SKEW <= statement.at
+                <= routing.expires + CLOCK_SKEW):
             continue
         try:
             verify_statement(statement, pin.card.verify_key)

@@ -269,6 +269,8 @@ async def _watch(args: argparse.Namespace, opened: OpenProfile,
     count = 0
     async for item in client.watch(after=after, poll_interval=args.poll_interval,
                                    on_mode=on_mode):
+        if await messaging.settle_redelivery(opened, client, item.id):
+            continue
         listed = messaging.describe_item(opened, item)
         if args.json:
             ui.print_json_line(listed_json(listed))

@@ -97,6 +97,7 @@ from ..negotiation import (
 from ..profile import OpenProfile
 from ..reconcile import Reconciliation, reconcile
 from ..relay_client import RelayClient
+from ..resend import SendUncertain
 from .common import (
     SubParsers,
     common_options,
@@ -462,8 +463,11 @@ async def _send(opened: OpenProfile, client: RelayClient, ids: Sequence[str],
         routes[destination] = route
     sent = []
     for destination, members in groups.items():
-        result = await messaging.send(opened, client, members, document,
-                                      via=routes[destination])
+        try:
+            result = await messaging.send(opened, client, members, document,
+                                          via=routes[destination])
+        except SendUncertain as exc:
+            raise SendUncertain(exc.envelope_id, exc.cause, stopped=True) from None
         sent.append(result.record.routing.id)
     return sent
 

@@ -143,6 +143,10 @@ def run_receipts(args: argparse.Namespace) -> int:
     if result.unknown_signers:
         ui.warn(f"{len(result.unknown_signers)} statement(s) left out: signed by keys this "
                 "profile does not know, or not valid")
+    for st in result.repeated:
+        ui.warn(f"{result.names.get(st.by, st.by)} signed {st.kind} again at "
+                f"{format_time(st.at)} (statement {st.id}): the first one is in the bundle. "
+                "A node restored from a backup does this when a message is resubmitted")
     if args.export:
         write_output(args.export, result.bundle, what="bundle file")
     record = result.record
@@ -155,6 +159,8 @@ def run_receipts(args: argparse.Namespace) -> int:
     if args.json:
         ui.print_json({**report_json(report, result.aliases), "summary": summary,
                        "content_matches": result.content_matches,
+                       "repeated": [{"id": st.id, "kind": st.kind, "by": st.by,
+                                     "at": format_time(st.at)} for st in result.repeated],
                        "bundle": args.export})
     else:
         console = ui.out()

@@ -48,7 +48,11 @@ def run_resend(args: argparse.Namespace) -> int:
     if args.id is not None:
         check_envelope_id(args.id)
     dropped = resend.sweep(opened, deep=bool(args.all))
-    ids = resend.kept_ids(opened) if args.all else [args.id]
+    unconfirmed: list[str] = []
+    if args.all:
+        ids, unconfirmed = resend.kept_ids(opened)
+    else:
+        ids = [args.id]
 
     async def work() -> tuple[list[Resent], list[tuple[str, str]]]:
         done: list[Resent] = []
@@ -69,14 +73,18 @@ def run_resend(args: argparse.Namespace) -> int:
     if args.json:
         ui.print_json({"resent": [_json(r) for r in done],
                        "failed": [{"id": i, "error": e} for i, e in failed],
+                       "unconfirmed": unconfirmed,
                        "expired_copies_removed": dropped})
     elif args.all:
-        if not ids:
+        if not ids and not unconfirmed:
             print("This profile keeps no message to submit again.")
         for resent in done:
             print(f"{resent.record.routing.id}: {_outcome(resent)}")
         for envelope_id, error in failed:
             print(f"{envelope_id}: FAILED: {error}")
+        for envelope_id in unconfirmed:
+            print(f"{envelope_id}: not confirmed by the node since it was sent; not "
+                  f"submitted: run backchannel resend {envelope_id} if it must go")
     else:
         resent = done[0]
         print(f"Submitted again: {_outcome(resent)}.")
