@@ -43,7 +43,8 @@ LIST = ("family_name,given_names,date_of_birth,service_number\n"
 class LossyProxy:
     """127.0.0.1:port → the node. ``lose`` is None (pass everything), "answer" (the
     node gets a POST /v1/envelopes, its answer is dropped and the client's connection
-    closed) or "request" (the submission never reaches the node)."""
+    closed), "502" (the same, but the client gets a reverse proxy's 502 page) or
+    "request" (the submission never reaches the node)."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -94,6 +95,10 @@ class LossyProxy:
         threading.Thread(target=forward, daemon=True).start()
         while data := _recv(upstream):
             if submitting.is_set():
+                if self.lose == "502":
+                    with contextlib.suppress(OSError):
+                        client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html"
+                                       b"\r\nContent-Length: 12\r\n\r\n<h1>502</h1>")
                 cut()
                 break
             try:
@@ -206,6 +211,28 @@ def test_a_lost_answer_is_settled_by_the_same_envelope(world: World, tmp_path: P
     entries = json.loads(env.ru("read", envelope_id, "--format", "json").out)["entries"]
     assert [(e["family_name"], e["service_number"]) for e in entries] == [
         ("Шевченко", "SN-1"), ("Kovalenko", "SN-2")]
+
+
+def test_a_gateway_error_after_the_commit_is_uncertain_too(world: World,
+                                                          tmp_path: Path) -> None:
+    """A reverse proxy's 502 page (no problem document) says nothing of the node's
+    commit: the send is uncertain, not refused, and resend settles it."""
+    source = tmp_path / "list.csv"
+    source.write_text(LIST, encoding="utf-8")
+    before = _ru_inbox(world)
+    world.proxy.lose = "502"
+    try:
+        result = world.env.run("send", "--to", "RU", str(source), home="ua",
+                               passphrase=UA_PASSPHRASE)
+    finally:
+        world.proxy.lose = None
+    line = result.error_line()
+    assert "HTTP 502 without a problem document" in line and "may or may not" in line, line
+    envelope_id = re.search(r"resend ([A-Za-z0-9_-]{43})", line).group(1)  # type: ignore[union-attr]
+    assert _ru_inbox(world) == [*before, envelope_id]
+    done = json.loads(world.env.ua("resend", envelope_id, "--json").out)["resent"]
+    assert [(r["new"], r["confirmed"]) for r in done] == [(False, True)]
+    assert _ru_inbox(world) == [*before, envelope_id]
 
 
 def test_a_lost_request_is_submitted_by_resend(world: World, tmp_path: Path) -> None:
