@@ -7,6 +7,7 @@ security argument, so each is numbered.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -442,10 +443,9 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
         kept = {c.id: c for c in record.cards}
         for event in report.events:
             kept.setdefault(event.signer.id, event.signer)
-        fresh = SentRecord(record.routing, record.message_id, record.kind, record.body,
-                           record.inner_digest, record.recipients, tuple(kept.values()),
-                           record.accepted, record.sent,
-                           (*(e.statement for e in report.events), *repeated))
+        fresh = dataclasses.replace(
+            record, cards=tuple(kept.values()),
+            statements=(*(e.statement for e in report.events), *repeated))
         opened.save_message_data(envelope_id, fresh.to_dict())
     aliases = {c.card.id: c.alias for c in opened.contacts()}
     names = {pin.card.id: f"node {pin.card.name}", opened.identity.id: "you", **aliases}

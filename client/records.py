@@ -25,6 +25,7 @@ confirms it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,9 +83,9 @@ class SentDraft:
 
     def confirmed(self, accepted: Statement,
                   statements: tuple[Statement, ...] | None = None) -> SentRecord:
-        return SentRecord(self.routing, self.message_id, self.kind, self.body,
-                          self.inner_digest, self.recipients, self.cards, accepted, self.sent,
-                          (accepted,) if statements is None else statements)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(SentDraft)}
+        return SentRecord(**fields, accepted=accepted,
+                          statements=(accepted,) if statements is None else statements)
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": 1, "direction": "out-unconfirmed",
@@ -97,25 +98,17 @@ class SentDraft:
 
 
 @dataclass(frozen=True)
-class SentRecord:
-    routing: Routing
-    message_id: str
-    kind: str
-    body: Any
-    inner_digest: bytes
-    recipients: tuple[tuple[str, str], ...]
-    cards: tuple[Card, ...]
+class SentRecord(SentDraft):
+    """A sent message with the node's *accepted* statement and the receipts fetched."""
+
     accepted: Statement
-    sent: datetime
     statements: tuple[Statement, ...] = ()
 
     def alias_of(self, identity_id: str) -> str | None:
         return next((alias for alias, rid in self.recipients if rid == identity_id), None)
 
     def to_dict(self) -> dict[str, Any]:
-        draft = SentDraft(self.routing, self.message_id, self.kind, self.body,
-                          self.inner_digest, self.recipients, self.cards, self.sent)
-        return {**draft.to_dict(), "direction": "out",
+        return {**super().to_dict(), "direction": "out",
                 "accepted": _statement_dict(self.accepted),
                 "statements": [_statement_dict(s) for s in self.statements]}
 

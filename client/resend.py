@@ -23,6 +23,7 @@ encrypted to the recipients); a draft holds what the sent record will hold.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -279,9 +280,7 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
     assert record is not None
     if accepted.id != record.accepted.id and all(s.id != accepted.id
                                                   for s in record.statements):
-        record = SentRecord(record.routing, record.message_id, record.kind, record.body,
-                            record.inner_digest, record.recipients, record.cards,
-                            record.accepted, record.sent, (*record.statements, accepted))
+        record = dataclasses.replace(record, statements=(*record.statements, accepted))
         opened.save_message_data(envelope_id, record.to_dict())
     return Resent(record, accepted, new, False)
 
