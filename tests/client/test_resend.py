@@ -166,15 +166,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         proxy.close()
 
 
-def _uncertain_id(world: World, source: Path) -> str:
-    """Send while the proxy loses something; the one-line error names the id."""
-    result = world.env.run("send", "--to", "RU", str(source), home="ua",
-                           passphrase=UA_PASSPHRASE)
+def _uncertain_send(world: World, tmp_path: Path, lose: str) -> tuple[str, str]:
+    """Send a list while the proxy loses ``lose``; the one-line error names the id.
+    Returns the id and the error line."""
+    source = tmp_path / "list.csv"
+    source.write_text(LIST, encoding="utf-8")
+    world.proxy.lose = lose
+    try:
+        result = world.env.run("send", "--to", "RU", str(source), home="ua",
+                               passphrase=UA_PASSPHRASE)
+    finally:
+        world.proxy.lose = None
     line = result.error_line()
     assert "may or may not have accepted" in line, line
     found = re.search(r"backchannel resend ([A-Za-z0-9_-]{43})\b", line)
     assert found is not None, line
-    return found.group(1)
+    return found.group(1), line
 
 
 def _ru_inbox(world: World) -> list[str]:
@@ -183,13 +190,7 @@ def _ru_inbox(world: World) -> list[str]:
 
 def test_a_lost_answer_is_settled_by_the_same_envelope(world: World, tmp_path: Path) -> None:
     env = world.env
-    source = tmp_path / "list.csv"
-    source.write_text(LIST, encoding="utf-8")
-    world.proxy.lose = "answer"
-    try:
-        envelope_id = _uncertain_id(world, source)
-    finally:
-        world.proxy.lose = None
+    envelope_id, _ = _uncertain_send(world, tmp_path, "answer")
     assert world.proxy.lost >= 1
     # The node committed it: the recipient already sees it; the sender has no record.
     assert _ru_inbox(world) == [envelope_id]
@@ -217,18 +218,9 @@ def test_a_gateway_error_after_the_commit_is_uncertain_too(world: World,
                                                           tmp_path: Path) -> None:
     """A reverse proxy's 502 page (no problem document) says nothing of the node's
     commit: the send is uncertain, not refused, and resend settles it."""
-    source = tmp_path / "list.csv"
-    source.write_text(LIST, encoding="utf-8")
     before = _ru_inbox(world)
-    world.proxy.lose = "502"
-    try:
-        result = world.env.run("send", "--to", "RU", str(source), home="ua",
-                               passphrase=UA_PASSPHRASE)
-    finally:
-        world.proxy.lose = None
-    line = result.error_line()
-    assert "HTTP 502 without a problem document" in line and "may or may not" in line, line
-    envelope_id = re.search(r"resend ([A-Za-z0-9_-]{43})", line).group(1)  # type: ignore[union-attr]
+    envelope_id, line = _uncertain_send(world, tmp_path, "502")
+    assert "HTTP 502 without a problem document" in line, line
     assert _ru_inbox(world) == [*before, envelope_id]
     done = json.loads(world.env.ua("resend", envelope_id, "--json").out)["resent"]
     assert [(r["new"], r["confirmed"]) for r in done] == [(False, True)]
@@ -236,17 +228,8 @@ def test_a_gateway_error_after_the_commit_is_uncertain_too(world: World,
 
 
 def test_a_lost_request_is_submitted_by_resend(world: World, tmp_path: Path) -> None:
-    source = tmp_path / "note.txt"
-    source.write_text("Handover at the bridge, 09:00.", encoding="utf-8")
     before = _ru_inbox(world)
-    world.proxy.lose = "request"
-    try:
-        result = world.env.run("send", "--kind", "note", "--to", "RU", str(source),
-                               home="ua", passphrase=UA_PASSPHRASE)
-    finally:
-        world.proxy.lose = None
-    line = result.error_line()
-    envelope_id = re.search(r"resend ([A-Za-z0-9_-]{43})", line).group(1)  # type: ignore[union-attr]
+    envelope_id, _ = _uncertain_send(world, tmp_path, "request")
     assert _ru_inbox(world) == before
     # --all submits only what the node confirmed before (an interrupted send may have
     # been meant to stop); it names the unconfirmed one.
@@ -366,14 +349,8 @@ async def _resend_later(world: World, envelope_id: str, *, days: int) -> resend.
 
 
 def test_an_expired_envelope_is_settled_by_its_receipts(world: World, tmp_path: Path) -> None:
-    source = tmp_path / "list.csv"
-    source.write_text(LIST, encoding="utf-8")
     # The node took it, the answer was lost; eight days later it has expired.
-    world.proxy.lose = "answer"
-    try:
-        taken = _uncertain_id(world, source)
-    finally:
-        world.proxy.lose = None
+    taken, _ = _uncertain_send(world, tmp_path, "answer")
     settled = asyncio.run(_resend_later(world, taken, days=8))
     assert settled.confirmed and not settled.new
     assert settled.accepted.envelope == taken
@@ -382,11 +359,7 @@ def test_an_expired_envelope_is_settled_by_its_receipts(world: World, tmp_path: 
     assert (home / "messages" / f"{taken}.box").exists()
 
     # The node never saw this one: eight days later nothing can deliver it.
-    world.proxy.lose = "request"
-    try:
-        never = _uncertain_id(world, source)
-    finally:
-        world.proxy.lose = None
+    never, _ = _uncertain_send(world, tmp_path, "request")
     with pytest.raises(resend.CopyExpired, match="never reached the node, or the node has "
                                                  "since purged or lost it"):
         asyncio.run(_resend_later(world, never, days=8))
