@@ -59,7 +59,10 @@ from .handoff import Handoff, forward_body, hand_over
 _RACE: Final = "race"
 #: A job's result: the answer, whom to wake, and (going to another node) the
 #: sender's card as stored, for the first push.
-_JobResult = tuple["Accepted", list[Notice], bytes | None]
+#: What a submission's job found: the acceptance, the deliveries to announce, the
+#: sender's card for the first push (a new forwarded envelope), and whether a known
+#: envelope was queued to its first hop again (relay.storage.federation.forward_again).
+_JobResult = tuple["Accepted", list[Notice], bytes | None, bool]
 
 
 @dataclass(frozen=True)
@@ -152,15 +155,18 @@ class Submission:
             raise outcome
         notices: list[Notice] = []
         card: bytes | None = None
+        again = False
         if isinstance(outcome, str):
             # A concurrent submission of the same envelope (or content) by another
             # process won the race.
             stored = await self._existing(routing)
         else:
-            stored, notices, card = outcome
+            stored, notices, card, again = outcome
         # Step 5.
         self.announcer.after_commit(notices)
-        if relayed is not None and stored.created:
+        if again:
+            self.wake()  # the outbox worker builds the push from storage
+        elif relayed is not None and stored.created:
             handed = False
             if first_hop is not None and card is not None:
                 handed = hand_over(self.handoff, partial(self._handoff, routing, sealed, body,
@@ -196,7 +202,10 @@ class Submission:
         holder = mailbox.content_holder(tx, routing.content)
         if holder is not None:
             receipt_known = mailbox.first_statement(tx, routing.id, "accepted")
-            return self._known_receipt(routing, holder, receipt_known), [], None
+            known = self._known_receipt(routing, holder, receipt_known)
+            again = relayed is not None and federation.forward_again(
+                tx, routing.hops[1], routing.id, sealed, self.node.id, now)
+            return known, [], None, again
         if relayed is None:
             active = members.active_of(tx, routing.to)
             if active != set(routing.to):
@@ -225,8 +234,8 @@ class Submission:
             federation.push_later(tx, relayed.fields["next"], routing.id, [None], now)
             # For the first push (handed to the outbox worker after the commit).
             card = federation.card_bodies(tx, [routing.sender]).get(routing.sender)
-            return Accepted(routing.id, receipt, True, len(sealed)), notices, card
-        return Accepted(routing.id, receipt, True, len(sealed)), notices, None
+            return Accepted(routing.id, receipt, True, len(sealed)), notices, card, False
+        return Accepted(routing.id, receipt, True, len(sealed)), notices, None, False
 
     @staticmethod
     def _known_receipt(routing: Routing, holder: str, receipt: bytes | None) -> Accepted:

@@ -228,6 +228,32 @@ def forget_forward(tx: Tx, peer: str, envelope_id: str) -> None:
     tx.execute("UPDATE envelopes SET sealed = NULL WHERE id = ?", (envelope_id,))
 
 
+def forward_again(tx: Tx, peer: str, envelope_id: str, sealed: bytes, node_id: str,
+                  now: int) -> bool:
+    """At the origin, when the sender submits again an envelope this node forwarded:
+    push it to ``peer`` (the first hop) once more, unless its journey is known to have
+    ended (a *delivered* statement came back, or this node gave up on it and signed
+    *failed*) or a forward push is still queued. The sealed bytes the first push
+    dropped come back with the submission. Returns whether a push was queued.
+
+    Why: a hop restored from a backup has forgotten the envelopes it took after the
+    backup, and its upstream node, having handed them on, keeps nothing to push; the
+    sender's copy (client.resend) is what sends them on their way again. Until the
+    destination signs *delivered* nothing tells a finished journey from a broken one,
+    so every resubmission before then pushes again; a hop that still holds the
+    envelope answers the push as the retry it is."""
+    if tx.one("SELECT 1 FROM outbox WHERE envelope_id = ? AND statement_id IS NULL",
+              (envelope_id,)) is not None:
+        return False
+    if tx.one("SELECT 1 FROM statements WHERE envelope_id = ? AND (kind = 'delivered' OR "
+              "(kind = 'failed' AND signer = ?))", (envelope_id, node_id)) is not None:
+        return False
+    tx.execute("UPDATE envelopes SET sealed = ? WHERE id = ? AND sealed IS NULL",
+               (sealed, envelope_id))
+    push_later(tx, peer, envelope_id, [None], now)
+    return True
+
+
 def forget_rows(tx: Tx, seqs: Sequence[int]) -> None:
     """:func:`delete_rows` inside a job."""
     for seq in seqs:

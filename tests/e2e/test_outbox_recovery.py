@@ -14,6 +14,7 @@ one of them arrives, once, and each node on the route has signed exactly one
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -196,3 +197,56 @@ async def test_the_outbox_survives_a_peer_down_and_a_killed_node(net: Net) -> No
                                           "ORDER BY kind", routing.id)]
     assert kinds == sorted(["accepted", "relayed", "relayed", "relayed", "delivered",
                             "opened", "countersigned", "countersigned"])
+
+
+async def test_an_intermediary_restored_from_a_backup_gets_the_envelope_again(net: Net) -> None:
+    """Istanbul is restored from a backup older than an envelope it was still holding
+    (Geneva down): it forgot the envelope, and Kyiv, having handed it on, kept
+    nothing to push. The sender submits the same envelope again (client.resend):
+    Kyiv answers with its first acceptance and pushes the envelope once more; it
+    arrives, once, with one *relayed* statement per node."""
+    kyiv, istanbul, geneva, moscow = (net.nodes[n] for n in NAMES)
+    backup = istanbul.directory.parent / "istanbul-backup.db"
+    source = sqlite3.connect(istanbul.database)
+    target = sqlite3.connect(backup)
+    source.backup(target)
+    target.close()
+    source.close()
+
+    routing, sealed = envelope(net, "after the backup")
+    first = await net.ua.submit(routing, sealed)
+    assert first.new
+    await until(lambda: count(istanbul, "SELECT count(*) FROM outbox WHERE statement_id IS "
+                                        "NULL AND attempts >= 1") == 1,
+                "Istanbul to hold the envelope for Geneva")
+    assert count(kyiv, "SELECT count(*) FROM outbox WHERE statement_id IS NULL") == 0
+    assert kyiv.query("SELECT sealed FROM envelopes WHERE id = ?", routing.id) == [(None,)]
+
+    # The operator restores Istanbul's backup (operator guide, section 6).
+    istanbul.stop()
+    for path in istanbul.files():
+        if path != istanbul.log:
+            path.unlink()
+    istanbul.database.write_bytes(backup.read_bytes())
+    await asyncio.to_thread(istanbul.start)
+    await asyncio.to_thread(geneva.start)
+    assert count(istanbul, "SELECT count(*) FROM envelopes") == 0
+
+    again = await net.ua.submit(routing, sealed)
+    assert not again.new and again.accepted.id == first.accepted.id
+    await until(lambda: count(moscow, "SELECT count(*) FROM deliveries") == 1,
+                "the envelope at Moscow")
+    await until(lambda: all(count(n, "SELECT count(*) FROM outbox") == 0
+                            for n in net.nodes.values()), "every outbox to drain")
+    assert [item.id for item in await net.ru.inbox_all()] == [routing.id]
+    # Until Moscow signs *delivered*, Kyiv cannot tell a finished journey from one
+    # a restore broke: a third submission pushes again, and every node along the way
+    # answers it as the retry it is -- no second delivery, no second statement.
+    await net.ua.submit(routing, sealed)
+    await until(lambda: all(count(n, "SELECT count(*) FROM outbox") == 0
+                            for n in net.nodes.values()), "every outbox to drain again")
+    assert count(moscow, "SELECT count(*) FROM deliveries") == 1
+    for node in (kyiv, istanbul, geneva):
+        assert count(node, "SELECT count(*) FROM statements WHERE envelope_id = ? AND "
+                           "kind = 'relayed' AND signer = ?",
+                     routing.id, net.ids[node.directory.name]) == 1
