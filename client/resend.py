@@ -172,6 +172,11 @@ def kept_ids(opened: OpenProfile) -> tuple[list[str], list[str]]:
     return sorted(set(opened.box_ids(COPIES)) - drafts), sorted(drafts)
 
 
+def unconfirmed(opened: OpenProfile) -> list[SentDraft]:
+    """The drafts of messages whose send ended without the node's answer."""
+    return [d for d in (_draft(opened, i) for i in opened.box_ids(DRAFTS)) if d is not None]
+
+
 def sweep(opened: OpenProfile, *, deep: bool = False) -> list[str]:
     """Drop the copies of expired envelopes whose acceptance is known: no node takes
     them any more. Unconfirmed ones stay for :func:`resend` to settle.

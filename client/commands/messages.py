@@ -12,13 +12,13 @@ from rich.text import Text
 
 from keys.encoding import format_time
 
-from .. import messaging, ui
+from .. import messaging, resend, ui
 from ..bodies import KINDS, Note, Other, decode, prepare
 from ..errors import BodyError, ClientError
 from ..messaging import Listed, Read
 from ..namelist import NameList, render_table, to_csv, to_json, visible
 from ..profile import OpenProfile
-from ..records import ReceivedRecord, Record, SentRecord
+from ..records import ReceivedRecord, Record, SentDraft, SentRecord
 from ..relay_client import RelayClient
 from .common import (
     SubParsers,
@@ -179,7 +179,7 @@ def inbox_table(items: list[Listed]) -> Table:
     return table
 
 
-def local_json(opened: OpenProfile, record: Record) -> dict[str, Any]:
+def local_json(opened: OpenProfile, record: Record | SentDraft) -> dict[str, Any]:
     contacts = opened.contacts()
 
     def alias(identity_id: str) -> str | None:
@@ -188,14 +188,19 @@ def local_json(opened: OpenProfile, record: Record) -> dict[str, Any]:
 
     kind, _ = _kind_and_body(record)
     routing = record.routing
-    return {"id": routing.id, "direction": "out" if isinstance(record, SentRecord) else "in",
+    return {"id": routing.id, "direction": "in" if isinstance(record, ReceivedRecord) else "out",
             "kind": kind, "from": {"id": routing.sender, "alias": alias(routing.sender)},
             "to": [{"id": r, "alias": alias(r)} for r in routing.to],
-            "created": format_time(routing.created)}
+            "created": format_time(routing.created),
+            # False: the send ended without the node's answer (backchannel resend ID).
+            "confirmed": not isinstance(record, SentDraft) or isinstance(record, SentRecord)}
 
 
 def run_local(args: argparse.Namespace, opened: OpenProfile) -> int:
-    entries = [local_json(opened, r) for r in messaging.local_messages(opened)]
+    kept: list[Record | SentDraft] = [*messaging.local_messages(opened),
+                                      *resend.unconfirmed(opened)]
+    kept.sort(key=lambda r: r.routing.created)
+    entries = [local_json(opened, r) for r in kept]
     if args.json:
         ui.print_json({"messages": entries})
         return 0
@@ -210,9 +215,13 @@ def run_local(args: argparse.Namespace, opened: OpenProfile) -> int:
         out = entry["direction"] == "out"
         people = entry["to"] if out else [entry["from"]]
         names = ", ".join(p["alias"] or f"{p['id'][:12]}…" for p in people)
-        table.add_row(entry["id"], "sent to" if out else "from", entry["kind"], Text(names),
-                      entry["created"])
+        direction = "from" if not out else "sent to" if entry["confirmed"] else \
+            "UNCONFIRMED, to"
+        table.add_row(entry["id"], direction, entry["kind"], Text(names), entry["created"])
     ui.out().print(table)
+    if not all(e["confirmed"] for e in entries):
+        ui.warn("UNCONFIRMED: the send ended without the node's answer; backchannel resend "
+                "ID settles it")
     return 0
 
 
@@ -306,7 +315,7 @@ def run_read(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kind_and_body(record: Record) -> tuple[str, Any]:
+def _kind_and_body(record: Record | SentDraft) -> tuple[str, Any]:
     if isinstance(record, ReceivedRecord):
         return record.message.kind, record.message.body
     return record.kind, record.body

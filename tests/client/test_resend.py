@@ -194,12 +194,17 @@ def test_a_lost_answer_is_settled_by_the_same_envelope(world: World, tmp_path: P
     assert world.proxy.lost >= 1
     # The node committed it: the recipient already sees it; the sender has no record.
     assert _ru_inbox(world) == [envelope_id]
-    local = json.loads(env.ua("inbox", "--local", "--json").out)["messages"]
-    assert envelope_id not in [m["id"] for m in local]
+    def local_state() -> list[bool]:
+        local = json.loads(env.ua("inbox", "--local", "--json").out)["messages"]
+        return [m["confirmed"] for m in local if m["id"] == envelope_id]
+
+    assert local_state() == [False]
+    assert "UNCONFIRMED" in env.ua("inbox", "--local").out
 
     again = env.ua("resend", envelope_id)
     assert "the node holds it" in again.out and "now kept" in again.out
     assert again.out.strip().splitlines()[-1] == envelope_id
+    assert local_state() == [True]
     # The record is complete: receipts verify against the node's key.
     receipts = json.loads(env.ua("receipts", envelope_id, "--json").out)
     assert receipts["ok"] is True and receipts["summary"]["accepted"] is True
