@@ -95,9 +95,14 @@ class Received:
 
 @dataclass(frozen=True)
 class _Stored:
-    """Step 4's answer: the envelope is stored already (its nonce still to record)."""
+    """Step 4's answer: the envelope is stored already (its nonce still to record).
+    At an intermediary, with the next hop and the pushed sealed bytes (checked against
+    the envelope's content id), so that the envelope can travel on again
+    (relay.storage.federation.forward_again)."""
 
     id: str
+    next_hop: str | None = None
+    sealed: bytes | None = None
 
 
 class _Refused(Exception):
@@ -241,9 +246,27 @@ class Federation:
             await self.settle(proof)  # a replay or an unpinned peer is answered as such
             raise
         if isinstance(outcome, _Stored):
-            await self.settle(proof)
+            if await self._settle_stored(proof, outcome):
+                self.wake()
             return Received(outcome.id, False)
         return outcome
+
+    async def _settle_stored(self, proof: Proof, stored: _Stored) -> bool:
+        """The nonce of a push of an envelope held here, and at an intermediary the push
+        to the next hop queued again if the journey beyond may have been broken by a
+        restore (as at the origin, relay.services.submission). Returns whether it was."""
+        now = int(self.clock.now().timestamp())
+
+        def job(tx: Tx) -> bool:
+            record(tx, proof)
+            if stored.next_hop is None or stored.sealed is None:
+                return False
+            if federation.peer_row(tx, stored.next_hop) is None:
+                return False
+            return federation.forward_again(tx, stored.next_hop, stored.id, stored.sealed,
+                                            self.node.id, now)
+
+        return bool(await self.db.run(job, savepoint=False))
 
     async def _accept_envelope(self, peer: Peer, proof: Proof, doc: Mapping[str, Any]
                                ) -> Received | _Stored:
@@ -274,7 +297,13 @@ class Federation:
 
         found = await self.db.query(read)
         if found is None:
-            return _Stored(routing.id)
+            if next_hop is None or refusal is not None:
+                return _Stored(routing.id)
+            try:
+                check_content(routing, sealed)
+            except DecodeError:
+                return _Stored(routing.id)  # answered as before, but carried no further
+            return _Stored(routing.id, next_hop, sealed)
         if refusal is not None:
             raise refusal
         cards = self._cards_for(given, found[0])

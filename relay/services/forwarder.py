@@ -15,7 +15,10 @@ For one (peer, envelope):
   ciphertext (it has handed it on). Refused for good (a 4xx other than the
   transient ones, see :mod:`relay.peer_client`), or still not confirmed when the
   envelope expires: the node signs *failed* (``next`` = the peer, ``reason``), which
-  travels back to the sender like any other statement.
+  travels back to the sender like any other statement -- unless the push was queued
+  again (relay.storage.federation.forward_again) for an envelope the peer had taken
+  before (federation.handed_on): then it is dropped, since nothing failed to get
+  through.
 * **statements**: every row still pending for that pair goes in one push, in the
   order they were queued, so the far side never holds an *opened* without the
   *delivered* before it. Refused for good: dropped with a warning.
@@ -405,6 +408,17 @@ class Forwarder:
 
     async def _give_up(self, routing: Routing, back_to: str | None, peer_id: str,
                        seqs: list[int], reason: str, outcome: str) -> None:
+        if await self.db.query(lambda tx: federation.handed_on(tx, routing.id, peer_id)):
+            # A push queued again (relay.storage.federation.forward_again) of an
+            # envelope the next hop had taken before: nothing failed to get through.
+            async with self.db.write() as conn:
+                await federation.delete_rows(conn, seqs)
+                await federation.drop_sealed(conn, routing.id)
+            self.metrics.pushes.labels("envelope", outcome).inc()
+            log.info("repeated push given up; the next hop had the envelope", extra={
+                "event": "federation.repeat_given_up", "envelope": routing.id,
+                "peer": peer_id, "reason": reason})
+            return
         failed = make_statement("failed", routing.id, self.node.signing_key, clock=self.clock,
                                 next=peer_id, reason=reason[:200])
         now = self._now()

@@ -8,7 +8,9 @@
    commit per batch of concurrent requests: the sender must still be an active
    member and the request's nonce fresh (relay.services.auth.record; the nonce is
    recorded even if the submission is refused below). Then, in a savepoint of its
-   own: the same envelope already stored → its receipt (idempotent); its content
+   own: the same envelope already stored → its receipt (idempotent), and for another
+   node the push to the first hop queued again unless the envelope is known to have
+   arrived (relay.storage.federation.forward_again); its content
    under another envelope id → conflict; for this node's own members: recipients
    must be active members, then store the envelope, one delivery per recipient and
    the node's *accepted* statement; for another node: store the envelope, the
@@ -57,8 +59,6 @@ from .handoff import Handoff, forward_body, hand_over
 
 #: What a job returns when a concurrent process stored the same content first.
 _RACE: Final = "race"
-#: A job's result: the answer, whom to wake, and (going to another node) the
-#: sender's card as stored, for the first push.
 #: What a submission's job found: the acceptance, the deliveries to announce, the
 #: sender's card for the first push (a new forwarded envelope), and whether a known
 #: envelope was queued to its first hop again (relay.storage.federation.forward_again).

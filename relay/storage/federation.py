@@ -228,25 +228,44 @@ def forget_forward(tx: Tx, peer: str, envelope_id: str) -> None:
     tx.execute("UPDATE envelopes SET sealed = NULL WHERE id = ?", (envelope_id,))
 
 
+def arrived(tx: Tx, envelope_id: str) -> bool:
+    """Whether a statement that only the destination or a recipient signs has come
+    back: the envelope reached the end of its route."""
+    return tx.one("SELECT 1 FROM statements WHERE envelope_id = ? AND kind IN "
+                  "('delivered', 'opened', 'countersigned')", (envelope_id,)) is not None
+
+
+def handed_on(tx: Tx, envelope_id: str, peer: str) -> bool:
+    """Whether ``peer`` (our next hop) had taken the envelope before: it signed a
+    statement about it, or the envelope arrived."""
+    return arrived(tx, envelope_id) or tx.one(
+        "SELECT 1 FROM statements WHERE envelope_id = ? AND signer = ?",
+        (envelope_id, peer)) is not None
+
+
 def forward_again(tx: Tx, peer: str, envelope_id: str, sealed: bytes, node_id: str,
                   now: int) -> bool:
-    """At the origin, when the sender submits again an envelope this node forwarded:
-    push it to ``peer`` (the first hop) once more, unless its journey is known to have
-    ended (a *delivered* statement came back, or this node gave up on it and signed
-    *failed*) or a forward push is still queued. The sealed bytes the first push
-    dropped come back with the submission. Returns whether a push was queued.
+    """When an envelope this node forwarded comes again (the sender resubmits it at the
+    origin, or the previous hop pushes it again to an intermediary): push it to
+    ``peer``, the next hop, once more, unless it is known to have arrived
+    (:func:`arrived`), this node gave up on it (*failed*) or a push is still queued.
+    The sealed bytes the first push dropped come back with the submission or push.
+    Returns whether a push was queued.
 
     Why: a hop restored from a backup has forgotten the envelopes it took after the
-    backup, and its upstream node, having handed them on, keeps nothing to push; the
-    sender's copy (client.resend) is what sends them on their way again. Until the
-    destination signs *delivered* nothing tells a finished journey from a broken one,
-    so every resubmission before then pushes again; a hop that still holds the
-    envelope answers the push as the retry it is."""
+    backup, and the node before it, having handed them on, keeps nothing to push; the
+    sender's copy (client.resend) sends them on their way again, hop by hop. Until the
+    destination or a recipient signs, nothing tells a finished journey from a broken
+    one, so every resubmission before then travels the route again; a hop that still
+    holds the envelope answers it as the retry it is, and pushes it on in turn."""
+    # PostgreSQL: two processes must not both queue it (and, on a refusal, both sign).
+    lock_statements(tx, envelope_id)
     if tx.one("SELECT 1 FROM outbox WHERE envelope_id = ? AND statement_id IS NULL",
               (envelope_id,)) is not None:
         return False
-    if tx.one("SELECT 1 FROM statements WHERE envelope_id = ? AND (kind = 'delivered' OR "
-              "(kind = 'failed' AND signer = ?))", (envelope_id, node_id)) is not None:
+    if arrived(tx, envelope_id) or tx.one(
+            "SELECT 1 FROM statements WHERE envelope_id = ? AND kind = 'failed' AND "
+            "signer = ?", (envelope_id, node_id)) is not None:
         return False
     tx.execute("UPDATE envelopes SET sealed = ? WHERE id = ? AND sealed IS NULL",
                (sealed, envelope_id))

@@ -199,15 +199,23 @@ async def test_the_outbox_survives_a_peer_down_and_a_killed_node(net: Net) -> No
                             "opened", "countersigned", "countersigned"])
 
 
-async def test_an_intermediary_restored_from_a_backup_gets_the_envelope_again(net: Net) -> None:
-    """Istanbul is restored from a backup older than an envelope it was still holding
-    (Geneva down): it forgot the envelope, and Kyiv, having handed it on, kept
-    nothing to push. The sender submits the same envelope again (client.resend):
-    Kyiv answers with its first acceptance and pushes the envelope once more; it
-    arrives, once, with one *relayed* statement per node."""
+@pytest.mark.parametrize("restored", ["istanbul", "geneva"])
+async def test_an_intermediary_restored_from_a_backup_gets_the_envelope_again(
+        net: Net, restored: str) -> None:
+    """An intermediary is restored from a backup older than an envelope it was still
+    holding (the node after it down): it forgot the envelope, and the node before it,
+    having handed it on, kept nothing to push. The sender submits the same envelope
+    again (client.resend): Kyiv answers with its first acceptance and pushes the
+    envelope once more, and each hop that still holds it pushes it on; it arrives,
+    once, with one *relayed* statement per node."""
     kyiv, istanbul, geneva, moscow = (net.nodes[n] for n in NAMES)
-    backup = istanbul.directory.parent / "istanbul-backup.db"
-    source = sqlite3.connect(istanbul.database)
+    node = net.nodes[restored]
+    after = net.nodes[NAMES[NAMES.index(restored) + 1]]
+    if restored == "geneva":
+        await asyncio.to_thread(geneva.start)
+        moscow.stop()
+    backup = node.directory.parent / f"{restored}-backup.db"
+    source = sqlite3.connect(node.database)
     target = sqlite3.connect(backup)
     source.backup(target)
     target.close()
@@ -216,21 +224,21 @@ async def test_an_intermediary_restored_from_a_backup_gets_the_envelope_again(ne
     routing, sealed = envelope(net, "after the backup")
     first = await net.ua.submit(routing, sealed)
     assert first.new
-    await until(lambda: count(istanbul, "SELECT count(*) FROM outbox WHERE statement_id IS "
-                                        "NULL AND attempts >= 1") == 1,
-                "Istanbul to hold the envelope for Geneva")
+    await until(lambda: count(node, "SELECT count(*) FROM outbox WHERE statement_id IS "
+                                    "NULL AND attempts >= 1") == 1,
+                f"{restored} to hold the envelope for the next hop")
     assert count(kyiv, "SELECT count(*) FROM outbox WHERE statement_id IS NULL") == 0
     assert kyiv.query("SELECT sealed FROM envelopes WHERE id = ?", routing.id) == [(None,)]
 
-    # The operator restores Istanbul's backup (operator guide, section 6).
-    istanbul.stop()
-    for path in istanbul.files():
-        if path != istanbul.log:
+    # The operator restores the backup (operator guide, section 6).
+    node.stop()
+    for path in node.files():
+        if path != node.log:
             path.unlink()
-    istanbul.database.write_bytes(backup.read_bytes())
-    await asyncio.to_thread(istanbul.start)
-    await asyncio.to_thread(geneva.start)
-    assert count(istanbul, "SELECT count(*) FROM envelopes") == 0
+    node.database.write_bytes(backup.read_bytes())
+    await asyncio.to_thread(node.start)
+    await asyncio.to_thread(after.start)
+    assert count(node, "SELECT count(*) FROM envelopes") == 0
 
     again = await net.ua.submit(routing, sealed)
     assert not again.new and again.accepted.id == first.accepted.id
@@ -239,14 +247,44 @@ async def test_an_intermediary_restored_from_a_backup_gets_the_envelope_again(ne
     await until(lambda: all(count(n, "SELECT count(*) FROM outbox") == 0
                             for n in net.nodes.values()), "every outbox to drain")
     assert [item.id for item in await net.ru.inbox_all()] == [routing.id]
-    # Until Moscow signs *delivered*, Kyiv cannot tell a finished journey from one
-    # a restore broke: a third submission pushes again, and every node along the way
-    # answers it as the retry it is -- no second delivery, no second statement.
+    # Until a statement from the end of the route comes back, a node cannot tell a
+    # finished journey from one a restore broke: a third submission travels the route
+    # again, and each node answers it as the retry it is -- no second delivery, no
+    # second statement, no *failed*.
     await net.ua.submit(routing, sealed)
     await until(lambda: all(count(n, "SELECT count(*) FROM outbox") == 0
                             for n in net.nodes.values()), "every outbox to drain again")
     assert count(moscow, "SELECT count(*) FROM deliveries") == 1
-    for node in (kyiv, istanbul, geneva):
-        assert count(node, "SELECT count(*) FROM statements WHERE envelope_id = ? AND "
-                           "kind = 'relayed' AND signer = ?",
-                     routing.id, net.ids[node.directory.name]) == 1
+    for hop in (kyiv, istanbul, geneva):
+        assert count(hop, "SELECT count(*) FROM statements WHERE envelope_id = ? AND "
+                          "kind = 'relayed' AND signer = ?",
+                     routing.id, net.ids[hop.directory.name]) == 1
+        assert count(hop, "SELECT count(*) FROM statements WHERE kind = 'failed'") == 0
+
+
+async def test_a_repeated_push_that_cannot_get_through_signs_no_failed(net: Net) -> None:
+    """After the envelope went through, a resubmission queues the push again; the first
+    hop is then down until the envelope expires. The origin gives the repeated push up
+    without signing *failed*: the first hop had taken the envelope, as its *relayed*
+    statement shows, and a *failed* would tell the sender it did not get through."""
+    kyiv, istanbul, geneva, moscow = (net.nodes[n] for n in NAMES)
+    await asyncio.to_thread(geneva.start)
+    sealed = seal(net.ua.identity, [net.ru.identity.card], "note", {"text": "short-lived"})
+    routing = make_envelope(net.ua.identity.signing_key, sealed.data,
+                            to=[net.ru.identity.id], origin=net.ids["kyiv"],
+                            route=net.route(), destination=net.ids["moscow"],
+                            lifetime=timedelta(seconds=20))
+    await net.ua.submit(routing, sealed.data)
+    await until(lambda: count(moscow, "SELECT count(*) FROM deliveries") == 1,
+                "the envelope at Moscow")
+    await until(lambda: count(kyiv, "SELECT count(*) FROM statements WHERE kind = "
+                                    "'relayed' AND signer = ?", net.ids["istanbul"]) == 1,
+                "Istanbul's relayed statement back at Kyiv")
+    istanbul.stop()
+    again = await net.ua.submit(routing, sealed.data)
+    assert not again.new
+    assert count(kyiv, "SELECT count(*) FROM outbox WHERE statement_id IS NULL") == 1
+    await until(lambda: count(kyiv, "SELECT count(*) FROM outbox") == 0,
+                "the repeated push to be given up at expiry", timeout=60)
+    assert count(kyiv, "SELECT count(*) FROM statements WHERE kind = 'failed'") == 0
+    assert kyiv.query("SELECT sealed FROM envelopes WHERE id = ?", routing.id) == [(None,)]
