@@ -35,6 +35,7 @@ from .errors import (
     MessageError,
     NodeProtocolError,
     NotFound,
+    RelayRejected,
     TooLargeForNode,
     UnknownMessage,
 )
@@ -227,7 +228,12 @@ async def settle_redelivery(opened: OpenProfile, client: RelayClient,
     local = load_record(opened, envelope_id)
     if not isinstance(local, ReceivedRecord) or not local.acked:
         return False
-    await client.ack(envelope_id, local.opened)
+    try:
+        await client.ack(envelope_id, local.opened)
+    except RelayRejected:
+        # E.g. the rate limit, after a restore that delivered many again: listed as
+        # new this time, settled by a later listing (or read) instead of failing it.
+        return False
     return True
 
 
