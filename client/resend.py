@@ -94,10 +94,13 @@ class Resent:
 
 
 def keep(opened: OpenProfile, routing: Routing, sealed: bytes, draft: SentDraft) -> None:
-    """Before the first submission: the bytes to submit again and the draft record."""
+    """Before the first submission: the draft record, then the bytes to submit again.
+    In this order a copy always has a draft or a sent record beside it, and
+    :func:`sweep` (in a concurrent ``send``) can tell an orphan copy from one being
+    written."""
+    opened.save_box(DRAFTS, routing.id, draft.to_dict())
     opened.save_box(COPIES, routing.id, {"v": 1, "envelope": routing.envelope.to_dict(),
                                          "sealed": b64url_encode(sealed)})
-    opened.save_box(DRAFTS, routing.id, draft.to_dict())
 
 
 def refused(opened: OpenProfile, envelope_id: str) -> None:
@@ -190,8 +193,8 @@ def sweep(opened: OpenProfile, *, deep: bool = False) -> list[str]:
         if opened.box_written(DRAFTS, envelope_id) is not None:
             continue
         if opened.box_written("messages", envelope_id) is None:
-            # Neither draft nor record: send was stopped between the two writes of
-            # keep(), before submitting anything.
+            # Neither draft nor record (keep() writes the draft first, confirm() the
+            # record before dropping the draft): a copy that nothing refers to.
             expired = True
         elif deep:
             try:
@@ -236,6 +239,10 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
     else:
         draft = _draft(opened, envelope_id)
     if copy is None or (draft is None and record is None):
+        if draft is not None and not _expired(draft.routing, opened.clock.now()):
+            # keep() stopped between its two writes: nothing was submitted.
+            opened.drop_box(DRAFTS, envelope_id)
+            raise NoCopyKept(envelope_id)
         if draft is not None:
             raise CopyExpired(f"message {envelope_id} was not confirmed by the node before "
                               "it expired, and no node accepts it any more; ask the "

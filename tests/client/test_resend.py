@@ -398,3 +398,17 @@ def test_copies_of_expired_envelopes_are_removed(world: World, tmp_path: Path) -
         SYSTEM_CLOCK.now() + timedelta(days=8)))
     dropped = resend.sweep(opened, deep=True)
     assert dropped and not list((home / "copies").glob("*.box"))
+
+
+def test_a_send_stopped_before_its_copy_was_written_is_forgotten(world: World,
+                                                                  tmp_path: Path) -> None:
+    """keep() writes the draft, then the copy, then the submission goes out: a draft
+    without its copy (the send stopped in between) was never submitted."""
+    home = world.env.root / "ua"
+    envelope_id, _ = _uncertain_send(world, tmp_path, "request")
+    (home / "copies" / f"{envelope_id}.box").unlink()
+    gone = world.env.run("resend", envelope_id, home="ua", passphrase=UA_PASSPHRASE)
+    assert "keeps no copy" in gone.error_line()
+    assert not (home / "drafts" / f"{envelope_id}.box").exists()
+    local = json.loads(world.env.ua("inbox", "--local", "--json").out)["messages"]
+    assert envelope_id not in [m["id"] for m in local]
