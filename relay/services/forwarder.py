@@ -21,7 +21,9 @@ For one (peer, envelope):
   through.
 * **statements**: every row still pending for that pair goes in one push, in the
   order they were queued, so the far side never holds an *opened* without the
-  *delivered* before it. Refused for good: dropped with a warning.
+  *delivered* before it. Refused for good: if it carried several, each is pushed
+  alone (in the same order), so that one statement the previous hop refuses does not
+  take the honest ones with it; what is refused alone is dropped with a warning.
 
 Failures are retried after :func:`relay.backoff.next_attempt` (capped exponential,
 jittered), an envelope never later than its expiry. The worker wakes when a
@@ -47,6 +49,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from keys import dsse
@@ -462,18 +465,43 @@ class Forwarder:
             await self._retry(pending, "not-a-peer-here", None, "statements", envelope_id,
                               peer_id)
             return
-        cards = _pick(known, [signer for signer, _ in present])
-        body = json_dumps({"envelope": envelope_id,
-                           "statements": [_raw(b) for _, b in present],
-                           "cards": [_raw(c) for c in cards]})
-        outcome = await self.client.post(peer.url, STATEMENTS_PATH, body)
+        outcome = await self._post_statements(peer, envelope_id, present, known)
         if outcome.transient and not outcome.ok:
             await self._retry(pending, outcome.error, None, "statements", envelope_id,
                               peer_id)
             return
-        await self.db.run(lambda tx: federation.forget_rows(tx, seqs))
+        if outcome.ok or len(present) == 1:
+            await self.db.run(lambda tx: federation.forget_rows(tx, seqs))
+            self._statements_done(outcome, envelope_id, peer_id, pending[0].attempts + 1)
+            return
+        # Refused for good, and the push carried several: one bad statement (a signer
+        # the previous hop does not accept, a version it does not know) must not take
+        # the honest ones with it. Each goes alone, in the order queued.
+        for row in pending:
+            found_row = found.get(row.statement_id) if row.statement_id else None
+            alone = (await self._post_statements(peer, envelope_id, [found_row], known)
+                     if found_row is not None else None)
+            if alone is not None and alone.transient and not alone.ok:
+                await self._retry([row], alone.error, None, "statements", envelope_id,
+                                  peer_id)
+                continue
+            await self.db.run(partial(federation.forget_rows, seqs=[row.seq]))
+            if alone is not None:
+                self._statements_done(alone, envelope_id, peer_id, row.attempts + 1)
+
+    async def _post_statements(self, peer: PeerRow, envelope_id: str,
+                               present: list[tuple[str, bytes]],
+                               known: dict[str, bytes]) -> Outcome:
+        cards = _pick(known, [signer for signer, _ in present])
+        body = json_dumps({"envelope": envelope_id,
+                           "statements": [_raw(b) for _, b in present],
+                           "cards": [_raw(c) for c in cards]})
+        return await self.client.post(peer.url, STATEMENTS_PATH, body)
+
+    def _statements_done(self, outcome: Outcome, envelope_id: str, peer_id: str,
+                         attempts: int) -> None:
         if outcome.ok:
-            self._count("statements", "ok", envelope_id, peer_id, pending[0].attempts + 1)
+            self._count("statements", "ok", envelope_id, peer_id, attempts)
         else:
             self.metrics.pushes.labels("statements", "refused").inc()
             log.warning("statements refused by the previous hop", extra={

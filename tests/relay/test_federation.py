@@ -734,6 +734,45 @@ async def test_a_statements_push_rolled_back_is_never_answered_2xx(tmp_path: Pat
             await node.stop()
 
 
+async def test_one_refused_statement_does_not_take_the_others_with_it(tmp_path: Path):
+    """Istanbul holds, queued back to Kyiv, a statement Kyiv refuses for good (here a
+    forged one, as a bug or a newer version elsewhere could make) and Moscow's genuine
+    *opened*. The refused push is split: the *opened* reaches Kyiv, the other is
+    dropped."""
+    from relay.services.federation import insert_statements
+    from relay.storage import federation as stored
+
+    nodes, ua, _ru, routing = await _acked_chain(tmp_path)
+    kyiv, ist, gen, mos = nodes
+    try:
+        genuine = {s.kind: s for s in await receipts(ua, routing.id)}
+        opened = genuine["opened"]
+        async with kyiv.db.write() as conn:
+            await conn.execute(schema.statements.delete().where(
+                schema.statements.c.id == opened.id))
+        assert ("opened", opened.by) not in await statement_kinds(kyiv, routing.id)
+        body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
+                "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}
+        forged = parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
+                                           gen.identity.signing_key))
+        now = int(SYSTEM_CLOCK.now().timestamp())
+        async with ist.db.write() as conn:
+            await insert_statements(conn, routing.id, [forged])
+            await stored.enqueue(conn, kyiv.id, routing.id, [forged.id, opened.id], now)
+        wake(ist)
+        await eventually(lambda: _quiet(nodes), what="Istanbul's outbox to drain")
+        kinds = await statement_kinds(kyiv, routing.id)
+        assert ("opened", opened.by) in kinds
+        async with kyiv.db.read() as conn:
+            ids = {row.id for row in await conn.execute(
+                select(schema.statements.c.id).where(
+                    schema.statements.c.envelope_id == routing.id))}
+        assert opened.id in ids and forged.id not in ids
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
 @pytest.mark.postgres
 async def test_a_statements_push_that_loses_a_race_still_stores_the_rest(tmp_path: Path,
                                                                         pg_server):
