@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from keys import dsse
@@ -42,6 +42,8 @@ from .records import SentDraft, SentRecord, draft_from_dict, record_from_dict
 from .relay_client import NO_METER, Meter, RelayClient
 
 COPIES: Final = "copies"
+#: A draft younger than this without its copy may belong to a send writing it now.
+_KEEPING: Final = timedelta(minutes=1)
 #: Refusals that hold only until the officer acts (the clock) or waits (the rate limit).
 _TRY_AGAIN: Final = frozenset({401, 429})
 DRAFTS: Final = "drafts"
@@ -52,6 +54,10 @@ class NoCopyKept(MessageError):
         super().__init__(f"this profile keeps no copy of message {envelope_id} to submit "
                          "again (only of messages it sent, until they expire): check the id "
                          "with backchannel inbox --local")
+
+
+class NeverSubmitted(MessageError):
+    """A draft without its copy: the send stopped between keep()'s writes."""
 
 
 class CopyExpired(MessageError):
@@ -240,9 +246,15 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
         draft = _draft(opened, envelope_id)
     if copy is None or (draft is None and record is None):
         if draft is not None and not _expired(draft.routing, opened.clock.now()):
+            written = opened.box_written(DRAFTS, envelope_id)
+            if written is not None and opened.clock.now() - written < _KEEPING:
+                raise MessageError(f"message {envelope_id} is being sent (its copy is "
+                                   "being written); try again in a minute")
             # keep() stopped between its two writes: nothing was submitted.
             opened.drop_box(DRAFTS, envelope_id)
-            raise NoCopyKept(envelope_id)
+            raise NeverSubmitted(f"message {envelope_id} was never submitted: its send "
+                                 "stopped before it; send the list again with "
+                                 "backchannel send")
         if draft is not None:
             raise CopyExpired(f"message {envelope_id} was not confirmed by the node before "
                               "it expired, and no node accepts it any more; ask the "

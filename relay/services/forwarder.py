@@ -21,9 +21,12 @@ For one (peer, envelope):
   through.
 * **statements**: every row still pending for that pair goes in one push, in the
   order they were queued, so the far side never holds an *opened* without the
-  *delivered* before it. Refused for good: if it carried several, each is pushed
-  alone (in the same order), so that one statement the previous hop refuses does not
-  take the honest ones with it; what is refused alone is dropped with a warning.
+  *delivered* before it (unless that one was refused and dropped, below). Refused for
+  good because of a statement (``statement-invalid``) when it carried several: each
+  is pushed alone, in the same order, so that one statement the previous hop refuses
+  does not take the honest ones with it; what is refused alone is dropped with a
+  warning, and at the first temporary failure the rest waits, together. Any other
+  refusal drops the push with a warning.
 
 Failures are retried after :func:`relay.backoff.next_attempt` (capped exponential,
 jittered), an envelope never later than its expiry. The worker wakes when a
@@ -83,6 +86,12 @@ CONCURRENCY: Final = 16
 PER_PEER: Final = 4
 #: How long statements due for a (peer, envelope) wait for company before their push.
 COALESCE_SECONDS: Final = 0.05
+#: The refusal that names a statement (relay.rules, relay.services.federation): only
+#: then is a refused statements push split, one statement per push.
+_STATEMENT_REFUSED: Final = "statement-invalid"
+#: How long a split keeps other processes' scans off its rows (it re-queues them
+#: itself at its first temporary failure, or deletes them as it goes).
+_SPLIT_HOLD_SECONDS: Final = 600
 #: Prepared forward pushes kept for the worker at most (sealed bytes included).
 PREPARED_BYTES: Final = 16 * 1024 * 1024
 #: After a push crashed on our side (e.g. the database), its rows wait this long.
@@ -470,21 +479,29 @@ class Forwarder:
             await self._retry(pending, outcome.error, None, "statements", envelope_id,
                               peer_id)
             return
-        if outcome.ok or len(present) == 1:
+        if outcome.ok or len(present) == 1 or outcome.error != _STATEMENT_REFUSED:
             await self.db.run(lambda tx: federation.forget_rows(tx, seqs))
             self._statements_done(outcome, envelope_id, peer_id, pending[0].attempts + 1)
             return
-        # Refused for good, and the push carried several: one bad statement (a signer
-        # the previous hop does not accept, a version it does not know) must not take
-        # the honest ones with it. Each goes alone, in the order queued.
-        for row in pending:
+        # Refused for good because of a statement, and the push carried several: one
+        # bad statement (a signer the previous hop does not accept, a version it does
+        # not know) must not take the honest ones with it. Each goes alone, in the
+        # order queued; at the first temporary failure the rest wait together, in
+        # order, for the next attempt (an *opened* must not overtake its *delivered*,
+        # nor a countersignature the *opened* it names).
+        self._statements_done(outcome, envelope_id, peer_id, pending[0].attempts + 1)
+        hold = self._now() + _SPLIT_HOLD_SECONDS
+        async with self.db.write() as conn:
+            # Other processes' scans leave the rows alone while this one splits.
+            await federation.hold_rows(conn, seqs, until=hold)
+        for index, row in enumerate(pending):
             found_row = found.get(row.statement_id) if row.statement_id else None
             alone = (await self._post_statements(peer, envelope_id, [found_row], known)
                      if found_row is not None else None)
             if alone is not None and alone.transient and not alone.ok:
-                await self._retry([row], alone.error, None, "statements", envelope_id,
-                                  peer_id)
-                continue
+                await self._retry(pending[index:], alone.error, None, "statements",
+                                  envelope_id, peer_id)
+                return
             await self.db.run(partial(federation.forget_rows, seqs=[row.seq]))
             if alone is not None:
                 self._statements_done(alone, envelope_id, peer_id, row.attempts + 1)

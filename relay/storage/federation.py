@@ -336,6 +336,12 @@ async def delete_rows(conn: AsyncConnection, seqs: Sequence[int]) -> None:
     await conn.execute(delete(outbox).where(outbox.c.seq.in_(list(seqs))))
 
 
+async def hold_rows(conn: AsyncConnection, seqs: Sequence[int], *, until: int) -> None:
+    """Keep other processes' scans off rows one worker is pushing (not an attempt)."""
+    await conn.execute(update(outbox).where(outbox.c.seq.in_(list(seqs)))
+                       .values(next_attempt_at=until))
+
+
 async def reschedule(conn: AsyncConnection, seqs: Sequence[int], *, next_attempt_at: int,
                      error: str) -> None:
     await conn.execute(update(outbox).where(outbox.c.seq.in_(list(seqs)))

@@ -35,7 +35,7 @@ from keys.encoding import b64url_encode, json_dumps
 from keys.envelope import parse_routing
 from keys.identity import Identity
 from keys.seal import SealedHeader
-from keys.statements import STATEMENT_TYPE, make_statement, parse_statement
+from keys.statements import STATEMENT_TYPE, load_statement, make_statement, parse_statement
 from relay import appkeys
 from relay.app import create_app
 from relay.backoff import next_attempt, retry_delay, uniform
@@ -768,6 +768,61 @@ async def test_one_refused_statement_does_not_take_the_others_with_it(tmp_path: 
                 select(schema.statements.c.id).where(
                     schema.statements.c.envelope_id == routing.id))}
         assert opened.id in ids and forged.id not in ids
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_split_push_keeps_its_order_through_a_temporary_failure(tmp_path: Path,
+                                                                       monkeypatch):
+    """The refused push is split; the *opened*'s own push then times out. The
+    countersignature queued after it must not go ahead alone (Kyiv would refuse it for
+    good, naming an *opened* it has not seen): the rest waits, in order, and arrives."""
+    from relay.peer_client import Outcome
+    from relay.services.federation import insert_statements
+    from relay.services.forwarder import STATEMENTS_PATH
+    from relay.storage import federation as stored
+
+    nodes, ua, _ru, routing = await _acked_chain(tmp_path)
+    kyiv, ist, gen, mos = nodes
+    try:
+        genuine = await receipts(ua, routing.id)
+        opened = next(s for s in genuine if s.kind == "opened")
+        counter = next(s for s in genuine if s.kind == "countersigned" and s.by == ist.id)
+        async with kyiv.db.write() as conn:
+            await conn.execute(schema.statements.delete().where(
+                schema.statements.c.id.in_([opened.id, counter.id])))
+        body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
+                "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}
+        forged = parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
+                                           gen.identity.signing_key))
+        forwarder = ist.app[appkeys.FORWARDER]
+        real_post = forwarder.client.post
+        sent: list[list[str]] = []
+
+        async def flaky(url: str, path: str, data: bytes) -> Outcome:
+            if path == STATEMENTS_PATH:
+                ids = [load_statement(s).id for s in json.loads(data)["statements"]]
+                sent.append(ids)
+                if ids == [opened.id] and sent.count([opened.id]) == 1:
+                    return Outcome(False, True, "TimeoutError")
+            return await real_post(url, path, data)
+
+        monkeypatch.setattr(forwarder.client, "post", flaky)
+        now = int(SYSTEM_CLOCK.now().timestamp())
+        async with ist.db.write() as conn:
+            await insert_statements(conn, routing.id, [forged])
+            await stored.enqueue(conn, kyiv.id, routing.id, [forged.id, opened.id, counter.id],
+                                 now)
+        wake(ist)
+        await eventually(lambda: _quiet(nodes), what="Istanbul's outbox to drain")
+        assert sent[:3] == [[forged.id, opened.id, counter.id], [forged.id], [opened.id]]
+        assert [counter.id] not in sent  # it waited for the opened, and went with it
+        async with kyiv.db.read() as conn:
+            ids = {row.id for row in await conn.execute(
+                select(schema.statements.c.id).where(
+                    schema.statements.c.envelope_id == routing.id))}
+        assert {opened.id, counter.id} <= ids and forged.id not in ids
     finally:
         for node in nodes:
             await node.stop()
