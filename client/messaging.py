@@ -42,7 +42,7 @@ from .errors import (
 )
 from .invitation import Invitation, check_node_card, check_not_expired
 from .profile import NodePin, OpenProfile
-from .records import ReceivedRecord, Record, SentDraft, SentRecord, record_from_dict
+from .records import ReceivedRecord, Record, SentDraft, SentRecord
 from .relay_client import NO_METER, InboxItem, Meter, RelayClient
 
 # --- joining -------------------------------------------------------------------------
@@ -224,9 +224,9 @@ async def settle_redelivery(opened: OpenProfile, client: RelayClient,
     acknowledged (the sender resubmits it, client.resend). A message this profile
     already read is acknowledged again with the *opened* statement it signed then, and
     not shown as new. Returns whether ``envelope_id`` was such a message."""
-    if opened.box_written("messages", envelope_id) is None:
+    if not opened.has_message(envelope_id):
         return False
-    local = load_record(opened, envelope_id)
+    local = opened.message_record(envelope_id)
     if not isinstance(local, ReceivedRecord) or not local.acked:
         return False
     # After a restore that delivered many again the rate limit may refuse some: read
@@ -238,16 +238,6 @@ async def settle_redelivery(opened: OpenProfile, client: RelayClient,
 
 
 # --- reading -------------------------------------------------------------------------
-
-def load_record(opened: OpenProfile, envelope_id: str) -> Record | None:
-    data = opened.message_data(envelope_id)
-    if data is None:
-        return None
-    try:
-        return record_from_dict(data, now=opened.clock.now())
-    except BackchannelError as exc:
-        raise MessageError(f"the local copy of {envelope_id} is damaged ({exc})") from None
-
 
 @dataclass(frozen=True)
 class Read:
@@ -291,7 +281,7 @@ async def read(opened: OpenProfile, client: RelayClient | None, envelope_id: str
     """
     check_envelope_id(envelope_id)
     contacts = opened.contacts()
-    local = load_record(opened, envelope_id)
+    local = opened.message_record(envelope_id)
     if local is not None:
         notices: list[str] = []
         if isinstance(local, ReceivedRecord) and not local.acked and client is not None:
@@ -362,7 +352,7 @@ def _mark_acked(opened: OpenProfile, record: ReceivedRecord) -> ReceivedRecord:
 
 
 def local_messages(opened: OpenProfile) -> list[Record]:
-    records = [load_record(opened, i) for i in opened.message_ids()]
+    records = [opened.message_record(i) for i in opened.message_ids()]
     return sorted((r for r in records if r is not None), key=lambda r: r.routing.created)
 
 
@@ -403,7 +393,7 @@ async def receipts(opened: OpenProfile, client: RelayClient | None, envelope_id:
 
     With ``client`` None, the statements last fetched are used (offline)."""
     check_envelope_id(envelope_id)
-    record = load_record(opened, envelope_id)
+    record = opened.message_record(envelope_id)
     if record is None:
         raise UnknownMessage(envelope_id)
     pin = opened.require_node()

@@ -34,7 +34,7 @@ from keys import dsse
 from keys.card import Card, load_card
 from keys.clock import SYSTEM_CLOCK, Clock
 from keys.encoding import expect_object, format_time, json_loads, parse_time
-from keys.errors import DecodeError
+from keys.errors import BackchannelError, DecodeError
 from keys.files import ensure_private_dir
 from keys.identity import Identity
 from keys.keystore import (
@@ -48,8 +48,16 @@ from keys.keystore import (
 )
 
 from .contacts import ContactBook
-from .errors import BadSetting, NoProfile, NotRegistered, ProfileExists, StoreCorrupt
+from .errors import (
+    BadSetting,
+    MessageError,
+    NoProfile,
+    NotRegistered,
+    ProfileExists,
+    StoreCorrupt,
+)
 from .localstore import LocalStore
+from .records import Record, record_from_dict
 
 ENV_HOME: Final = "BACKCHANNEL_HOME"
 ENV_KDF: Final = "BACKCHANNEL_KDF"
@@ -243,6 +251,21 @@ class OpenProfile:
 
     def message_data(self, envelope_id: str) -> Any | None:
         return self.store.read(f"messages/{envelope_id}")
+
+    def message_record(self, envelope_id: str) -> Record | None:
+        """The parsed record of a message sent or read (client.records), or None."""
+        data = self.message_data(envelope_id)
+        if data is None:
+            return None
+        try:
+            return record_from_dict(data, now=self.clock.now())
+        except BackchannelError as exc:
+            raise MessageError(f"the local copy of {envelope_id} is damaged ({exc})"
+                               ) from None
+
+    def has_message(self, envelope_id: str) -> bool:
+        """Whether a record is kept, without reading (decrypting) it."""
+        return self.box_written("messages", envelope_id) is not None
 
     def save_message_data(self, envelope_id: str, data: Any) -> None:
         with self.profile.locked():

@@ -38,15 +38,15 @@ from keys.statements import Statement, verify_statement
 
 from .errors import MessageError, NodeError, RelayRejected, StoreCorrupt
 from .profile import OpenProfile
-from .records import SentDraft, SentRecord, draft_from_dict, record_from_dict
+from .records import SentDraft, SentRecord, draft_from_dict
 from .relay_client import NO_METER, Meter, RelayClient
 
 COPIES: Final = "copies"
+DRAFTS: Final = "drafts"
 #: A draft younger than this without its copy may belong to a send writing it now.
 _KEEPING: Final = timedelta(minutes=1)
 #: Refusals that hold only until the officer acts (the clock) or waits (the rate limit).
 _TRY_AGAIN: Final = frozenset({401, 429})
-DRAFTS: Final = "drafts"
 
 
 class NoCopyKept(MessageError):
@@ -163,13 +163,7 @@ def _draft(opened: OpenProfile, envelope_id: str) -> SentDraft | None:
 
 
 def _sent_record(opened: OpenProfile, envelope_id: str) -> SentRecord | None:
-    data = opened.message_data(envelope_id)
-    if data is None:
-        return None
-    try:
-        record = record_from_dict(data, now=opened.clock.now())
-    except BackchannelError as exc:
-        raise StoreCorrupt(f"the local copy of {envelope_id} is damaged ({exc})") from None
+    record = opened.message_record(envelope_id)
     return record if isinstance(record, SentRecord) else None
 
 
@@ -198,7 +192,7 @@ def sweep(opened: OpenProfile, *, deep: bool = False) -> list[str]:
     for envelope_id in opened.box_ids(COPIES):
         if opened.box_written(DRAFTS, envelope_id) is not None:
             continue
-        if opened.box_written("messages", envelope_id) is None:
+        if not opened.has_message(envelope_id):
             # Neither draft nor record (keep() writes the draft first, confirm() the
             # record before dropping the draft): a copy that nothing refers to.
             expired = True
@@ -261,7 +255,6 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
                               "recipients whether it arrived, else send the list again "
                               "with backchannel send")
         raise NoCopyKept(envelope_id)
-    pin = opened.require_node()
     await client.check_pin()
     routing = copy.routing
     expires = format_time(routing.expires)
@@ -273,7 +266,7 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
         except RelayRejected as exc:
             if not is_refusal(exc) or exc.status in _TRY_AGAIN:
                 raise
-            found = await _acceptance(client, routing, pin.card.id, opened) if draft else None
+            found = await _acceptance(client, routing, opened) if draft else None
             if found is None:
                 refused(opened, envelope_id)
                 raise
@@ -286,7 +279,7 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
                           f"{format_time(record.accepted.at)}; backchannel receipts "
                           f"{envelope_id} shows what became of it)")
     else:
-        found = await _acceptance(client, routing, pin.card.id, opened)
+        found = await _acceptance(client, routing, opened)
         if found is None:
             opened.drop_box(COPIES, envelope_id)
             raise CopyExpired(f"message {envelope_id} expired at {expires} and your node "
@@ -314,7 +307,7 @@ def _expired(routing: Routing, now: datetime) -> bool:
     return routing.expires + CLOCK_SKEW <= now
 
 
-async def _acceptance(client: RelayClient, routing: Routing, node_id: str,
+async def _acceptance(client: RelayClient, routing: Routing,
                       opened: OpenProfile) -> Statement | None:
     """The pinned node's *accepted* statement for ``routing`` among its receipts."""
     try:
@@ -325,7 +318,7 @@ async def _acceptance(client: RelayClient, routing: Routing, node_id: str,
         raise
     pin = opened.require_node()
     for statement in statements:
-        if (statement.kind != "accepted" or statement.by != node_id
+        if (statement.kind != "accepted" or statement.by != pin.card.id
                 or statement.envelope != routing.id
                 or statement.fields.get("sender") != opened.identity.id
                 or not routing.created - CLOCK_SKEW <= statement.at

@@ -179,7 +179,8 @@ def inbox_table(items: list[Listed]) -> Table:
     return table
 
 
-def local_json(opened: OpenProfile, record: Record | SentDraft) -> dict[str, Any]:
+def local_json(opened: OpenProfile, record: Record | SentDraft, *,
+               confirmed: bool = True) -> dict[str, Any]:
     contacts = opened.contacts()
 
     def alias(identity_id: str) -> str | None:
@@ -193,14 +194,14 @@ def local_json(opened: OpenProfile, record: Record | SentDraft) -> dict[str, Any
             "to": [{"id": r, "alias": alias(r)} for r in routing.to],
             "created": format_time(routing.created),
             # False: the send ended without the node's answer (backchannel resend ID).
-            "confirmed": not isinstance(record, SentDraft) or isinstance(record, SentRecord)}
+            "confirmed": confirmed}
 
 
 def run_local(args: argparse.Namespace, opened: OpenProfile) -> int:
-    kept: list[Record | SentDraft] = [*messaging.local_messages(opened),
-                                      *resend.unconfirmed(opened)]
-    kept.sort(key=lambda r: r.routing.created)
-    entries = [local_json(opened, r) for r in kept]
+    entries = sorted(
+        [*(local_json(opened, r) for r in messaging.local_messages(opened)),
+         *(local_json(opened, d, confirmed=False) for d in resend.unconfirmed(opened))],
+        key=lambda entry: entry["created"])
     if args.json:
         ui.print_json({"messages": entries})
         return 0
@@ -301,7 +302,7 @@ def run_read(args: argparse.Namespace) -> int:
     async def work() -> Read:
         if args.offline:
             return await messaging.read(opened, None, args.id)
-        local = messaging.load_record(opened, messaging.check_envelope_id(args.id))
+        local = opened.message_record(messaging.check_envelope_id(args.id))
         if isinstance(local, SentRecord) or (isinstance(local, ReceivedRecord) and local.acked):
             return await messaging.read(opened, None, args.id)
         async with connected(opened) as client:

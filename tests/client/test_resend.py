@@ -362,6 +362,12 @@ def test_an_expired_envelope_is_settled_by_its_receipts(world: World, tmp_path: 
     home = world.env.root / "ua"
     assert not (home / "drafts" / f"{taken}.box").exists()
     assert (home / "messages" / f"{taken}.box").exists()
+    # Confirmed now, and still expired: nothing to submit; the copy goes, the record
+    # and its acceptance stay.
+    with pytest.raises(resend.CopyExpired, match="your node accepted it at"):
+        asyncio.run(_resend_later(world, taken, days=8))
+    assert not (home / "copies" / f"{taken}.box").exists()
+    assert (home / "messages" / f"{taken}.box").exists()
 
     # The node never saw this one: eight days later nothing can deliver it.
     never, _ = _uncertain_send(world, tmp_path, "request")
@@ -418,3 +424,26 @@ def test_a_send_stopped_before_its_copy_was_written_is_forgotten(world: World,
     assert not (home / "drafts" / f"{envelope_id}.box").exists()
     local = json.loads(world.env.ua("inbox", "--local", "--json").out)["messages"]
     assert envelope_id not in [m["id"] for m in local]
+
+
+def test_a_damaged_copy_fails_resend_all_and_is_not_swept(world: World,
+                                                          tmp_path: Path) -> None:
+    """A copy box replaced by another one (boxes name themselves inside their
+    encryption): `resend --all` names it as FAILED and exits 1, the other copies are
+    still submitted, and the sweep leaves the damaged one for the officer."""
+    home = world.env.root / "ua"
+    ids = []
+    for number in range(2):
+        note = tmp_path / f"note{number}.txt"
+        note.write_text(f"note {number}", encoding="utf-8")
+        ids.append(json.loads(world.env.ua("send", "--kind", "note", "--to", "RU",
+                                           str(note), "--json").out)["id"])
+    damaged, sound = ids
+    (home / "copies" / f"{damaged}.box").write_bytes(
+        (home / "copies" / f"{sound}.box").read_bytes())
+    result = world.env.run("resend", "--all", home="ua", passphrase=UA_PASSPHRASE)
+    assert result.code == 1
+    assert f"{damaged}: FAILED: " in result.out and "damaged" in result.out
+    assert f"{sound}: the node holds it" in result.out
+    assert "could not be submitted again" in result.err
+    assert (home / "copies" / f"{damaged}.box").exists()
