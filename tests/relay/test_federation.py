@@ -609,10 +609,7 @@ async def test_receipts_cannot_be_forged_or_rewritten_on_the_way_back(tmp_path: 
              ).problem(400, "bad-request")
 
         # Geneva forges a "relayed" in Moscow's name (signed with its own key).
-        body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
-                "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}
-        forged = parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
-                                           gen.identity.signing_key))
+        forged = _forged_relayed(routing, nodes)
         reply = await push([forged], [mos.identity.card])
         reply.problem(400, "statement-invalid")
         # ... or a relayed of its own that hides Istanbul (previous hop: Kyiv).
@@ -734,39 +731,54 @@ async def test_a_statements_push_rolled_back_is_never_answered_2xx(tmp_path: Pat
             await node.stop()
 
 
+def _forged_relayed(routing, nodes: list[RunningNode]):
+    """A *relayed* in Moscow's name (Geneva → Kyiv), signed by Geneva: refused by
+    any node that checks it."""
+    kyiv, _ist, gen, mos = nodes
+    body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
+            "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}
+    return parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
+                                     gen.identity.signing_key))
+
+
+async def _queued_back(nodes: list[RunningNode], routing, forged, genuine) -> None:
+    """At Kyiv, forget the ``genuine`` statements; at Istanbul, store ``forged`` and
+    queue it, then them, back to Kyiv; wake Istanbul's worker."""
+    from relay.services.federation import insert_statements
+    from relay.storage import federation as stored
+
+    kyiv, ist, _gen, _mos = nodes
+    async with kyiv.db.write() as conn:
+        await conn.execute(schema.statements.delete().where(
+            schema.statements.c.id.in_([s.id for s in genuine])))
+    async with ist.db.write() as conn:
+        await insert_statements(conn, routing.id, [forged])
+        await stored.enqueue(conn, kyiv.id, routing.id,
+                             [forged.id, *(s.id for s in genuine)],
+                             int(SYSTEM_CLOCK.now().timestamp()))
+    wake(ist)
+
+
+async def _statement_ids(node: RunningNode, envelope_id: str) -> set[str]:
+    async with node.db.read() as conn:
+        return {row.id for row in await conn.execute(
+            select(schema.statements.c.id).where(
+                schema.statements.c.envelope_id == envelope_id))}
+
+
 async def test_one_refused_statement_does_not_take_the_others_with_it(tmp_path: Path):
     """Istanbul holds, queued back to Kyiv, a statement Kyiv refuses for good (here a
     forged one, as a bug or a newer version elsewhere could make) and Moscow's genuine
     *opened*. The refused push is split: the *opened* reaches Kyiv, the other is
     dropped."""
-    from relay.services.federation import insert_statements
-    from relay.storage import federation as stored
-
     nodes, ua, _ru, routing = await _acked_chain(tmp_path)
-    kyiv, ist, gen, mos = nodes
+    kyiv = nodes[0]
     try:
-        genuine = {s.kind: s for s in await receipts(ua, routing.id)}
-        opened = genuine["opened"]
-        async with kyiv.db.write() as conn:
-            await conn.execute(schema.statements.delete().where(
-                schema.statements.c.id == opened.id))
-        assert ("opened", opened.by) not in await statement_kinds(kyiv, routing.id)
-        body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
-                "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}
-        forged = parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
-                                           gen.identity.signing_key))
-        now = int(SYSTEM_CLOCK.now().timestamp())
-        async with ist.db.write() as conn:
-            await insert_statements(conn, routing.id, [forged])
-            await stored.enqueue(conn, kyiv.id, routing.id, [forged.id, opened.id], now)
-        wake(ist)
+        opened = next(s for s in await receipts(ua, routing.id) if s.kind == "opened")
+        forged = _forged_relayed(routing, nodes)
+        await _queued_back(nodes, routing, forged, [opened])
         await eventually(lambda: _quiet(nodes), what="Istanbul's outbox to drain")
-        kinds = await statement_kinds(kyiv, routing.id)
-        assert ("opened", opened.by) in kinds
-        async with kyiv.db.read() as conn:
-            ids = {row.id for row in await conn.execute(
-                select(schema.statements.c.id).where(
-                    schema.statements.c.envelope_id == routing.id))}
+        ids = await _statement_ids(kyiv, routing.id)
         assert opened.id in ids and forged.id not in ids
     finally:
         for node in nodes:
@@ -779,23 +791,15 @@ async def test_a_split_push_keeps_its_order_through_a_temporary_failure(tmp_path
     countersignature queued after it must not go ahead alone (Kyiv would refuse it for
     good, naming an *opened* it has not seen): the rest waits, in order, and arrives."""
     from relay.peer_client import Outcome
-    from relay.services.federation import insert_statements
     from relay.services.forwarder import STATEMENTS_PATH
-    from relay.storage import federation as stored
 
     nodes, ua, _ru, routing = await _acked_chain(tmp_path)
-    kyiv, ist, gen, mos = nodes
+    kyiv, ist, _gen, _mos = nodes
     try:
         genuine = await receipts(ua, routing.id)
         opened = next(s for s in genuine if s.kind == "opened")
         counter = next(s for s in genuine if s.kind == "countersigned" and s.by == ist.id)
-        async with kyiv.db.write() as conn:
-            await conn.execute(schema.statements.delete().where(
-                schema.statements.c.id.in_([opened.id, counter.id])))
-        body = {"v": 1, "type": "relayed", "envelope": routing.id, "by": mos.id,
-                "at": "2026-11-23T09:00:00Z", "previous": gen.id, "next": kyiv.id}
-        forged = parse_statement(dsse.sign(STATEMENT_TYPE, json_dumps(body),
-                                           gen.identity.signing_key))
+        forged = _forged_relayed(routing, nodes)
         forwarder = ist.app[appkeys.FORWARDER]
         real_post = forwarder.client.post
         sent: list[list[str]] = []
@@ -809,19 +813,11 @@ async def test_a_split_push_keeps_its_order_through_a_temporary_failure(tmp_path
             return await real_post(url, path, data)
 
         monkeypatch.setattr(forwarder.client, "post", flaky)
-        now = int(SYSTEM_CLOCK.now().timestamp())
-        async with ist.db.write() as conn:
-            await insert_statements(conn, routing.id, [forged])
-            await stored.enqueue(conn, kyiv.id, routing.id, [forged.id, opened.id, counter.id],
-                                 now)
-        wake(ist)
+        await _queued_back(nodes, routing, forged, [opened, counter])
         await eventually(lambda: _quiet(nodes), what="Istanbul's outbox to drain")
         assert sent[:3] == [[forged.id, opened.id, counter.id], [forged.id], [opened.id]]
         assert [counter.id] not in sent  # it waited for the opened, and went with it
-        async with kyiv.db.read() as conn:
-            ids = {row.id for row in await conn.execute(
-                select(schema.statements.c.id).where(
-                    schema.statements.c.envelope_id == routing.id))}
+        ids = await _statement_ids(kyiv, routing.id)
         assert {opened.id, counter.id} <= ids and forged.id not in ids
     finally:
         for node in nodes:
