@@ -9,12 +9,16 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, AnyStr, ClassVar
+
+from relay.storage.database import SQLITE_FILE, sqlite_files
 
 NODE_PASSPHRASE = "node passphrase"
 #: A node starts in about a second; 60 s bounds a hung start on a loaded machine.
@@ -157,6 +161,26 @@ class Node:
                  str(self.directory)], env=env, stdout=subprocess.PIPE, stderr=log)
         line = first_line(self.proc, self.proc.stdout)
         assert line.startswith(b"relay: listening on"), (line, self.log.read_text())
+
+    def back_up(self, target: Path) -> None:
+        """An online backup of the node's SQLite database (operator guide, section 6)."""
+        source = sqlite3.connect(self.directory / SQLITE_FILE)
+        try:
+            with closing(sqlite3.connect(target)) as copy:
+                source.backup(copy)
+        finally:
+            source.close()
+
+    def restore(self, backup: Path) -> None:
+        """The operator guide's restore: stop, remove the database with its -wal and
+        -shm, put the backup in its place (0600), start."""
+        self.stop()
+        database = self.directory / SQLITE_FILE
+        for path in sqlite_files(database):
+            path.unlink(missing_ok=True)
+        database.write_bytes(backup.read_bytes())
+        database.chmod(0o600)
+        self.start()
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, no checkpoint of the WAL."""

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -253,11 +252,7 @@ def test_a_restored_node_gets_what_it_lost(world: World, tmp_path: Path) -> None
     for envelope_id in _ru_inbox(world):
         env.ru("read", envelope_id)
     backup = tmp_path / "backup.db"
-    source = sqlite3.connect(node.directory / "relay.db")
-    target = sqlite3.connect(backup)
-    source.backup(target)
-    target.close()
-    source.close()
+    node.back_up(backup)
 
     # Two notes after the backup: Moscow reads the first before the restore.
     ids = []
@@ -273,12 +268,7 @@ def test_a_restored_node_gets_what_it_lost(world: World, tmp_path: Path) -> None
     assert _ru_inbox(world) == [envelope_id]
 
     # The operator restores the backup (operator guide, section 6).
-    node.stop()
-    for suffix in ("", "-wal", "-shm"):
-        (node.directory / f"relay.db{suffix}").unlink(missing_ok=True)
-    (node.directory / "relay.db").write_bytes(backup.read_bytes())
-    os.chmod(node.directory / "relay.db", 0o600)
-    node.start()
+    node.restore(backup)
     assert _ru_inbox(world) == []
     lost = env.run("receipts", envelope_id, home="ua", passphrase=UA_PASSPHRASE)
     assert lost.code == 1

@@ -14,7 +14,6 @@ one of them arrives, once, and each node on the route has signed exactly one
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -215,11 +214,7 @@ async def test_an_intermediary_restored_from_a_backup_gets_the_envelope_again(
         await asyncio.to_thread(geneva.start)
         moscow.stop()
     backup = node.directory.parent / f"{restored}-backup.db"
-    source = sqlite3.connect(node.database)
-    target = sqlite3.connect(backup)
-    source.backup(target)
-    target.close()
-    source.close()
+    node.back_up(backup)
 
     routing, sealed = envelope(net, "after the backup")
     first = await net.ua.submit(routing, sealed)
@@ -231,12 +226,7 @@ async def test_an_intermediary_restored_from_a_backup_gets_the_envelope_again(
     assert kyiv.query("SELECT sealed FROM envelopes WHERE id = ?", routing.id) == [(None,)]
 
     # The operator restores the backup (operator guide, section 6).
-    node.stop()
-    for path in node.files():
-        if path != node.log:
-            path.unlink()
-    node.database.write_bytes(backup.read_bytes())
-    await asyncio.to_thread(node.start)
+    await asyncio.to_thread(node.restore, backup)
     await asyncio.to_thread(after.start)
     assert count(node, "SELECT count(*) FROM envelopes") == 0
 
