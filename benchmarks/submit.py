@@ -8,6 +8,9 @@ the same request bytes:
 * ``bare``: aiohttp accepting the POST (benchmarks.baseline_server bare);
 * ``verify``: the same plus one Ed25519 verification and a group-committed
   SQLite insert (WAL, synchronous=FULL), answered after its batch's commit;
+* ``crypto``: ``verify`` plus the rest of the cryptography a relay submission
+  cannot avoid (a second verification, a hash, the receipt's signature), no parsing;
+* ``protocol``: ``crypto`` storing the relay's four rows instead of one;
 * ``relay``: ``backchannel relay serve`` (SQLite by default, or PostgreSQL).
 
 ``bare_1k`` is the issue's reference workload (a 1 KiB POST) on the bare server.
@@ -34,6 +37,8 @@ from .nodes import count_rows, count_rows_pg, enroll, relay_server, remove_datab
 from .processes import ServerProcess, free_port, own_cpu_seconds, python_argv
 from .stats import latency_summary
 
+#: The protocol baseline's tables: every acknowledged request has a row in each.
+PROTOCOL_TABLES = ("nonces", "submissions", "statements", "deliveries")
 ROOT_PYTHONPATH = os.pathsep.join(
     p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")) if p)
 
@@ -73,16 +78,17 @@ def have_uvloop() -> bool:
 
 
 async def baseline_run(ctx: Context, series_name: str, run: int) -> dict[str, Any]:
-    """One run of a baseline server: ``bare``, ``bare_1k`` or ``verify``, with the
-    suffix ``_uvloop`` for the same server on uvloop's event loop."""
+    """One run of a baseline server: ``bare``, ``bare_1k``, ``verify``, ``crypto``
+    or ``protocol``, with the suffix ``_uvloop`` for the same server on uvloop's event
+    loop."""
     loop = "uvloop" if series_name.endswith("_uvloop") else "asyncio"
     kind = series_name.removesuffix("_uvloop")
     port = free_port()
+    durable = kind in ("verify", "crypto", "protocol")
     argv = python_argv("-m", "benchmarks.baseline_server",
-                       "verify" if kind == "verify" else "bare", "--port", str(port),
-                       "--loop", loop)
+                       kind if durable else "bare", "--port", str(port), "--loop", loop)
     db = ctx.workdir / f"{series_name}-{run}.db"
-    if kind == "verify":
+    if durable:
         keys = ctx.workdir / "bench-keys.json"
         keys.write_text(json.dumps([base64.b64encode(i.signing_key.public.raw).decode()
                                     for i in ctx.cast.senders]))
@@ -103,12 +109,15 @@ async def baseline_run(ctx: Context, series_name: str, run: int) -> dict[str, An
         result, summary = await _measure(ctx, [server], queues, cycle=True, what=kind)
     finally:
         await server.kill()
-    if kind == "verify":
-        stored = count_rows(db, "submissions")
+    if durable:
         acked = result.completed + result.warmup_acked
-        summary["stored_rows"] = stored
-        if stored < acked:
-            raise RuntimeError(f"verify baseline: {acked} acknowledged but {stored} stored")
+        tables = PROTOCOL_TABLES if kind == "protocol" else ("submissions",)
+        for table in tables:
+            stored = count_rows(db, table)
+            if stored < acked:
+                raise RuntimeError(f"{kind} baseline: {acked} acknowledged but {stored} "
+                                   f"rows in {table}")
+        summary["stored_rows"] = count_rows(db, "submissions")
         remove_database(db)
     summary["request_bytes"] = len(queues[0][0])
     return summary
@@ -170,7 +179,7 @@ def series(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def bench_submit(ctx: Context) -> dict[str, Any]:
     s = ctx.settings
-    kinds = ["bare_1k", "bare", "verify", "relay"]
+    kinds = ["bare_1k", "bare", "verify", "crypto", "protocol", "relay"]
     if have_uvloop():
         # The same baselines on uvloop: what choosing the event loop is worth.
         kinds[1:1] = ["bare_1k_uvloop"]
@@ -195,6 +204,11 @@ async def bench_submit(ctx: Context) -> dict[str, Any]:
         "relay_over_verify": round(relay / out["verify"]["median"]["rate"], 4),
         "verify_over_bare": round(out["verify"]["median"]["rate"]
                                   / out["bare"]["median"]["rate"], 4),
+        "relay_over_protocol": round(relay / out["protocol"]["median"]["rate"], 4),
+        "crypto_over_verify": round(out["crypto"]["median"]["rate"]
+                                    / out["verify"]["median"]["rate"], 4),
+        "protocol_over_verify": round(out["protocol"]["median"]["rate"]
+                                      / out["verify"]["median"]["rate"], 4),
     }
     out["config"] = {"clients": s.clients, "duration_s": s.duration,
                      "warmup_per_client": s.warmup, "runs": s.runs,

@@ -49,7 +49,7 @@ def _load(results: Path, name: str) -> dict:
 @pytest.mark.slow
 def test_submit_every_request_acknowledged_and_stored(results: Path) -> None:
     submit = _load(results, "submit")
-    for series in ("bare_1k", "bare", "verify", "relay"):
+    for series in ("bare_1k", "bare", "verify", "crypto", "protocol", "relay"):
         runs = submit[series]["runs"]
         assert runs, series
         for run in runs:
@@ -61,7 +61,11 @@ def test_submit_every_request_acknowledged_and_stored(results: Path) -> None:
     # Killed with SIGKILL after the load: every acknowledged envelope is on disk.
     assert relay["stored_rows"] == relay["acknowledged"] >= relay["completed"]
     assert submit["verify"]["runs"][0]["stored_rows"] >= submit["verify"]["runs"][0]["completed"]
-    assert set(submit["ratios"]) == {"relay_over_bare", "relay_over_verify", "verify_over_bare"}
+    for series in ("verify", "crypto", "protocol"):
+        assert submit[series]["runs"][0]["stored_rows"] >= submit[series]["runs"][0]["completed"]
+    assert set(submit["ratios"]) == {"relay_over_bare", "relay_over_verify", "verify_over_bare",
+                                     "relay_over_protocol", "crypto_over_verify",
+                                     "protocol_over_verify"}
     assert submit["config"]["plaintext_bytes"] == 1024
 
 
@@ -273,3 +277,57 @@ def test_sections_without_results_say_not_run(tmp_path) -> None:
         body = doc.split(heading + "\n\n", 1)[1]
         said = body.startswith("Not run.")
         assert said is (not heading.startswith("## 4.")), heading
+
+
+@pytest.mark.parametrize("kind", ["verify", "crypto", "protocol"])
+def test_baseline_servers_check_the_signature_and_store_before_answering(tmp_path, kind) -> None:
+    """The floors are only floors if they do the work: a forged body is refused, an
+    answered request has its rows on disk (the protocol floor: all four)."""
+    import base64
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    from nacl.signing import SigningKey
+
+    from benchmarks.processes import free_port
+    from benchmarks.submit import PROTOCOL_TABLES
+
+    key = SigningKey.generate()
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps([base64.b64encode(bytes(key.verify_key)).decode()]))
+    db, port = tmp_path / "floor.db", free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.baseline_server", kind, "--port", str(port),
+         "--db", str(db), "--keys", str(keys)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("baseline: listening on")
+        body = b'{"envelope":{},"sealed":"AAAA"}'
+        signature = base64.b64encode(key.sign(body).signature).decode()
+
+        def post(data: bytes) -> int:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/envelopes", data=data, method="POST",
+                headers={"X-Bench-Key": "0", "X-Bench-Sig": signature,
+                         "Signature": "sig1=:AAAA:"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert post(body[:-1] + b"!") == 401
+        assert post(body) == 201
+        assert post(body) == 201  # the harness cycles through its requests
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    conn = sqlite3.connect(db)
+    try:
+        tables = PROTOCOL_TABLES if kind == "protocol" else ("submissions",)
+        assert {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables} \
+            == dict.fromkeys(tables, 2)
+    finally:
+        conn.close()
