@@ -127,7 +127,27 @@ def route_of(book: ContactBook, via: Sequence[str], *, origin: str, destination:
 async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
                outgoing: Outgoing, *, upload: Meter = NO_METER,
                allow_classical: bool = False, via: Sequence[str] = ()) -> Sent:
-    """Seal ``outgoing`` to the contacts named and submit it.
+    """Seal ``outgoing`` to the contacts named and submit it (:func:`prepare`, then
+    :func:`submit`)."""
+    prepared = await prepare(opened, client, aliases, outgoing,
+                             allow_classical=allow_classical, via=via)
+    return await submit(opened, client, prepared, upload=upload)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message sealed, signed and kept (client.resend), not yet submitted."""
+
+    routing: Routing
+    sealed: bytes
+    draft: SentDraft
+    unverified: tuple[str, ...]
+
+
+async def prepare(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
+                  outgoing: Outgoing, *, allow_classical: bool = False,
+                  via: Sequence[str] = ()) -> Prepared:
+    """Steps 1-4a of sending.
 
     1. Every alias is a contact that may receive (unknown, changed key, expired: refused);
        they share one home node, the destination; every ``via`` alias is a node
@@ -135,11 +155,7 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
        signed into the envelope: no node can change it.
     2. The node still presents the pinned key (nothing is sealed or sent otherwise).
     3. Seal to the recipients' cards, sign the routing envelope, check the size limit.
-    4. Keep the exact bytes and a draft record first (client.resend), then submit; the
-       node's *accepted* statement verifies with the pinned key. A refusal drops what
-       was kept; any other failure leaves the outcome open: SendUncertain names
-       ``backchannel resend ID``, which submits the same envelope again.
-    5. Remember what was sent (the cards in force, the digest of the signed message).
+    4a. Keep the exact bytes and a draft record (client.resend) before any submission.
     """
     pin = opened.require_node()
     now = opened.clock.now()
@@ -169,22 +185,36 @@ async def send(opened: OpenProfile, client: RelayClient, aliases: Sequence[str],
     routing = make_envelope(identity.signing_key, sealed.data, to=[c.id for c in cards],
                             origin=pin.card.id, route=[c.card.id for c in route],
                             destination=destination, clock=opened.clock)
-    # Step 4.
+    # Step 4a.
     resend.sweep(opened)
     draft = SentDraft(routing, sealed.message.id, outgoing.kind, body, sealed.inner_digest,
                       tuple((c.alias, c.card.id) for c in contacts), (identity.card, *cards),
                       now)
     resend.keep(opened, routing, sealed.data, draft)
+    return Prepared(routing, sealed.data, draft, unverified)
+
+
+async def submit(opened: OpenProfile, client: RelayClient, prepared: Prepared, *,
+                 upload: Meter = NO_METER) -> Sent:
+    """Steps 4b-5 of sending.
+
+    4b. Submit; the node's *accepted* statement verifies with the pinned key. A refusal
+        drops what was kept; any other failure leaves the outcome open: SendUncertain
+        names ``backchannel resend ID``, which submits the same envelope again.
+    5. Remember what was sent (the cards in force, the digest of the signed message).
+    """
+    routing = prepared.routing
+    # Step 4b.
     try:
-        submitted = await client.submit(routing, sealed.data, upload=upload)
+        submitted = await client.submit(routing, prepared.sealed, upload=upload)
     except BackchannelError as exc:
         if resend.is_refusal(exc):
             resend.refused(opened, routing.id)
             raise
         raise resend.SendUncertain(routing.id, exc) from None
     # Step 5.
-    record = resend.confirm(opened, draft, submitted.accepted)
-    return Sent(record, unverified, submitted.new)
+    record = resend.confirm(opened, prepared.draft, submitted.accepted)
+    return Sent(record, prepared.unverified, submitted.new)
 
 
 # --- the inbox -----------------------------------------------------------------------

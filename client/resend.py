@@ -24,6 +24,7 @@ encrypted to the recipients); a draft holds what the sent record will hold.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -68,17 +69,24 @@ class SendUncertain(NodeError):
     """The submission's outcome is unknown: the node may hold the envelope or not."""
 
     def __init__(self, envelope_id: str, cause: BackchannelError, *,
-                 stopped: bool = False) -> None:
-        # ``stopped``: a command sending several messages (client.commands.negotiation)
-        # went no further, and must say so.
-        rest = (" This command stopped there: whatever else it had to send was not "
-                "sent." if stopped else "")
-        super().__init__(f"{cause}. The node may or may not have accepted message "
-                         f"{envelope_id}: run backchannel resend {envelope_id} (the node "
-                         f"keeps one copy of an envelope, so the recipients get it "
-                         f"once).{rest}")
+                 rest: Sequence[str] = ()) -> None:
+        # ``rest``: a command sending several messages (client.commands.negotiation)
+        # kept them all before submitting the first, and went no further than this one.
+        if rest:
+            ids = " ".join((envelope_id, *rest))
+            text = (f"{cause}. The node may or may not have accepted message {envelope_id}, "
+                    f"and this command stopped there: its {len(rest)} other message(s) "
+                    f"are sealed and kept but were not submitted. Run backchannel resend "
+                    f"{ids} to finish it (the node keeps one copy of an envelope, so the "
+                    f"recipients get each once)")
+        else:
+            text = (f"{cause}. The node may or may not have accepted message "
+                    f"{envelope_id}: run backchannel resend {envelope_id} (the node "
+                    f"keeps one copy of an envelope, so the recipients get it once)")
+        super().__init__(text)
         self.envelope_id = envelope_id
         self.cause = cause
+        self.rest = tuple(rest)
 
 
 @dataclass(frozen=True)

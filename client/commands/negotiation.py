@@ -27,9 +27,10 @@ this terminal only; nothing is sent or stored.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,7 +68,7 @@ from keys.negotiation_errors import ListMismatch
 from keys.proposal import CATEGORIES, Counts, Decision, Proposal, Terms, Transfer, make_proposal
 from keys.thread import Thread, counter, reject
 
-from .. import messaging, ui
+from .. import messaging, resend, ui
 from ..bodies import Outgoing
 from ..errors import BodyError, BundleInvalid, ClientError
 from ..handover_draft import (
@@ -437,39 +438,90 @@ async def _fetch_new(opened: OpenProfile, client: RelayClient) -> None:
         save_skipped(opened, left)
 
 
+class _Outbox:
+    """The messages of one command. Every one is sealed and kept (client.resend) before
+    the first is submitted: a command stopped by an uncertain submission is finished
+    with ``backchannel resend`` and the same envelopes, where running it again would
+    make a new proposal (new ids, new salts) beside the one that may have arrived."""
+
+    def __init__(self, opened: OpenProfile, client: RelayClient) -> None:
+        self.opened = opened
+        self.client = client
+        self.prepared: list[messaging.Prepared] = []
+
+    async def add(self, ids: Sequence[str], document: Outgoing, via: Sequence[str]
+                  ) -> list[str]:
+        """Seal and keep ``document`` for everyone named (except us): one message per
+        destination node, routed through ``via``, or through the part of it before
+        the destination when the destination is one of the ``via`` nodes. Returns the
+        envelope ids."""
+        opened = self.opened
+        aliases = _aliases(opened, ids)
+        if not aliases:
+            return []
+        pin = opened.require_node()
+        now = opened.clock.now()
+        book = opened.contacts()
+        nodes = [(alias, book.for_routing(alias, now=now).card.id) for alias in via]
+        groups: dict[str, list[str]] = {}
+        for alias in aliases:
+            destination = messaging.destination_of(book.for_sending(alias, now=now), pin)
+            groups.setdefault(destination, []).append(alias)
+        ids_on_route = [node for _, node in nodes]
+        routes = {}
+        for destination in groups:
+            route = ([a for a, _ in nodes[:ids_on_route.index(destination)]]
+                     if destination in ids_on_route else [a for a, _ in nodes])
+            # Every route is checked before the first message is sealed.
+            messaging.route_of(book, route, origin=pin.card.id, destination=destination,
+                               now=now)
+            routes[destination] = route
+        ids_kept = []
+        for destination, members in groups.items():
+            prepared = await messaging.prepare(opened, self.client, members, document,
+                                               via=routes[destination])
+            self.prepared.append(prepared)
+            ids_kept.append(prepared.routing.id)
+        return ids_kept
+
+    def drop(self, items: Sequence[messaging.Prepared]) -> None:
+        """Messages that will not be submitted: nothing to resend."""
+        for item in items:
+            resend.refused(self.opened, item.routing.id)
+
+    async def submit(self) -> None:
+        for index, item in enumerate(self.prepared):
+            rest = self.prepared[index + 1:]
+            try:
+                await messaging.submit(self.opened, self.client, item)
+            except SendUncertain as exc:
+                raise SendUncertain(exc.envelope_id, exc.cause,
+                                    rest=[r.routing.id for r in rest]) from None
+            except BaseException:
+                # Refused, or interrupted: the command ends here, and what it had not
+                # submitted yet is not kept for a resend.
+                self.drop(rest)
+                raise
+
+
+@contextlib.asynccontextmanager
+async def _sending(opened: OpenProfile, client: RelayClient) -> AsyncIterator[_Outbox]:
+    """An :class:`_Outbox` whose messages are submitted, in order, when the block ends
+    without an error; an error in the block drops them all unsubmitted."""
+    box = _Outbox(opened, client)
+    try:
+        yield box
+    except BaseException:
+        box.drop(box.prepared)
+        raise
+    await box.submit()
+
+
 async def _send(opened: OpenProfile, client: RelayClient, ids: Sequence[str],
                 document: Outgoing, via: Sequence[str]) -> list[str]:
-    """Send ``document`` to everyone named (except us): one message per destination
-    node, routed through ``via``, or through the part of it before the destination
-    when the destination is one of the ``via`` nodes. Returns the envelope ids."""
-    aliases = _aliases(opened, ids)
-    if not aliases:
-        return []
-    pin = opened.require_node()
-    now = opened.clock.now()
-    book = opened.contacts()
-    nodes = [(alias, book.for_routing(alias, now=now).card.id) for alias in via]
-    groups: dict[str, list[str]] = {}
-    for alias in aliases:
-        destination = messaging.destination_of(book.for_sending(alias, now=now), pin)
-        groups.setdefault(destination, []).append(alias)
-    ids_on_route = [node for _, node in nodes]
-    routes = {}
-    for destination in groups:
-        route = ([a for a, _ in nodes[:ids_on_route.index(destination)]]
-                 if destination in ids_on_route else [a for a, _ in nodes])
-        # Every route is checked before the first message leaves.
-        messaging.route_of(book, route, origin=pin.card.id, destination=destination, now=now)
-        routes[destination] = route
-    sent = []
-    for destination, members in groups.items():
-        try:
-            result = await messaging.send(opened, client, members, document,
-                                          via=routes[destination])
-        except SendUncertain as exc:
-            raise SendUncertain(exc.envelope_id, exc.cause, stopped=True) from None
-        sent.append(result.record.routing.id)
-    return sent
+    """A command's one document, as :meth:`_Outbox.add` and submitted."""
+    async with _sending(opened, client) as box:
+        return await box.add(ids, document, via)
 
 
 def _disclose_to(opened: OpenProfile, about: str, recipient: str,
@@ -523,12 +575,14 @@ def run_propose(args: argparse.Namespace) -> int:
 
     async def work() -> tuple[list[str], list[str]]:
         async with connected(opened) as client:
-            sent = await _send(opened, client, [*terms.parties, *terms.guarantors],
-                               outgoing("proposal", f"proposal {proposal.id}",
-                                        proposal=proposal.envelope), args.via)
-            # The other delegation gets both lists (see client.negotiation).
-            disclosed = await _send(opened, client, [other.card.id], _disclose_to(
-                opened, proposal.id, other.card.id, [salted_give, salted_receive]), args.via)
+            async with _sending(opened, client) as box:
+                sent = await box.add([*terms.parties, *terms.guarantors],
+                                     outgoing("proposal", f"proposal {proposal.id}",
+                                              proposal=proposal.envelope), args.via)
+                # The other delegation gets both lists (see client.negotiation).
+                disclosed = await box.add([other.card.id], _disclose_to(
+                    opened, proposal.id, other.card.id, [salted_give, salted_receive]),
+                    args.via)
             return sent, disclosed
 
     envelope_ids, disclosed = run_async(work())
@@ -604,13 +658,14 @@ def run_counter(args: argparse.Namespace) -> int:
             proposal, thread = counter(thread, me.signing_key, terms, clock=opened.clock)
             for s_list in salted:
                 save_salted(opened, s_list)
-            sent = await _send(opened, client, [*terms.parties, *terms.guarantors],
-                               outgoing("proposal", f"counter-proposal {proposal.id}",
-                                        proposal=proposal.envelope), args.via)
-            if salted:
-                other = terms.other_party(me.id)
-                sent += await _send(opened, client, [other],
-                                    _disclose_to(opened, proposal.id, other, salted), args.via)
+            async with _sending(opened, client) as box:
+                sent = await box.add([*terms.parties, *terms.guarantors],
+                                     outgoing("proposal", f"counter-proposal {proposal.id}",
+                                              proposal=proposal.envelope), args.via)
+                if salted:
+                    other = terms.other_party(me.id)
+                    sent += await box.add([other], _disclose_to(opened, proposal.id, other,
+                                                                salted), args.via)
             return proposal, sent
 
     proposal, envelope_id = run_async(work())

@@ -23,10 +23,14 @@ def register(sub: SubParsers) -> None:
                     "until it expires). Use it when a send ended without the node's "
                     "answer, or when the node's operator restored it from a backup: the "
                     "node keeps one copy of an envelope, so the recipients get it once.")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("id", metavar="ID", nargs="?", help="the message's envelope id")
-    target.add_argument("--all", action="store_true",
-                        help="every message this profile keeps a copy of")
+    # Not an argparse group: a positional taking several values there refuses --all
+    # alone. run_resend checks that exactly one of the two is given.
+    parser.add_argument("id", metavar="ID", nargs="*",
+                        help="the message's envelope id; several are submitted in the "
+                             "order given (as a stopped command names them)")
+    parser.add_argument("--all", action="store_true",
+                        help="every message this profile keeps a copy of and the node "
+                             "confirmed")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run_resend)
 
@@ -44,15 +48,21 @@ def _json(resent: Resent) -> dict[str, Any]:
 
 
 def run_resend(args: argparse.Namespace) -> int:
+    if args.all and args.id:
+        raise ClientError("name messages or give --all, not both")
+    if not args.all and not args.id:
+        raise ClientError("name the message to submit again (its envelope id), or give "
+                          "--all")
+    for envelope_id in args.id:
+        check_envelope_id(envelope_id)
     opened = open_profile(args)
-    if args.id is not None:
-        check_envelope_id(args.id)
     dropped = resend.sweep(opened, deep=bool(args.all))
     unconfirmed: list[str] = []
     if args.all:
         ids, unconfirmed = resend.kept_ids(opened)
     else:
-        ids = [args.id]
+        ids = list(dict.fromkeys(args.id))
+    stopped: list[BackchannelError] = []
 
     async def work() -> tuple[list[Resent], list[tuple[str, str]]]:
         done: list[Resent] = []
@@ -64,18 +74,23 @@ def run_resend(args: argparse.Namespace) -> int:
                         done.append(await resend.resend(opened, client, envelope_id,
                                                         upload=meter))
                 except BackchannelError as exc:
-                    if not args.all:
-                        raise
                     failed.append((envelope_id, str(exc)))
+                    if not args.all:
+                        # Named messages go in order (a command's proposal before its
+                        # disclosure): the first failure ends the run.
+                        stopped.append(exc)
+                        break
         return done, failed
 
     done, failed = run_async(work()) if ids else ([], [])
+    if stopped and len(ids) == 1:
+        raise stopped[0]
     if args.json:
         ui.print_json({"resent": [_json(r) for r in done],
                        "failed": [{"id": i, "error": e} for i, e in failed],
                        "unconfirmed": unconfirmed,
                        "expired_copies_removed": dropped})
-    elif args.all:
+    elif args.all or len(ids) > 1:
         if not ids and not unconfirmed:
             print("This profile keeps no message to submit again.")
         for resent in done:
@@ -92,6 +107,12 @@ def run_resend(args: argparse.Namespace) -> int:
             print("The node's acceptance is now kept with the message.")
         print(f"Follow it with: backchannel receipts {resent.record.routing.id}")
         print(resent.record.routing.id)
+    if stopped:
+        failing = failed[0][0]
+        left = ids[len(done) + 1:]
+        after = (f"; not tried after it: {' '.join(left)}" if left else "")
+        raise ClientError(f"message {failing} could not be submitted again ({len(done)} of "
+                          f"{len(ids)} submitted before it{after})")
     if failed:
         raise ClientError(f"{len(failed)} of {len(ids)} messages could not be submitted "
                           "again (listed above)")

@@ -30,8 +30,10 @@ from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
 from client import resend
 from client.profile import Profile
 from client.relay_client import RelayClient
+from keys import dsse
 from keys.clock import SYSTEM_CLOCK, FixedClock
 from keys.envelope import MAX_LIFETIME
+from keys.proposal import message_id
 
 pytestmark = pytest.mark.slow
 
@@ -331,6 +333,109 @@ def test_resend_errors_are_one_line(world: World) -> None:
         env.ru("inbox", "--local", "--json").out)["messages"]]
     other = env.run("resend", theirs[0], home="ru", passphrase=RU_PASSPHRASE)
     assert "keeps no copy of message" in other.error_line()
+
+
+def test_a_command_stopped_by_an_uncertain_send_is_finished_by_resend(
+        world: World, tmp_path: Path) -> None:
+    """propose sends two messages (the proposal, then both lists disclosed to Moscow).
+    The first one's answer is lost: the command stops, names both, and one resend of
+    the two finishes it; the same proposal, not a second one."""
+    env = world.env
+    give, receive = tmp_path / "give.csv", tmp_path / "receive.csv"
+    give.write_text("family_name,given_names\nШевченко,Тарас\n", encoding="utf-8")
+    receive.write_text("family_name,given_names\nSmirnov,Ivan\n", encoding="utf-8")
+    before = _ru_inbox(world)
+    world.proxy.lose = "answer"
+    try:
+        stopped = env.run("propose", "--to", "RU", "--give", str(give), "--receive",
+                          str(receive), "--place", "Sumy", "--window",
+                          "2030-12-01/2030-12-03", home="ua", passphrase=UA_PASSPHRASE)
+    finally:
+        world.proxy.lose = None
+    line = stopped.error_line()
+    named = re.search(r"Run backchannel resend ((?:[A-Za-z0-9_-]{43} ?)+) to finish it", line)
+    assert named is not None and "1 other message(s)" in line, line
+    ids = named.group(1).split()
+    assert len(ids) == 2
+    # The proposal reached the node (its answer was lost); the disclosure never left.
+    assert _ru_inbox(world) == [*before, ids[0]]
+    local = {m["id"]: m for m in json.loads(env.ua("inbox", "--local", "--json").out)["messages"]}
+    assert [(local[i]["kind"], local[i]["confirmed"]) for i in ids] == [
+        ("proposal", False), ("disclosure", False)]
+
+    done = env.ua("resend", *ids)
+    lines = done.out.strip().splitlines()
+    assert lines[0].startswith(f"{ids[0]}: the node holds it"), done.out
+    assert lines[1].startswith(f"{ids[1]}: the node did not hold it"), done.out
+    assert _ru_inbox(world) == [*before, *ids]
+    # Moscow has the one proposal and both lists, checked against it.
+    opened = Profile(env.root / "ua").open(UA_PASSPHRASE)
+    record = opened.message_record(ids[0])
+    assert record is not None
+    proposal_id = message_id(dsse.Envelope.from_dict(record.body["proposal"]))
+    thread = json.loads(env.ru("thread", "--json", "--", proposal_id).out)
+    assert thread["state"] == "open" and len(thread["messages"]) == 1
+    disclosed = json.loads(env.ru("disclosed", "--json", "--", proposal_id).out)
+    assert disclosed["refused"] == []
+    assert sorted(n["family_name"] for d in disclosed["lists"] for n in d["names"]) == [
+        "Smirnov", "Шевченко"]
+
+
+@contextlib.contextmanager
+def _node_configured(world: World, **settings: str) -> Iterator[None]:
+    """The world's node restarted with ``BACKCHANNEL_RELAY_<KEY>`` settings, and
+    restarted without them afterwards."""
+    node = world.node
+    node.stop()
+    node.serve_env = {f"BACKCHANNEL_RELAY_{key.upper()}": value
+                      for key, value in settings.items()}
+    node.start()
+    try:
+        yield
+    finally:
+        node.stop()
+        del node.serve_env  # back to the class's (no overrides)
+        node.start()
+
+
+def test_a_command_failing_before_it_submits_keeps_nothing(world: World,
+                                                          tmp_path: Path) -> None:
+    """The messages are sealed and kept before the first submission; a command that
+    fails while preparing the second (the lists are larger than the node accepts)
+    submits nothing and leaves nothing to resend."""
+    env = world.env
+    give, receive = tmp_path / "give.csv", tmp_path / "receive.csv"
+    give.write_text("family_name,given_names\n" + "".join(
+        f"Шевченко-{i},Тарас\n" for i in range(400)), encoding="utf-8")
+    receive.write_text("family_name,given_names\nSmirnov,Ivan\n", encoding="utf-8")
+    before = _ru_inbox(world)
+    kept_before = json.loads(env.ua("resend", "--all", "--json").out)
+    with _node_configured(world, max_sealed_bytes="8000"):
+        failed = env.run("propose", "--to", "RU", "--give", str(give), "--receive",
+                         str(receive), "--place", "Sumy", "--window",
+                         "2030-12-01/2030-12-03", home="ua", passphrase=UA_PASSPHRASE)
+        assert "the node accepts at most 8,000" in failed.error_line()
+    assert _ru_inbox(world) == before
+    assert json.loads(env.ua("resend", "--all", "--json").out) == kept_before
+
+
+def test_a_rate_limited_resend_keeps_the_copy(world: World, tmp_path: Path) -> None:
+    """A 429 says nothing of the envelope: the copy stays for the next resend. The
+    node's own rate limiter, turned down to one request per member."""
+    env = world.env
+    before = _ru_inbox(world)
+    envelope_id, _ = _uncertain_send(world, tmp_path, "request")
+    with _node_configured(world, rate_per_second="0.001", rate_burst="1"):
+        for _ in range(2):  # the one request allowed, then a refused one
+            env.run("inbox", home="ua", passphrase=UA_PASSPHRASE)
+        limited = env.run("resend", envelope_id, home="ua", passphrase=UA_PASSPHRASE)
+        assert "too many requests" in limited.error_line().lower(), limited.error_line()
+    local = json.loads(env.ua("inbox", "--local", "--json").out)["messages"]
+    assert [m["confirmed"] for m in local if m["id"] == envelope_id] == [False]
+    assert _ru_inbox(world) == before
+    done = json.loads(env.ua("resend", envelope_id, "--json").out)["resent"]
+    assert [(r["id"], r["new"]) for r in done] == [(envelope_id, True)]
+    assert _ru_inbox(world) == [*before, envelope_id]
 
 
 async def _resend_later(world: World, envelope_id: str, *, days: int) -> resend.Resent:
