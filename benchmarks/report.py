@@ -303,7 +303,9 @@ class Report:
         ratios = submit["ratios"]
         if "protocol_over_verify" not in ratios:
             return "as above"
-        return (f"as above; and the floor is below the target: without parsing, validation "
+        below = ("; and the floor is below the target" if ratios["protocol_over_verify"] < 0.65
+                 else "")
+        return (f"as above{below}: without parsing, validation "
                 f"or logging, the cryptography a submission needs reaches "
                 f"{_pct(ratios['crypto_over_verify'])} of the baseline and, with the "
                 f"relay's four rows, {_pct(ratios['protocol_over_verify'])} (section 1); "
