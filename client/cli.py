@@ -58,31 +58,71 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 #: An envelope, statement or document id: 43 characters of unpadded base64url. One in
 #: 64 begins with "-", which argparse would take for an option.
 _DASH_ID = re.compile(r"-[A-Za-z0-9_-]{42}")
+_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def protect_dash_ids(arguments: Sequence[str]) -> list[str]:
+def flag_options(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The option strings, in every command, that take no value (``--json``)."""
+    flags: set[str] = set()
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.option_strings and action.nargs == 0:
+                flags.update(action.option_strings)
+    return frozenset(flags)
+
+
+def _takes_value(arg: str, flags: frozenset[str]) -> bool:
+    return arg.startswith("-") and "=" not in arg and arg not in flags
+
+
+def protect_dash_ids(arguments: Sequence[str], flags: frozenset[str] = frozenset()
+                     ) -> list[str]:
     """Rewrite the command line so that ids beginning with ``-`` reach argparse as
     values: ``--agreement -Ab…`` becomes ``--agreement=-Ab…``, and a positional
-    ``-Ab…`` moves after a ``--`` at the end. No option is 43 characters long, so
-    nothing else can match; a command line that already has ``--`` is left alone."""
+    ``-Ab…`` moves after a ``--`` at the end with the ids next to it, in their order
+    (``resend ID1 -Ab… ID3 --json`` becomes ``resend --json -- ID1 -Ab… ID3``). No
+    option is 43 characters
+    long, so nothing else can match; a command line that already has ``--`` is left
+    alone. ``flags``: options that take no value (``--json -Ab…`` is not a value)."""
     if "--" in arguments:
         return list(arguments)
     out: list[str] = []
     moved: list[str] = []
+    following = False  # the previous argument was an id moved after the "--"
     for arg in arguments:
         if _DASH_ID.fullmatch(arg):
-            if out and out[-1].startswith("--") and "=" not in out[-1]:
+            if out and out[-1].startswith("--") and _takes_value(out[-1], flags) \
+                    and not following:
                 out[-1] = f"{out[-1]}={arg}"
-            else:
-                moved.append(arg)
+                continue
+            # The plain ids just before it go too: argparse takes a command's ids in
+            # one run, and "ID1 --json -- -Ab…" would split it.
+            start = len(out)
+            while (start > 0 and _ID.fullmatch(out[start - 1])
+                   and not (start > 1 and _takes_value(out[start - 2], flags))):
+                start -= 1
+            moved.extend(out[start:])
+            del out[start:]
+            moved.append(arg)
+            following = True
+        elif following and _ID.fullmatch(arg):
+            moved.append(arg)
         else:
             out.append(arg)
+            following = False
     return [*out, "--", *moved] if moved else out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = protect_dash_ids(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(arguments)
+    given = sys.argv[1:] if argv is None else argv
+    # The command is the first argument, which protect_dash_ids never changes: the
+    # parser built for it serves both.
+    parser = build_parser(given)
+    arguments = protect_dash_ids(given, flag_options(parser))
     args = parser.parse_args(arguments)
     try:
         result = args.func(args)

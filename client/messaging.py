@@ -195,12 +195,14 @@ async def prepare(opened: OpenProfile, client: RelayClient, aliases: Sequence[st
 
 
 async def submit(opened: OpenProfile, client: RelayClient, prepared: Prepared, *,
-                 upload: Meter = NO_METER) -> Sent:
+                 upload: Meter = NO_METER, keep_on_wait: bool = False) -> Sent:
     """Steps 4b-5 of sending.
 
     4b. Submit; the node's *accepted* statement verifies with the pinned key. A refusal
-        drops what was kept; any other failure leaves the outcome open: SendUncertain
-        names ``backchannel resend ID``, which submits the same envelope again.
+        drops what was kept (unless ``keep_on_wait`` and the refusal only asks to
+        wait: client.resend.asks_to_wait); any other failure leaves the outcome open:
+        SendUncertain names ``backchannel resend ID``, which submits the same envelope
+        again.
     5. Remember what was sent (the cards in force, the digest of the signed message).
     """
     routing = prepared.routing
@@ -208,6 +210,8 @@ async def submit(opened: OpenProfile, client: RelayClient, prepared: Prepared, *
     try:
         submitted = await client.submit(routing, prepared.sealed, upload=upload)
     except BackchannelError as exc:
+        if keep_on_wait and resend.asks_to_wait(exc):
+            raise
         if resend.is_refusal(exc):
             resend.refused(opened, routing.id)
             raise

@@ -89,6 +89,29 @@ class SendUncertain(NodeError):
         self.rest = tuple(rest)
 
 
+class CommandStopped(NodeError):
+    """A command sending several messages stopped after submitting some of them, on a
+    refusal; ``kept``: the messages from the refused one on, kept for a resend (a
+    refusal that only asks to wait), or nothing (a final refusal)."""
+
+    def __init__(self, cause: BackchannelError, *, submitted: Sequence[str], refused: str,
+                 rest: Sequence[str], kept: bool) -> None:
+        done = (f"This command had submitted {len(submitted)} message(s) "
+                f"({' '.join(submitted)}); ")
+        after = f" and the {len(rest)} after it" if rest else ""
+        if kept:
+            text = (f"{cause}. {done}the node did not take message {refused}: it{after} "
+                    f"{'are' if rest else 'is'} sealed and kept. Run backchannel resend "
+                    f"{' '.join((refused, *rest))} once the node takes requests again to "
+                    f"finish the command")
+        else:
+            text = (f"{cause}. {done}message {refused} was refused; it{after} "
+                    f"{'were' if rest else 'was'} not sent")
+        super().__init__(text)
+        self.cause = cause
+        self.kept = tuple((refused, *rest)) if kept else ()
+
+
 @dataclass(frozen=True)
 class Copy:
     routing: Routing
@@ -121,6 +144,12 @@ def refused(opened: OpenProfile, envelope_id: str) -> None:
     """The node refused the submission for good: nothing to submit again."""
     opened.drop_box(DRAFTS, envelope_id)
     opened.drop_box(COPIES, envelope_id)
+
+
+def asks_to_wait(exc: BackchannelError) -> bool:
+    """A refusal that holds only until the officer waits (the rate limit) or fixes this
+    computer's clock: nothing is wrong with the envelope."""
+    return isinstance(exc, RelayRejected) and exc.status in _TRY_AGAIN
 
 
 def is_refusal(exc: BackchannelError) -> bool:
@@ -272,7 +301,7 @@ async def resend(opened: OpenProfile, client: RelayClient, envelope_id: str, *,
             submitted = await client.submit(routing, copy.sealed, upload=upload)
             accepted, new = submitted.accepted, submitted.new
         except RelayRejected as exc:
-            if not is_refusal(exc) or exc.status in _TRY_AGAIN:
+            if not is_refusal(exc) or asks_to_wait(exc):
                 raise
             found = await _acceptance(client, routing, opened) if draft else None
             if found is None:

@@ -27,6 +27,7 @@ this terminal only; nothing is sent or stored.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import re
@@ -70,7 +71,7 @@ from keys.thread import Thread, counter, reject
 
 from .. import messaging, resend, ui
 from ..bodies import Outgoing
-from ..errors import BodyError, BundleInvalid, ClientError
+from ..errors import BodyError, BundleInvalid, ClientError, NodeUnreachable
 from ..handover_draft import (
     AgreedList,
     Draft,
@@ -490,18 +491,38 @@ class _Outbox:
             resend.refused(self.opened, item.routing.id)
 
     async def submit(self) -> None:
+        """Submit in order. Before the first is accepted, a refusal ends the command
+        with nothing sent (the refused message is dropped, and the rest). After it,
+        the command stops with what it sent named, and the rest kept for ``resend``
+        unless the refusal is final; an uncertain submission or an interruption keeps
+        it and the rest and names them."""
         for index, item in enumerate(self.prepared):
-            rest = self.prepared[index + 1:]
+            rest = [r.routing.id for r in self.prepared[index + 1:]]
             try:
-                await messaging.submit(self.opened, self.client, item)
+                await messaging.submit(self.opened, self.client, item,
+                                       keep_on_wait=index > 0)
             except SendUncertain as exc:
-                raise SendUncertain(exc.envelope_id, exc.cause,
-                                    rest=[r.routing.id for r in rest]) from None
-            except BaseException:
-                # Refused, or interrupted: the command ends here, and what it had not
-                # submitted yet is not kept for a resend.
-                self.drop(rest)
-                raise
+                raise SendUncertain(exc.envelope_id, exc.cause, rest=rest) from None
+            except BackchannelError as exc:
+                waiting = index > 0 and resend.asks_to_wait(exc)
+                if not waiting:
+                    self.drop(self.prepared[index + 1:])
+                if index == 0:
+                    raise
+                raise resend.CommandStopped(
+                    exc, submitted=[p.routing.id for p in self.prepared[:index]],
+                    refused=item.routing.id, rest=rest, kept=waiting) from None
+            except OSError as exc:
+                # The node answered, and this profile could not write it down (a full
+                # disk): resend finds the node's acceptance.
+                raise SendUncertain(item.routing.id, ClientError(
+                    f"the node's answer could not be recorded here "
+                    f"({exc.strerror or exc})"), rest=rest) from None
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                # Ctrl-C while a submission was on its way: as uncertain as a lost
+                # answer, and the rest can still be finished.
+                raise SendUncertain(item.routing.id, NodeUnreachable("interrupted"),
+                                    rest=rest) from None
 
 
 @contextlib.asynccontextmanager

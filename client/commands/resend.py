@@ -32,7 +32,7 @@ def register(sub: SubParsers) -> None:
                         help="every message this profile keeps a copy of and the node "
                              "confirmed")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(func=run_resend)
+    parser.set_defaults(func=run_resend, usage_error=parser.error)
 
 
 def _outcome(resent: Resent) -> str:
@@ -49,10 +49,10 @@ def _json(resent: Resent) -> dict[str, Any]:
 
 def run_resend(args: argparse.Namespace) -> int:
     if args.all and args.id:
-        raise ClientError("name messages or give --all, not both")
+        args.usage_error("name messages or give --all, not both")
     if not args.all and not args.id:
-        raise ClientError("name the message to submit again (its envelope id), or give "
-                          "--all")
+        args.usage_error("name the message to submit again (its envelope id), or give "
+                         "--all")
     for envelope_id in args.id:
         check_envelope_id(envelope_id)
     opened = open_profile(args)
@@ -88,6 +88,7 @@ def run_resend(args: argparse.Namespace) -> int:
     if args.json:
         ui.print_json({"resent": [_json(r) for r in done],
                        "failed": [{"id": i, "error": e} for i, e in failed],
+                       "not_tried": ids[len(done) + len(failed):] if stopped else [],
                        "unconfirmed": unconfirmed,
                        "expired_copies_removed": dropped})
     elif args.all or len(ids) > 1:
@@ -98,8 +99,9 @@ def run_resend(args: argparse.Namespace) -> int:
         for envelope_id, error in failed:
             print(f"{envelope_id}: FAILED: {error}")
         for envelope_id in unconfirmed:
-            print(f"{envelope_id}: not confirmed by the node since it was sent; not "
-                  f"submitted: run backchannel resend {envelope_id} if it must go")
+            print(f"{envelope_id}: not confirmed by the node (its send ended without an "
+                  f"answer, or a command stopped before submitting it); not submitted: "
+                  f"run backchannel resend {envelope_id} if it must go")
     else:
         resent = done[0]
         print(f"Submitted again: {_outcome(resent)}.")
@@ -108,11 +110,10 @@ def run_resend(args: argparse.Namespace) -> int:
         print(f"Follow it with: backchannel receipts {resent.record.routing.id}")
         print(resent.record.routing.id)
     if stopped:
-        failing = failed[0][0]
-        left = ids[len(done) + 1:]
-        after = (f"; not tried after it: {' '.join(left)}" if left else "")
-        raise ClientError(f"message {failing} could not be submitted again ({len(done)} of "
-                          f"{len(ids)} submitted before it{after})")
+        rest = ids[len(done):]
+        raise ClientError(f"message {rest[0]} could not be submitted again ({len(done)} of "
+                          f"{len(ids)} submitted before it); to go on from there: "
+                          f"backchannel resend {' '.join(rest)}")
     if failed:
         raise ClientError(f"{len(failed)} of {len(ids)} messages could not be submitted "
                           "again (listed above)")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from client.cli import build_parser, protect_dash_ids
+from client.cli import build_parser, flag_options, protect_dash_ids
 
 DASH_ID = "-" + "A" * 20 + "hb" + "x" * 20
 PLAIN_ID = "B" * 43
 
 
 def parse(*argv: str):
-    arguments = protect_dash_ids(argv)
-    return build_parser(arguments).parse_args(arguments)
+    parser = build_parser(argv)
+    return parser.parse_args(protect_dash_ids(argv, flag_options(parser)))
 
 
 def test_positional_dash_id_with_options_after_it():
@@ -34,3 +34,14 @@ def test_plain_ids_and_explicit_double_dash_untouched():
 
 def test_short_options_are_not_mistaken_for_ids():
     assert protect_dash_ids(["read", "-h"]) == ["read", "-h"]
+
+
+def test_several_ids_keep_their_order():
+    """resend submits named messages in the order given (a proposal before its
+    disclosure): moving a dash id behind "--" must not move it past the others."""
+    other = "C" * 43
+    for ids in ([DASH_ID, PLAIN_ID], [PLAIN_ID, DASH_ID, other], [PLAIN_ID, other, DASH_ID]):
+        args = parse("resend", *ids, "--json")
+        assert args.id == ids and args.json is True
+        assert parse("resend", "--json", *ids).id == ids
+        assert parse("resend", "--", *ids).id == ids

@@ -15,7 +15,10 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
+from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, Result, free_port
 
 from client import resend
 from client.profile import Profile
@@ -44,14 +47,16 @@ LIST = ("family_name,given_names,date_of_birth,service_number\n"
 class LossyProxy:
     """127.0.0.1:port → the node. ``lose`` is None (pass everything), "answer" (the
     node gets a POST /v1/envelopes, its answer is dropped and the client's connection
-    closed), "502" (the same, but the client gets a reverse proxy's 502 page) or
-    "request" (the submission never reaches the node)."""
+    closed), "502" (the same, but the client gets a reverse proxy's 502 page),
+    "request" (the submission never reaches the node) or "stall" (it never reaches
+    the node and the connection stays open: ``stalled`` is set)."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.port = free_port()
         self.lose: str | None = None
         self.lost = 0
+        self.stalled = threading.Event()
         self._server = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -86,6 +91,9 @@ class LossyProxy:
                     if self.lose == "request":
                         cut()
                         return
+                    if self.lose == "stall":
+                        self.stalled.set()
+                        return  # the client waits for an answer that never comes
                     submitting.set()
                 try:
                     upstream.sendall(data)
@@ -333,6 +341,28 @@ def test_resend_errors_are_one_line(world: World) -> None:
         env.ru("inbox", "--local", "--json").out)["messages"]]
     other = env.run("resend", theirs[0], home="ru", passphrase=RU_PASSPHRASE)
     assert "keeps no copy of message" in other.error_line()
+    # Several: the first failure ends the run and says how to go on from there.
+    unknown_id, later = "A" * 43, "C" * 42 + "A"
+    several = env.run("resend", unknown_id, later, "--json", home="ua",
+                      passphrase=UA_PASSPHRASE)
+    assert several.error_line() == (
+        f"message {unknown_id} could not be submitted again (0 of 2 submitted before it); "
+        f"to go on from there: backchannel resend {unknown_id} {later}")
+    shown = json.loads(several.out)
+    assert [f["id"] for f in shown["failed"]] == [unknown_id]
+    assert shown["not_tried"] == [later] and shown["resent"] == []
+    for usage in ((), ("--all", unknown_id)):
+        assert env.run("resend", *usage, home="ua", passphrase=UA_PASSPHRASE).code == 2
+
+
+def _propose(world: World, tmp_path: Path) -> tuple[str, ...]:
+    """A propose command line (two messages: the proposal, then both lists disclosed
+    to Moscow)."""
+    give, receive = tmp_path / "give.csv", tmp_path / "receive.csv"
+    give.write_text("family_name,given_names\nШевченко,Тарас\n", encoding="utf-8")
+    receive.write_text("family_name,given_names\nSmirnov,Ivan\n", encoding="utf-8")
+    return ("propose", "--to", "RU", "--give", str(give), "--receive", str(receive),
+            "--place", "Sumy", "--window", "2030-12-01/2030-12-03")
 
 
 def test_a_command_stopped_by_an_uncertain_send_is_finished_by_resend(
@@ -341,15 +371,10 @@ def test_a_command_stopped_by_an_uncertain_send_is_finished_by_resend(
     The first one's answer is lost: the command stops, names both, and one resend of
     the two finishes it; the same proposal, not a second one."""
     env = world.env
-    give, receive = tmp_path / "give.csv", tmp_path / "receive.csv"
-    give.write_text("family_name,given_names\nШевченко,Тарас\n", encoding="utf-8")
-    receive.write_text("family_name,given_names\nSmirnov,Ivan\n", encoding="utf-8")
     before = _ru_inbox(world)
     world.proxy.lose = "answer"
     try:
-        stopped = env.run("propose", "--to", "RU", "--give", str(give), "--receive",
-                          str(receive), "--place", "Sumy", "--window",
-                          "2030-12-01/2030-12-03", home="ua", passphrase=UA_PASSPHRASE)
+        stopped = env.run(*_propose(world, tmp_path), home="ua", passphrase=UA_PASSPHRASE)
     finally:
         world.proxy.lose = None
     line = stopped.error_line()
@@ -379,6 +404,35 @@ def test_a_command_stopped_by_an_uncertain_send_is_finished_by_resend(
     assert disclosed["refused"] == []
     assert sorted(n["family_name"] for d in disclosed["lists"] for n in d["names"]) == [
         "Smirnov", "Шевченко"]
+
+
+def test_an_interrupted_command_names_what_to_finish(world: World, tmp_path: Path) -> None:
+    """Ctrl-C while the first submission waits for the node: as uncertain as a lost
+    answer; the command names both messages and resend finishes it."""
+    env = world.env
+    before = _ru_inbox(world)
+    world.proxy.stalled.clear()
+    world.proxy.lose = "stall"
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "client", *_propose(world, tmp_path)],
+            env={**env.base, "BACKCHANNEL_HOME": str(env.root / "ua"),
+                 "BACKCHANNEL_PASSPHRASE": UA_PASSPHRASE},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert world.proxy.stalled.wait(60), "the submission never reached the proxy"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        world.proxy.lose = None
+    line = Result(proc.returncode, out, err).error_line()
+    assert line.startswith("interrupted. The node may or may not have accepted"), line
+    named = re.search(r"Run backchannel resend ((?:[A-Za-z0-9_-]{43} ?)+) to finish it", line)
+    assert named is not None, line
+    ids = named.group(1).split()
+    assert len(ids) == 2 and _ru_inbox(world) == before
+    done = json.loads(env.ua("resend", *ids, "--json").out)
+    assert [(r["id"], r["new"]) for r in done["resent"]] == [(ids[0], True), (ids[1], True)]
+    assert _ru_inbox(world) == [*before, *ids]
 
 
 @contextlib.contextmanager
@@ -417,6 +471,27 @@ def test_a_command_failing_before_it_submits_keeps_nothing(world: World,
         assert "the node accepts at most 8,000" in failed.error_line()
     assert _ru_inbox(world) == before
     assert json.loads(env.ua("resend", "--all", "--json").out) == kept_before
+
+
+def test_a_command_stopped_by_the_rate_limit_keeps_the_rest(world: World,
+                                                            tmp_path: Path) -> None:
+    """The node takes the proposal and refuses the disclosure for now (one request per
+    member allowed): the command names what it sent and what is kept, and resend
+    finishes it later."""
+    env = world.env
+    before = _ru_inbox(world)
+    with _node_configured(world, rate_per_second="0.001", rate_burst="1"):
+        stopped = env.run(*_propose(world, tmp_path), home="ua", passphrase=UA_PASSPHRASE)
+        line = stopped.error_line()
+        assert line.startswith("the node is limiting requests"), line
+        assert "the node did not take message" in line and "it is sealed and kept" in line
+        sent = re.search(r"had submitted 1 message\(s\) \(([A-Za-z0-9_-]{43})\)", line)
+        kept = re.search(r"Run backchannel resend ([A-Za-z0-9_-]{43}) once the node", line)
+        assert sent is not None and kept is not None, line
+        assert _ru_inbox(world) == [*before, sent.group(1)]
+    done = json.loads(env.ua("resend", kept.group(1), "--json").out)["resent"]
+    assert [(r["id"], r["new"]) for r in done] == [(kept.group(1), True)]
+    assert _ru_inbox(world) == [*before, sent.group(1), kept.group(1)]
 
 
 def test_a_rate_limited_resend_keeps_the_copy(world: World, tmp_path: Path) -> None:
