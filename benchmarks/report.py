@@ -333,7 +333,8 @@ class Report:
                          f"event loop's {loop_ms:.2f} ms per request (largest shares: {top}) "
                          f"and the database threads' {other_ms:.2f} ms add up to "
                          f"{loop_ms + other_ms:.2f} ms, about "
-                         f"{_n(1000 / max(loop_ms + other_ms, 1e-9))} requests/s at most; "
+                         f"{_n(1000 / max(loop_ms + other_ms, 1e-9))} requests/s if all "
+                         "of it held the GIL (SQLite's own work does not); "
                          f"the database threads wait for work {_pct(idle)} of their time "
                          "and the second core is mostly idle")
         return "; ".join(parts) + " (see Profile)"
