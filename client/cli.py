@@ -76,44 +76,36 @@ def flag_options(parser: argparse.ArgumentParser) -> frozenset[str]:
 
 
 def _takes_value(arg: str, flags: frozenset[str]) -> bool:
-    return arg.startswith("-") and "=" not in arg and arg not in flags
+    """Whether ``arg`` is an option whose value is the next argument."""
+    return (arg.startswith("-") and "=" not in arg and arg not in flags
+            and not _DASH_ID.fullmatch(arg))
 
 
 def protect_dash_ids(arguments: Sequence[str], flags: frozenset[str] = frozenset()
                      ) -> list[str]:
     """Rewrite the command line so that ids beginning with ``-`` reach argparse as
-    values: ``--agreement -Ab…`` becomes ``--agreement=-Ab…``, and a positional
-    ``-Ab…`` moves after a ``--`` at the end with the ids next to it, in their order
-    (``resend ID1 -Ab… ID3 --json`` becomes ``resend --json -- ID1 -Ab… ID3``). No
-    option is 43 characters
-    long, so nothing else can match; a command line that already has ``--`` is left
-    alone. ``flags``: options that take no value (``--json -Ab…`` is not a value)."""
-    if "--" in arguments:
+    values: ``--agreement -Ab…`` becomes ``--agreement=-Ab…``; when an id is a
+    positional ``-Ab…``, every positional id moves after a ``--`` at the end, in its
+    order (``resend ID1 -Ab… --json ID3`` becomes ``resend --json -- ID1 -Ab… ID3``:
+    resend submits in the order given). No option is 43 characters long, so nothing
+    else can match; a command line that already has ``--`` is left alone. ``flags``:
+    options that take no value (``--json -Ab…`` is not a value)."""
+    if "--" in arguments or not any(_DASH_ID.fullmatch(a) for a in arguments):
         return list(arguments)
     out: list[str] = []
     moved: list[str] = []
-    following = False  # the previous argument was an id moved after the "--"
+    previous: str | None = None
     for arg in arguments:
-        if _DASH_ID.fullmatch(arg):
-            if out and out[-1].startswith("--") and _takes_value(out[-1], flags) \
-                    and not following:
-                out[-1] = f"{out[-1]}={arg}"
-                continue
-            # The plain ids just before it go too: argparse takes a command's ids in
-            # one run, and "ID1 --json -- -Ab…" would split it.
-            start = len(out)
-            while (start > 0 and _ID.fullmatch(out[start - 1])
-                   and not (start > 1 and _takes_value(out[start - 2], flags))):
-                start -= 1
-            moved.extend(out[start:])
-            del out[start:]
-            moved.append(arg)
-            following = True
-        elif following and _ID.fullmatch(arg):
+        value = previous is not None and _takes_value(previous, flags)
+        if _DASH_ID.fullmatch(arg) and value and out and out[-1].startswith("--"):
+            out[-1] = f"{out[-1]}={arg}"
+            previous = out[-1]
+            continue
+        if _DASH_ID.fullmatch(arg) or (_ID.fullmatch(arg) and not value):
             moved.append(arg)
         else:
             out.append(arg)
-            following = False
+        previous = arg
     return [*out, "--", *moved] if moved else out
 
 

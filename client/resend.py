@@ -65,6 +65,23 @@ class CopyExpired(MessageError):
     """The envelope expired before the node confirmed it; nothing can resubmit it."""
 
 
+def _sentence(cause: BackchannelError) -> str:
+    return str(cause).rstrip(".")
+
+
+def _messages(count: int, what: str = "message") -> str:
+    return f"1 {what}" if count == 1 else f"{count} {what}s"
+
+
+def _following(rest: Sequence[str]) -> str:
+    return "the message after it" if len(rest) == 1 else f"the {len(rest)} messages after it"
+
+
+def _after(rest: Sequence[str]) -> str:
+    """The messages after one, with their verb."""
+    return f"{_following(rest)} {'is' if len(rest) == 1 else 'are'}"
+
+
 class SendUncertain(NodeError):
     """The submission's outcome is unknown: the node may hold the envelope or not."""
 
@@ -74,13 +91,13 @@ class SendUncertain(NodeError):
         # kept them all before submitting the first, and went no further than this one.
         if rest:
             ids = " ".join((envelope_id, *rest))
-            text = (f"{cause}. The node may or may not have accepted message {envelope_id}, "
-                    f"and this command stopped there: its {len(rest)} other message(s) "
-                    f"are sealed and kept but were not submitted. Run backchannel resend "
-                    f"{ids} to finish it (the node keeps one copy of an envelope, so the "
+            text = (f"{_sentence(cause)}. The node may or may not have accepted message "
+                    f"{envelope_id}, and this command stopped there: {_after(rest)} "
+                    f"sealed and kept, not submitted. Run backchannel resend {ids} to "
+                    f"finish it (the node keeps one copy of an envelope, so the "
                     f"recipients get each once)")
         else:
-            text = (f"{cause}. The node may or may not have accepted message "
+            text = (f"{_sentence(cause)}. The node may or may not have accepted message "
                     f"{envelope_id}: run backchannel resend {envelope_id} (the node "
                     f"keeps one copy of an envelope, so the recipients get it once)")
         super().__init__(text)
@@ -90,26 +107,32 @@ class SendUncertain(NodeError):
 
 
 class CommandStopped(NodeError):
-    """A command sending several messages stopped after submitting some of them, on a
-    refusal; ``kept``: the messages from the refused one on, kept for a resend (a
-    refusal that only asks to wait), or nothing (a final refusal)."""
+    """A command sending several messages stopped on a refusal after submitting some
+    of them. ``waiting``: the refusal only asks to wait (the rate limit, this
+    computer's clock), and the refused message is kept with the rest; otherwise it
+    is gone and the rest is kept (each message goes to its own node or is a
+    document of its own)."""
 
     def __init__(self, cause: BackchannelError, *, submitted: Sequence[str], refused: str,
-                 rest: Sequence[str], kept: bool) -> None:
-        done = (f"This command had submitted {len(submitted)} message(s) "
-                f"({' '.join(submitted)}); ")
-        after = f" and the {len(rest)} after it" if rest else ""
-        if kept:
-            text = (f"{cause}. {done}the node did not take message {refused}: it{after} "
-                    f"{'are' if rest else 'is'} sealed and kept. Run backchannel resend "
-                    f"{' '.join((refused, *rest))} once the node takes requests again to "
-                    f"finish the command")
+                 rest: Sequence[str], waiting: bool) -> None:
+        done = (f"This command had submitted {_messages(len(submitted))} "
+                f"({' '.join(submitted)})")
+        if waiting:
+            kept: tuple[str, ...] = (refused, *rest)
+            these = f"it and {_following(rest)} are" if rest else "it is"
+            text = (f"{_sentence(cause)}. {done}; the node did not take message {refused} "
+                    f"for now: {these} sealed and kept. When the cause is dealt "
+                    f"with (the rate limit has passed, or this computer's clock is right), "
+                    f"run backchannel resend {' '.join(kept)} to finish the command")
         else:
-            text = (f"{cause}. {done}message {refused} was refused; it{after} "
-                    f"{'were' if rest else 'was'} not sent")
+            kept = tuple(rest)
+            text = (f"{_sentence(cause)}. {done}; message {refused} was refused and is not "
+                    f"kept" + (f"; {_after(rest)} sealed and kept: run backchannel resend "
+                               f"{' '.join(rest)} to send {'it' if len(rest) == 1 else 'them'}"
+                               if rest else ""))
         super().__init__(text)
         self.cause = cause
-        self.kept = tuple((refused, *rest)) if kept else ()
+        self.kept = kept
 
 
 @dataclass(frozen=True)

@@ -491,11 +491,12 @@ class _Outbox:
             resend.refused(self.opened, item.routing.id)
 
     async def submit(self) -> None:
-        """Submit in order. Before the first is accepted, a refusal ends the command
-        with nothing sent (the refused message is dropped, and the rest). After it,
-        the command stops with what it sent named, and the rest kept for ``resend``
-        unless the refusal is final; an uncertain submission or an interruption keeps
-        it and the rest and names them."""
+        """Submit in order. A refusal of the first message ends the command with
+        nothing sent (what was kept is dropped). A refusal of a later one stops it
+        with what was sent named and the rest kept for ``resend`` (the refused one
+        too when the refusal only asks to wait). An uncertain submission, a failure
+        to record the node's answer, or an interruption keep that message and the
+        rest, and name them."""
         for index, item in enumerate(self.prepared):
             rest = [r.routing.id for r in self.prepared[index + 1:]]
             try:
@@ -504,14 +505,16 @@ class _Outbox:
             except SendUncertain as exc:
                 raise SendUncertain(exc.envelope_id, exc.cause, rest=rest) from None
             except BackchannelError as exc:
-                waiting = index > 0 and resend.asks_to_wait(exc)
-                if not waiting:
-                    self.drop(self.prepared[index + 1:])
+                if not resend.is_refusal(exc):
+                    # Raised after the node's answer (recording it here failed).
+                    raise SendUncertain(item.routing.id, exc, rest=rest) from None
                 if index == 0:
+                    self.drop(self.prepared[1:])
                     raise
                 raise resend.CommandStopped(
                     exc, submitted=[p.routing.id for p in self.prepared[:index]],
-                    refused=item.routing.id, rest=rest, kept=waiting) from None
+                    refused=item.routing.id, rest=rest,
+                    waiting=resend.asks_to_wait(exc)) from None
             except OSError as exc:
                 # The node answered, and this profile could not write it down (a full
                 # disk): resend finds the node's acceptance.
@@ -520,9 +523,10 @@ class _Outbox:
                     f"({exc.strerror or exc})"), rest=rest) from None
             except (asyncio.CancelledError, KeyboardInterrupt):
                 # Ctrl-C while a submission was on its way: as uncertain as a lost
-                # answer, and the rest can still be finished.
-                raise SendUncertain(item.routing.id, NodeUnreachable("interrupted"),
-                                    rest=rest) from None
+                # answer. Said here, and the interruption goes on (exit status 130).
+                ui.warn(str(SendUncertain(item.routing.id, NodeUnreachable("interrupted"),
+                                          rest=rest)))
+                raise
 
 
 @contextlib.asynccontextmanager

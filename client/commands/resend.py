@@ -110,10 +110,15 @@ def run_resend(args: argparse.Namespace) -> int:
         print(f"Follow it with: backchannel receipts {resent.record.routing.id}")
         print(resent.record.routing.id)
     if stopped:
-        rest = ids[len(done):]
-        raise ClientError(f"message {rest[0]} could not be submitted again ({len(done)} of "
-                          f"{len(ids)} submitted before it); to go on from there: "
-                          f"backchannel resend {' '.join(rest)}")
+        failing, *after = ids[len(done):]
+        before = f"{len(done)} of {len(ids)} submitted before it"
+        if opened.box_written(resend.COPIES, failing) is not None:
+            raise ClientError(f"message {failing} could not be submitted again ({before}); "
+                              f"to go on from there: backchannel resend "
+                              f"{' '.join((failing, *after))}")
+        rest = (f"; the rest were not tried: backchannel resend {' '.join(after)}"
+                if after else "")
+        raise ClientError(f"message {failing} cannot be submitted again ({before}){rest}")
     if failed:
         raise ClientError(f"{len(failed)} of {len(ids)} messages could not be submitted "
                           "again (listed above)")

@@ -45,3 +45,11 @@ def test_several_ids_keep_their_order():
         assert args.id == ids and args.json is True
         assert parse("resend", "--json", *ids).id == ids
         assert parse("resend", "--", *ids).id == ids
+        # An option between the ids.
+        assert parse("resend", ids[0], "--json", *ids[1:]).id == ids
+        assert parse("resend", *ids[:-1], "--home", "/tmp/h", ids[-1]).id == ids
+
+
+def test_a_flag_before_a_dash_id_takes_no_value():
+    assert parse("receipts", "--json", DASH_ID).id == DASH_ID
+    assert parse("countersign", "--after-expiry", DASH_ID).id == DASH_ID

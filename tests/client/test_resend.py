@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, Result, free_port
+from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
 
 from client import resend
 from client.profile import Profile
@@ -346,8 +346,8 @@ def test_resend_errors_are_one_line(world: World) -> None:
     several = env.run("resend", unknown_id, later, "--json", home="ua",
                       passphrase=UA_PASSPHRASE)
     assert several.error_line() == (
-        f"message {unknown_id} could not be submitted again (0 of 2 submitted before it); "
-        f"to go on from there: backchannel resend {unknown_id} {later}")
+        f"message {unknown_id} cannot be submitted again (0 of 2 submitted before it); "
+        f"the rest were not tried: backchannel resend {later}")
     shown = json.loads(several.out)
     assert [f["id"] for f in shown["failed"]] == [unknown_id]
     assert shown["not_tried"] == [later] and shown["resent"] == []
@@ -379,7 +379,7 @@ def test_a_command_stopped_by_an_uncertain_send_is_finished_by_resend(
         world.proxy.lose = None
     line = stopped.error_line()
     named = re.search(r"Run backchannel resend ((?:[A-Za-z0-9_-]{43} ?)+) to finish it", line)
-    assert named is not None and "1 other message(s)" in line, line
+    assert named is not None and "the message after it is sealed and kept" in line, line
     ids = named.group(1).split()
     assert len(ids) == 2
     # The proposal reached the node (its answer was lost); the disclosure never left.
@@ -421,10 +421,14 @@ def test_an_interrupted_command_names_what_to_finish(world: World, tmp_path: Pat
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert world.proxy.stalled.wait(60), "the submission never reached the proxy"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         world.proxy.lose = None
-    line = Result(proc.returncode, out, err).error_line()
+    # The interruption stays one (exit status 130), after a warning that names both.
+    assert proc.returncode == 130, err
+    warning, last = err.strip().splitlines()
+    assert last == "backchannel: interrupted", err
+    line = warning.removeprefix("backchannel: warning: ")
     assert line.startswith("interrupted. The node may or may not have accepted"), line
     named = re.search(r"Run backchannel resend ((?:[A-Za-z0-9_-]{43} ?)+) to finish it", line)
     assert named is not None, line
@@ -485,8 +489,9 @@ def test_a_command_stopped_by_the_rate_limit_keeps_the_rest(world: World,
         line = stopped.error_line()
         assert line.startswith("the node is limiting requests"), line
         assert "the node did not take message" in line and "it is sealed and kept" in line
-        sent = re.search(r"had submitted 1 message\(s\) \(([A-Za-z0-9_-]{43})\)", line)
-        kept = re.search(r"Run backchannel resend ([A-Za-z0-9_-]{43}) once the node", line)
+        assert "This command had submitted 1 message (" in line
+        sent = re.search(r"had submitted 1 message \(([A-Za-z0-9_-]{43})\)", line)
+        kept = re.search(r"run backchannel resend ([A-Za-z0-9_-]{43}) to finish", line)
         assert sent is not None and kept is not None, line
         assert _ru_inbox(world) == [*before, sent.group(1)]
     done = json.loads(env.ua("resend", kept.group(1), "--json").out)["resent"]
