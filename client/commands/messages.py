@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from typing import Any
@@ -14,7 +15,7 @@ from keys.encoding import format_time
 
 from .. import messaging, resend, ui
 from ..bodies import KINDS, Note, Other, decode, prepare
-from ..errors import BodyError, ClientError
+from ..errors import BodyError, ClientError, NodeUnreachable
 from ..messaging import Listed, Read
 from ..namelist import NameList, render_table, to_csv, to_json, visible
 from ..profile import OpenProfile
@@ -118,10 +119,18 @@ def run_send(args: argparse.Namespace) -> int:
 
     async def work() -> messaging.Sent:
         async with connected(opened) as client:
-            with ui.Meter("uploading") as meter:
-                return await messaging.send(opened, client, args.to, outgoing, upload=meter,
-                                            allow_classical=args.allow_classical,
-                                            via=args.via)
+            prepared = await messaging.prepare(opened, client, args.to, outgoing,
+                                               allow_classical=args.allow_classical,
+                                               via=args.via)
+            try:
+                with ui.Meter("uploading") as meter:
+                    return await messaging.submit(opened, client, prepared, upload=meter)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                # Ctrl-C during the upload or while waiting for the node: say which
+                # message is now uncertain; the interruption goes on (exit status 130).
+                ui.warn(str(resend.SendUncertain(prepared.routing.id,
+                                                 NodeUnreachable("interrupted"))))
+                raise
 
     sent = run_async(work())
     record = sent.record

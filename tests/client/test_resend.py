@@ -406,16 +406,16 @@ def test_a_command_stopped_by_an_uncertain_send_is_finished_by_resend(
         "Smirnov", "Шевченко"]
 
 
-def test_an_interrupted_command_names_what_to_finish(world: World, tmp_path: Path) -> None:
-    """Ctrl-C while the first submission waits for the node: as uncertain as a lost
-    answer; the command names both messages and resend finishes it."""
+def _interrupted(world: World, *args: str) -> str:
+    """Run the ``backchannel`` command ``args`` as Kyiv, press Ctrl-C while its first
+    submission waits for the node, and return the warning it printed before ending
+    as interrupted (exit status 130)."""
     env = world.env
-    before = _ru_inbox(world)
     world.proxy.stalled.clear()
     world.proxy.lose = "stall"
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "client", *_propose(world, tmp_path)],
+            [sys.executable, "-m", "client", *args],
             env={**env.base, "BACKCHANNEL_HOME": str(env.root / "ua"),
                  "BACKCHANNEL_PASSPHRASE": UA_PASSPHRASE},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -424,14 +424,35 @@ def test_an_interrupted_command_names_what_to_finish(world: World, tmp_path: Pat
         _, err = proc.communicate(timeout=60)
     finally:
         world.proxy.lose = None
-    # The interruption stays one (exit status 130), after a warning that names both.
     assert proc.returncode == 130, err
-    warning, last = err.strip().splitlines()
+    warning, last = err.strip().splitlines()[-2:]
     assert last == "backchannel: interrupted", err
-    line = warning.removeprefix("backchannel: warning: ")
-    assert line.startswith("interrupted. The node may or may not have accepted"), line
-    named = re.search(r"Run backchannel resend ((?:[A-Za-z0-9_-]{43} ?)+) to finish it", line)
-    assert named is not None, line
+    assert warning.startswith("backchannel: warning: interrupted. The node may or may not "
+                              "have accepted"), err
+    return warning
+
+
+def test_an_interrupted_send_names_its_message(world: World, tmp_path: Path) -> None:
+    source = tmp_path / "list.csv"
+    source.write_text(LIST, encoding="utf-8")
+    before = _ru_inbox(world)
+    warning = _interrupted(world, "send", "--to", "RU", str(source))
+    named = re.search(r"run backchannel resend ([A-Za-z0-9_-]{43}) \(", warning)
+    assert named is not None, warning
+    assert _ru_inbox(world) == before
+    world.env.ua("resend", named.group(1))
+    assert _ru_inbox(world) == [*before, named.group(1)]
+
+
+def test_an_interrupted_command_names_what_to_finish(world: World, tmp_path: Path) -> None:
+    """Ctrl-C while the first submission waits for the node: as uncertain as a lost
+    answer; the command names both messages and resend finishes it."""
+    env = world.env
+    before = _ru_inbox(world)
+    warning = _interrupted(world, *_propose(world, tmp_path))
+    named = re.search(r"Run backchannel resend ((?:[A-Za-z0-9_-]{43} ?)+) to finish it",
+                      warning)
+    assert named is not None, warning
     ids = named.group(1).split()
     assert len(ids) == 2 and _ru_inbox(world) == before
     done = json.loads(env.ua("resend", *ids, "--json").out)
