@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from keys import dsse
@@ -230,9 +230,16 @@ def _sent_record(opened: OpenProfile, envelope_id: str) -> SentRecord | None:
 def kept_ids(opened: OpenProfile) -> tuple[list[str], list[str]]:
     """Messages whose acceptance is known and whose copy is kept (what ``resend --all``
     submits again after a node's restore), and unconfirmed ones (each needs the
-    officer's ``resend ID``: an interrupted send may have been meant to stop)."""
+    officer's ``resend ID``: an interrupted send may have been meant to stop), oldest
+    first (a stopped command's in the order it would have submitted them)."""
     drafts = set(opened.box_ids(DRAFTS))
-    return sorted(set(opened.box_ids(COPIES)) - drafts), sorted(drafts)
+
+    def written(envelope_id: str) -> tuple[datetime, str]:
+        # A command keeps its messages' drafts in the order it submits them.
+        return (opened.box_written(DRAFTS, envelope_id) or datetime.max.replace(tzinfo=UTC),
+                envelope_id)
+
+    return sorted(set(opened.box_ids(COPIES)) - drafts), sorted(drafts, key=written)
 
 
 def unconfirmed(opened: OpenProfile) -> list[SentDraft]:

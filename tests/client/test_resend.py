@@ -387,6 +387,9 @@ def test_a_command_stopped_by_an_uncertain_send_is_finished_by_resend(
     local = {m["id"]: m for m in json.loads(env.ua("inbox", "--local", "--json").out)["messages"]}
     assert [(local[i]["kind"], local[i]["confirmed"]) for i in ids] == [
         ("proposal", False), ("disclosure", False)]
+    # resend --all lists them in the command's order (never by id).
+    listed = json.loads(env.ua("resend", "--all", "--json").out)["unconfirmed"]
+    assert [i for i in listed if i in ids] == ids
 
     done = env.ua("resend", *ids)
     lines = done.out.strip().splitlines()

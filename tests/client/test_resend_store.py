@@ -49,3 +49,24 @@ def test_a_sweep_between_keeps_writes_leaves_the_copy(tmp_path: Path, alice: Ide
     opened.drop_box(resend.DRAFTS, draft.routing.id)
     assert resend.sweep(opened) == [draft.routing.id]
     assert resend.load_copy(opened, draft.routing.id) is None
+
+
+def test_unconfirmed_messages_are_listed_in_the_order_they_were_kept(
+        tmp_path: Path, alice: Identity, bob: Identity) -> None:
+    """A stopped command's messages are listed in the order it would have submitted
+    them (resend --all), not by id."""
+    opened = Profile(tmp_path / "p").create(alice, "pw", params=FLOOR_PARAMS)
+    drafts = []
+    for text in ("proposal", "disclosure", "third"):
+        clock = FixedClock()
+        sealed = seal(alice, [bob.card], "note", {"text": text}, clock=clock)
+        routing = make_envelope(alice.signing_key, sealed.data, to=[bob.id], origin=bob.id,
+                                destination=bob.id, clock=clock)
+        drafts.append((SentDraft(routing, sealed.message.id, "note", {"text": text},
+                                 sealed.inner_digest, (("B", bob.id),),
+                                 (alice.card, bob.card), clock.now()), sealed.data))
+    # Kept in the reverse of the ids' order, so that sorting by id would fail.
+    drafts.sort(key=lambda d: d[0].routing.id, reverse=True)
+    for draft, sealed_bytes in drafts:
+        resend.keep(opened, draft.routing, sealed_bytes, draft)
+    assert resend.kept_ids(opened)[1] == [d.routing.id for d, _ in drafts]
