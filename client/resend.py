@@ -87,7 +87,7 @@ class SendUncertain(NodeError):
 
     def __init__(self, envelope_id: str, cause: BackchannelError, *,
                  rest: Sequence[str] = ()) -> None:
-        # ``rest``: a command sending several messages (client.commands.negotiation)
+        # ``rest``: a command sending several messages (client.commands.outbox)
         # kept them all before submitting the first, and went no further than this one.
         if rest:
             ids = " ".join((envelope_id, *rest))

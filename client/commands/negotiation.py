@@ -27,11 +27,9 @@ this terminal only; nothing is sent or stored.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,9 +67,9 @@ from keys.negotiation_errors import ListMismatch
 from keys.proposal import CATEGORIES, Counts, Decision, Proposal, Terms, Transfer, make_proposal
 from keys.thread import Thread, counter, reject
 
-from .. import messaging, resend, ui
+from .. import messaging, ui
 from ..bodies import Outgoing
-from ..errors import BodyError, BundleInvalid, ClientError, NodeUnreachable
+from ..errors import BodyError, BundleInvalid, ClientError
 from ..handover_draft import (
     AgreedList,
     Draft,
@@ -99,7 +97,6 @@ from ..negotiation import (
 from ..profile import OpenProfile
 from ..reconcile import Reconciliation, reconcile
 from ..relay_client import RelayClient
-from ..resend import SendUncertain
 from .common import (
     SubParsers,
     common_options,
@@ -109,6 +106,7 @@ from .common import (
     run_async,
     write_output,
 )
+from .outbox import send_document, sending
 
 
 def _via_options() -> argparse.ArgumentParser:
@@ -394,21 +392,6 @@ def _counts(category: str, entries: int) -> Counts:
     return Counts(**{category: entries})
 
 
-def _aliases(opened: OpenProfile, ids: Sequence[str]) -> list[str]:
-    """The contacts to send a document to (everyone named, except ourselves)."""
-    book = opened.contacts()
-    aliases = []
-    for identity_id in ids:
-        if identity_id == opened.identity.id:
-            continue
-        contact = book.by_id(identity_id)
-        if contact is None:
-            ui.warn(f"{identity_id} is not in your contacts: not sent to them")
-            continue
-        aliases.append(contact.alias)
-    return aliases
-
-
 def _names(opened: OpenProfile) -> dict[str, str]:
     names = {c.card.id: c.alias for c in opened.contacts()}
     names[opened.identity.id] = "you"
@@ -437,116 +420,6 @@ async def _fetch_new(opened: OpenProfile, client: RelayClient) -> None:
     if left != done:
         # Only ids still pending: the box stays as small as the inbox.
         save_skipped(opened, left)
-
-
-class _Outbox:
-    """The messages of one command. Every one is sealed and kept (client.resend) before
-    the first is submitted: a command stopped by an uncertain submission is finished
-    with ``backchannel resend`` and the same envelopes, where running it again would
-    make a new proposal (new ids, new salts) beside the one that may have arrived."""
-
-    def __init__(self, opened: OpenProfile, client: RelayClient) -> None:
-        self.opened = opened
-        self.client = client
-        self.prepared: list[messaging.Prepared] = []
-
-    async def add(self, ids: Sequence[str], document: Outgoing, via: Sequence[str]
-                  ) -> list[str]:
-        """Seal and keep ``document`` for everyone named (except us): one message per
-        destination node, routed through ``via``, or through the part of it before
-        the destination when the destination is one of the ``via`` nodes. Returns the
-        envelope ids."""
-        opened = self.opened
-        aliases = _aliases(opened, ids)
-        if not aliases:
-            return []
-        pin = opened.require_node()
-        now = opened.clock.now()
-        book = opened.contacts()
-        nodes = [(alias, book.for_routing(alias, now=now).card.id) for alias in via]
-        groups: dict[str, list[str]] = {}
-        for alias in aliases:
-            destination = messaging.destination_of(book.for_sending(alias, now=now), pin)
-            groups.setdefault(destination, []).append(alias)
-        ids_on_route = [node for _, node in nodes]
-        routes = {}
-        for destination in groups:
-            route = ([a for a, _ in nodes[:ids_on_route.index(destination)]]
-                     if destination in ids_on_route else [a for a, _ in nodes])
-            # Every route is checked before the first message is sealed.
-            messaging.route_of(book, route, origin=pin.card.id, destination=destination,
-                               now=now)
-            routes[destination] = route
-        ids_kept = []
-        for destination, members in groups.items():
-            prepared = await messaging.prepare(opened, self.client, members, document,
-                                               via=routes[destination])
-            self.prepared.append(prepared)
-            ids_kept.append(prepared.routing.id)
-        return ids_kept
-
-    def drop(self, items: Sequence[messaging.Prepared]) -> None:
-        """Messages that will not be submitted: nothing to resend."""
-        for item in items:
-            resend.refused(self.opened, item.routing.id)
-
-    async def submit(self) -> None:
-        """Submit in order. A refusal of the first message ends the command with
-        nothing sent (what was kept is dropped). A refusal of a later one stops it
-        with what was sent named and the rest kept for ``resend`` (the refused one
-        too when the refusal only asks to wait). An uncertain submission, a failure
-        to record the node's answer, or an interruption keep that message and the
-        rest, and name them."""
-        for index, item in enumerate(self.prepared):
-            rest = [r.routing.id for r in self.prepared[index + 1:]]
-            try:
-                await messaging.submit(self.opened, self.client, item,
-                                       keep_on_wait=index > 0)
-            except SendUncertain as exc:
-                raise SendUncertain(exc.envelope_id, exc.cause, rest=rest) from None
-            except BackchannelError as exc:
-                if not resend.is_refusal(exc):
-                    # Raised after the node's answer (recording it here failed).
-                    raise SendUncertain(item.routing.id, exc, rest=rest) from None
-                if index == 0:
-                    self.drop(self.prepared[1:])
-                    raise
-                raise resend.CommandStopped(
-                    exc, submitted=[p.routing.id for p in self.prepared[:index]],
-                    refused=item.routing.id, rest=rest,
-                    waiting=resend.asks_to_wait(exc)) from None
-            except OSError as exc:
-                # The node answered, and this profile could not write it down (a full
-                # disk): resend finds the node's acceptance.
-                raise SendUncertain(item.routing.id, ClientError(
-                    f"the node's answer could not be recorded here "
-                    f"({exc.strerror or exc})"), rest=rest) from None
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                # Ctrl-C while a submission was on its way: as uncertain as a lost
-                # answer. Said here, and the interruption goes on (exit status 130).
-                ui.warn(str(SendUncertain(item.routing.id, NodeUnreachable("interrupted"),
-                                          rest=rest)))
-                raise
-
-
-@contextlib.asynccontextmanager
-async def _sending(opened: OpenProfile, client: RelayClient) -> AsyncIterator[_Outbox]:
-    """An :class:`_Outbox` whose messages are submitted, in order, when the block ends
-    without an error; an error in the block drops them all unsubmitted."""
-    box = _Outbox(opened, client)
-    try:
-        yield box
-    except BaseException:
-        box.drop(box.prepared)
-        raise
-    await box.submit()
-
-
-async def _send(opened: OpenProfile, client: RelayClient, ids: Sequence[str],
-                document: Outgoing, via: Sequence[str]) -> list[str]:
-    """A command's one document, as :meth:`_Outbox.add` and submitted."""
-    async with _sending(opened, client) as box:
-        return await box.add(ids, document, via)
 
 
 def _disclose_to(opened: OpenProfile, about: str, recipient: str,
@@ -600,7 +473,7 @@ def run_propose(args: argparse.Namespace) -> int:
 
     async def work() -> tuple[list[str], list[str]]:
         async with connected(opened) as client:
-            async with _sending(opened, client) as box:
+            async with sending(opened, client) as box:
                 sent = await box.add([*terms.parties, *terms.guarantors],
                                      outgoing("proposal", f"proposal {proposal.id}",
                                               proposal=proposal.envelope), args.via)
@@ -683,7 +556,7 @@ def run_counter(args: argparse.Namespace) -> int:
             proposal, thread = counter(thread, me.signing_key, terms, clock=opened.clock)
             for s_list in salted:
                 save_salted(opened, s_list)
-            async with _sending(opened, client) as box:
+            async with sending(opened, client) as box:
                 sent = await box.add([*terms.parties, *terms.guarantors],
                                      outgoing("proposal", f"counter-proposal {proposal.id}",
                                               proposal=proposal.envelope), args.via)
@@ -711,7 +584,7 @@ def run_reject(args: argparse.Namespace) -> int:
                                       args.reason, clock=opened.clock)
             proposal = thread.find(args.id)
             assert isinstance(proposal, Proposal)  # reject checked it
-            sent = await _send(
+            sent = await send_document(
                 opened, client, [*proposal.terms.parties, *proposal.terms.guarantors],
                 outgoing("rejection", f"rejection of {args.id}", rejection=decision.envelope),
                 args.via)
@@ -734,7 +607,7 @@ def run_accept(args: argparse.Namespace) -> int:
                 thread, args.id, opened.identity.signing_key, clock=opened.clock)
             proposal = thread.find(args.id)
             assert isinstance(proposal, Proposal)  # accept_proposal checked it
-            sent = await _send(
+            sent = await send_document(
                 opened, client, [proposal.author, *agreement.terms.guarantors],
                 outgoing("acceptance", f"acceptance of {args.id}",
                          acceptance=decision.envelope, agreement=agreement.envelope),
@@ -759,7 +632,7 @@ def run_countersign(args: argparse.Namespace) -> int:
             if found.has_handover(args.id):
                 record, agreed, status = countersign_handover_record(opened, client, found,
                                                                      args.id)
-                sent = await _send(
+                sent = await send_document(
                     opened, client, [*agreed.terms.parties, *record.witnesses],
                     outgoing("handover", f"handover record {record.id}",
                              handover=record.envelope, agreement=agreed.envelope), args.via)
@@ -776,7 +649,7 @@ def run_countersign(args: argparse.Namespace) -> int:
                 agreement = countersign_agreement(agreement, me.signing_key, keys)
             status = agreement_status(agreement, keys)
             envelopes = list(thread.envelopes()) if thread else []
-            sent = await _send(
+            sent = await send_document(
                 opened, client, [*agreement.terms.parties, *agreement.terms.guarantors],
                 outgoing("agreement", f"agreement {agreement.id}",
                          agreement=agreement.envelope, thread=envelopes), args.via)
@@ -988,10 +861,10 @@ def run_handover_record(args: argparse.Namespace) -> int:
                 return record, check, draft, []
             for digest, salt, data in draft.entry_salts:
                 save_entry(opened, digest, salt, data)
-            sent = await _send(opened, client, [*agreement.terms.parties, *witnesses],
-                               outgoing("handover", f"handover record {record.id}",
-                                        handover=record.envelope,
-                                        agreement=agreement.envelope), args.via)
+            sent = await send_document(
+                opened, client, [*agreement.terms.parties, *witnesses],
+                outgoing("handover", f"handover record {record.id}", handover=record.envelope,
+                         agreement=agreement.envelope), args.via)
             return record, check, draft, sent
 
     record, check, draft, envelope_ids = run_async(work())
@@ -1028,10 +901,10 @@ def run_handover_sign(args: argparse.Namespace) -> int:
             record, agreement = _handover_and_agreement(opened, _collect(opened), args.id)
             record = sign_handover(record, agreement, opened.identity.signing_key)
             check = check_handover(record, agreement)
-            sent = await _send(opened, client, [*agreement.terms.parties, *record.witnesses],
-                               outgoing("handover", f"handover record {record.id}",
-                                        handover=record.envelope,
-                                        agreement=agreement.envelope), args.via)
+            sent = await send_document(
+                opened, client, [*agreement.terms.parties, *record.witnesses],
+                outgoing("handover", f"handover record {record.id}", handover=record.envelope,
+                         agreement=agreement.envelope), args.via)
             return record, check, sent
 
     record, check, envelope_id = run_async(work())
@@ -1116,9 +989,9 @@ def run_disclose(args: argparse.Namespace) -> int:
                 if salted is None:
                     raise ClientError(f"this profile does not hold the list {ref.digest[:12]}…")
                 lists.append(salted)
-            sent = await _send(opened, client, [recipient.card.id],
-                               _disclose_to(opened, args.agreement, recipient.card.id, lists),
-                               args.via)
+            sent = await send_document(
+                opened, client, [recipient.card.id],
+                _disclose_to(opened, args.agreement, recipient.card.id, lists), args.via)
             return [ref.digest for ref in transfer.lists], sent
 
     digests, envelope_ids = run_async(work())
