@@ -204,6 +204,11 @@ async def submit(opened: OpenProfile, client: RelayClient, prepared: Prepared, *
         SendUncertain names ``backchannel resend ID``, which submits the same envelope
         again.
     5. Remember what was sent (the cards in force, the digest of the signed message).
+       If that fails (a full disk), the send is as uncertain as a lost answer: the
+       draft and copy stay, and ``resend`` finds the node's acceptance.
+
+    Raises a refusal or :class:`~client.resend.SendUncertain`, nothing else a
+    :class:`BackchannelError`.
     """
     routing = prepared.routing
     # Step 4b.
@@ -217,7 +222,12 @@ async def submit(opened: OpenProfile, client: RelayClient, prepared: Prepared, *
             raise
         raise resend.SendUncertain(routing.id, exc) from None
     # Step 5.
-    record = resend.confirm(opened, prepared.draft, submitted.accepted)
+    try:
+        record = resend.confirm(opened, prepared.draft, submitted.accepted)
+    except (BackchannelError, OSError) as exc:
+        cause = exc if isinstance(exc, BackchannelError) else ClientError(
+            f"the node's answer could not be recorded here ({exc.strerror or exc})")
+        raise resend.SendUncertain(routing.id, cause) from None
     return Sent(record, prepared.unverified, submitted.new)
 
 

@@ -69,8 +69,8 @@ def _sentence(cause: BackchannelError) -> str:
     return str(cause).rstrip(".")
 
 
-def _messages(count: int, what: str = "message") -> str:
-    return f"1 {what}" if count == 1 else f"{count} {what}s"
+def _messages(count: int) -> str:
+    return "1 message" if count == 1 else f"{count} messages"
 
 
 def _following(rest: Sequence[str]) -> str:
@@ -103,7 +103,6 @@ class SendUncertain(NodeError):
         super().__init__(text)
         self.envelope_id = envelope_id
         self.cause = cause
-        self.rest = tuple(rest)
 
 
 class CommandStopped(NodeError):
@@ -131,8 +130,6 @@ class CommandStopped(NodeError):
                                f"{' '.join(rest)} to send {'it' if len(rest) == 1 else 'them'}"
                                if rest else ""))
         super().__init__(text)
-        self.cause = cause
-        self.kept = kept
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from keys.encoding import format_time
 
 from .. import messaging, resend, ui
 from ..bodies import KINDS, Note, Other, decode, prepare
-from ..errors import BodyError, ClientError, NodeUnreachable
+from ..errors import BodyError, ClientError
 from ..messaging import Listed, Read
 from ..namelist import NameList, render_table, to_csv, to_json, visible
 from ..profile import OpenProfile
@@ -30,6 +30,7 @@ from .common import (
     run_async,
     write_output,
 )
+from .outbox import warn_interrupted
 
 #: Warnings do not stop a send; past a screenful they only hide the result.
 MAX_WARNINGS_SHOWN = 10
@@ -126,10 +127,7 @@ def run_send(args: argparse.Namespace) -> int:
                 with ui.Meter("uploading") as meter:
                     return await messaging.submit(opened, client, prepared, upload=meter)
             except (asyncio.CancelledError, KeyboardInterrupt):
-                # Ctrl-C during the upload or while waiting for the node: say which
-                # message is now uncertain; the interruption goes on (exit status 130).
-                ui.warn(str(resend.SendUncertain(prepared.routing.id,
-                                                 NodeUnreachable("interrupted"))))
+                warn_interrupted(prepared.routing.id)
                 raise
 
     sent = run_async(work())

@@ -17,7 +17,7 @@ from keys.errors import BackchannelError
 
 from .. import messaging, resend, ui
 from ..bodies import Outgoing
-from ..errors import ClientError, NodeUnreachable
+from ..errors import NodeUnreachable
 from ..profile import OpenProfile
 from ..relay_client import RelayClient
 from ..resend import SendUncertain
@@ -104,9 +104,7 @@ class Outbox:
             except SendUncertain as exc:
                 raise SendUncertain(exc.envelope_id, exc.cause, rest=rest) from None
             except BackchannelError as exc:
-                if not resend.is_refusal(exc):
-                    # Raised after the node's answer (recording it here failed).
-                    raise SendUncertain(item.routing.id, exc, rest=rest) from None
+                # A refusal (messaging.submit turns anything else into SendUncertain).
                 if index == 0:
                     self.drop(self.prepared[1:])
                     raise
@@ -114,18 +112,15 @@ class Outbox:
                     exc, submitted=[p.routing.id for p in self.prepared[:index]],
                     refused=item.routing.id, rest=rest,
                     waiting=resend.asks_to_wait(exc)) from None
-            except OSError as exc:
-                # The node answered, and this profile could not write it down (a full
-                # disk): resend finds the node's acceptance.
-                raise SendUncertain(item.routing.id, ClientError(
-                    f"the node's answer could not be recorded here "
-                    f"({exc.strerror or exc})"), rest=rest) from None
             except (asyncio.CancelledError, KeyboardInterrupt):
-                # Ctrl-C while a submission was on its way: as uncertain as a lost
-                # answer. Said here, and the interruption goes on (exit status 130).
-                ui.warn(str(SendUncertain(item.routing.id, NodeUnreachable("interrupted"),
-                                          rest=rest)))
+                warn_interrupted(item.routing.id, rest)
                 raise
+
+
+def warn_interrupted(envelope_id: str, rest: Sequence[str] = ()) -> None:
+    """Ctrl-C while a submission was on its way: as uncertain as a lost answer. Said
+    before the interruption goes on (exit status 130)."""
+    ui.warn(str(SendUncertain(envelope_id, NodeUnreachable("interrupted"), rest=rest)))
 
 
 @contextlib.asynccontextmanager

@@ -30,7 +30,8 @@ import aiohttp
 import pytest
 from cli_support import RU_PASSPHRASE, UA_PASSPHRASE, Env, Node, free_port
 
-from client import resend
+from client import messaging, resend
+from client.bodies import prepare as prepare_body
 from client.profile import Profile
 from client.relay_client import RelayClient
 from keys import dsse
@@ -540,6 +541,36 @@ def test_a_rate_limited_resend_keeps_the_copy(world: World, tmp_path: Path) -> N
     done = json.loads(env.ua("resend", envelope_id, "--json").out)["resent"]
     assert [(r["id"], r["new"]) for r in done] == [(envelope_id, True)]
     assert _ru_inbox(world) == [*before, envelope_id]
+
+
+def test_an_answer_that_cannot_be_recorded_leaves_the_send_uncertain(world: World) -> None:
+    """The node accepted the message, and this profile cannot write that down (here a
+    directory in the record's place; a full disk in life): the send is uncertain,
+    draft and copy stay, and resend records the node's acceptance."""
+    before = _ru_inbox(world)
+
+    async def send_blocked() -> tuple[str, str]:
+        opened = Profile(world.env.root / "ua").open(UA_PASSPHRASE)
+        pin = opened.require_node()
+        note = prepare_body("note", b"Bus at the crossing.", "note.txt", today=None)
+        async with aiohttp.ClientSession() as session:
+            client = RelayClient(session, pin.url, opened.identity, node=pin.card)
+            prepared = await messaging.prepare(opened, client, ["RU"], note)
+            blocker = opened.store.path(f"messages/{prepared.routing.id}")
+            blocker.mkdir()
+            try:
+                with pytest.raises(resend.SendUncertain) as raised:
+                    await messaging.submit(opened, client, prepared)
+            finally:
+                blocker.rmdir()
+        return prepared.routing.id, str(raised.value)
+
+    envelope_id, error = asyncio.run(send_blocked())
+    assert error.startswith("the node's answer could not be recorded here ("), error
+    assert f"run backchannel resend {envelope_id}" in error
+    assert _ru_inbox(world) == [*before, envelope_id]
+    again = world.env.ua("resend", envelope_id)
+    assert "the node holds it" in again.out and "now kept" in again.out
 
 
 async def _resend_later(world: World, envelope_id: str, *, days: int) -> resend.Resent:
