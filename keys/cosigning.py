@@ -112,9 +112,13 @@ def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, Verify
     the same bytes that can stand: by one of ``signers`` and, when the key is known,
     verifying. Unlike :func:`merge_signatures`, nothing raises: copies come from
     several senders, and one bad copy (another version, a forged or stray signature)
-    must neither hide the others' signatures nor stop the merge. A keyid whose key is
-    unknown keeps the first signature seen (it cannot be judged here; a verifier with
-    the key will)."""
+    must neither hide the others' signatures nor stop the merge.
+
+    A keyid whose key is unknown cannot be judged here; its signature is kept, for a
+    verifier with the key, only when every copy carrying one agrees on it. Ed25519 is
+    deterministic, so copies that disagree hold at least one forgery, and keeping the
+    wrong one would make the whole envelope fail for that verifier (every signature
+    by a known key must verify): such a keyid is left out."""
     if not copies:
         raise ValueError("no copies to gather")
     base = copies[0]
@@ -122,6 +126,7 @@ def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, Verify
     message = dsse.pae(base.payload_type, base.payload)
     kept: dict[str, dsse.Signature] = {}
     verified: set[str] = set()
+    disputed: set[str] = set()
     for copy in copies:
         if copy.digest() != digest:
             continue
@@ -131,7 +136,8 @@ def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, Verify
                 continue
             key = keys.get(keyid)
             if key is None:
-                kept.setdefault(keyid, signature)
+                if kept.setdefault(keyid, signature).sig != signature.sig:
+                    disputed.add(keyid)
                 continue
             if key.id != keyid:
                 continue
@@ -141,5 +147,5 @@ def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, Verify
                 continue
             kept[keyid] = signature
             verified.add(keyid)
-    ordered = tuple(kept.values())[:dsse.MAX_SIGNATURES]
+    ordered = tuple(s for s in kept.values() if s.keyid not in disputed)[:dsse.MAX_SIGNATURES]
     return dsse.Envelope(base.payload_type, base.payload, ordered)

@@ -100,6 +100,32 @@ def test_gather_signatures_keeps_what_stands():
     assert out.signer_ids() == (world.kyiv.id,)
 
 
+def test_copies_that_disagree_on_an_unknown_key_keep_neither_signature():
+    # A reader without the ICRC's card cannot judge its signature. A forged one in the
+    # first copy must not stand in for the real one: kept, it would make the exported
+    # agreement fail for anyone who has the ICRC's key.
+    world = World()
+    _thread, agreement, records = _legit(world)
+    real = agreement.envelope
+    assert world.icrc.id in real.signer_ids()
+    forged = dsse.Envelope(real.payload_type, real.payload,
+                           (dsse.Signature(world.icrc.id, bytes(64)),))
+    first = _record("agreement", {"v": 1, "agreement": forged.to_dict()}, 0)
+    reader = {i: k for i, k in world.keys.items() if i != world.icrc.id}
+    found = collect([first, *records], reader)
+    merged = found.agreement(agreement.id, reader).envelope
+    assert world.icrc.id not in merged.signer_ids()
+    assert set(merged.signer_ids()) == set(real.signer_ids()) - {world.icrc.id}
+    # What is left verifies for a verifier who has every key.
+    assert gather_signatures([merged], world.keys, signers=real.signer_ids()) == merged
+    # Copies that agree keep the unjudged signature, so it reaches that verifier.
+    found = collect([*records, _record("agreement", {"v": 1, "agreement": real.to_dict()}, 7)],
+                    reader)
+    merged = found.agreement(agreement.id, reader).envelope
+    assert dict((s.keyid, s.sig) for s in merged.signatures)[world.icrc.id] == next(
+        s.sig for s in real.signatures if s.keyid == world.icrc.id)
+
+
 def test_handover_copies_are_gathered_the_same_way():
     # Kyiv's record, Moscow's signed copy, the witness's countersigned copy, and a copy
     # carrying a forged witness signature that arrived first: the merge has all three
