@@ -49,8 +49,9 @@ class LossyProxy:
     """127.0.0.1:port → the node. ``lose`` is None (pass everything), "answer" (the
     node gets a POST /v1/envelopes, its answer is dropped and the client's connection
     closed), "502" (the same, but the client gets a reverse proxy's 502 page),
-    "request" (the submission never reaches the node) or "stall" (it never reaches
-    the node and the connection stays open: ``stalled`` is set)."""
+    "request" (the submission never reaches the node), "stall" (it never reaches
+    the node and the connection stays open: ``stalled`` is set) or "hold-second"
+    (the first submission passes; the next waits, ``held`` set, until ``release``)."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -58,6 +59,9 @@ class LossyProxy:
         self.lose: str | None = None
         self.lost = 0
         self.stalled = threading.Event()
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.submissions = 0
         self._server = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -89,13 +93,19 @@ class LossyProxy:
         def forward() -> None:
             while data := _recv(client):
                 if data.startswith(b"POST /v1/envelopes ") and self.lose is not None:
-                    if self.lose == "request":
+                    self.submissions += 1
+                    if self.lose == "hold-second":
+                        if self.submissions > 1:
+                            self.held.set()
+                            self.release.wait(60)
+                    elif self.lose == "request":
                         cut()
                         return
-                    if self.lose == "stall":
+                    elif self.lose == "stall":
                         self.stalled.set()
                         return  # the client waits for an answer that never comes
-                    submitting.set()
+                    else:
+                        submitting.set()
                 try:
                     upstream.sendall(data)
                 except OSError:
@@ -522,6 +532,52 @@ def test_a_command_stopped_by_the_rate_limit_keeps_the_rest(world: World,
     done = json.loads(env.ua("resend", kept.group(1), "--json").out)["resent"]
     assert [(r["id"], r["new"]) for r in done] == [(kept.group(1), True)]
     assert _ru_inbox(world) == [*before, sent.group(1), kept.group(1)]
+
+
+def test_a_command_stopped_by_a_final_refusal_names_what_it_sent(world: World,
+                                                                  tmp_path: Path) -> None:
+    """The node takes the proposal, then refuses the disclosure for good: Minsk's
+    membership is revoked while the disclosure waits at the proxy. The command names
+    the proposal as submitted and the disclosure as refused, and keeps nothing."""
+    env, node = world.env, world.node
+    env.ok("init", "--name", "Minsk", home="by", passphrase="by")
+    env.ok("register", node.invite("Minsk"), home="by", passphrase="by")
+    card = tmp_path / "by.card"
+    env.ok("card", "--out", str(card), home="by", passphrase="by")
+    member = json.loads(env.ok("whoami", "--json", home="by", passphrase="by").out)
+    env.ua("contacts", "add", str(card), "--alias", "BY")
+    env.ua("contacts", "verify", "BY", "--yes")
+    kept_before = json.loads(env.ua("resend", "--all", "--json").out)
+    args = [("BY" if a == "RU" else a) for a in _propose(world, tmp_path)]
+    world.proxy.held.clear()
+    world.proxy.release.clear()
+    world.proxy.submissions = 0
+    world.proxy.lose = "hold-second"
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "client", *args],
+            env={**env.base, "BACKCHANNEL_HOME": str(env.root / "ua"),
+                 "BACKCHANNEL_PASSPHRASE": UA_PASSPHRASE},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert world.proxy.held.wait(60), "the second submission never reached the proxy"
+        env.ok("relay", "revoke", "--dir", str(node.directory), member["id"])
+        world.proxy.release.set()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        world.proxy.lose = None
+        world.proxy.release.set()
+    assert proc.returncode == 1, err
+    line = err.strip().splitlines()[-1]
+    sent = re.search(r"This command had submitted 1 message \(([A-Za-z0-9_-]{43})\); "
+                     r"message ([A-Za-z0-9_-]{43}) was refused and is not kept$", line)
+    assert sent is not None and "not a member of this node" in line, line
+    assert "resend" not in line, line
+    local = {m["id"]: m for m in json.loads(env.ua("inbox", "--local", "--json").out)["messages"]}
+    assert local[sent.group(1)]["kind"] == "proposal" and local[sent.group(1)]["confirmed"]
+    assert sent.group(2) not in local
+    after = json.loads(env.ua("resend", "--all", "--json").out)
+    assert after["unconfirmed"] == kept_before["unconfirmed"]
+    assert sent.group(2) not in {r["id"] for r in after["resent"]}
 
 
 def test_a_rate_limited_resend_keeps_the_copy(world: World, tmp_path: Path) -> None:
