@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .services.membership import Membership
     from .services.peering import Peering, Pinned
     from .storage.database import Database
-    from .storage.federation import PeerRow
+    from .storage.federation import PeerQueue, PeerRow
 
 # The storage and service modules (SQLAlchemy, Alembic: about 0.7 s) are imported by the
 # commands that use them: `backchannel` loads this module for every delegation command.
@@ -356,6 +356,29 @@ def peer_json(row: PeerRow) -> dict[str, Any]:
             "added": _time(row.added_at)}
 
 
+def queue_json(queue: PeerQueue | None) -> dict[str, Any]:
+    if queue is None:
+        return {"envelopes": 0, "receipts": 0}
+    return {"envelopes": queue.envelopes, "receipts": queue.receipts,
+            "oldest": _time(queue.oldest), "next_attempt": _time(queue.next_attempt),
+            "attempts": queue.attempts, "last_error": queue.last_error}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
+def queue_text(queue: PeerQueue) -> str:
+    """One line: what waits for a peer, since when, and why."""
+    parts = [_plural(n, w) for n, w in ((queue.envelopes, "envelope"),
+                                        (queue.receipts, "receipt")) if n]
+    text = f"queued: {' and '.join(parts)} since {_time(queue.oldest)}"
+    if queue.attempts:
+        text += (f"; {_plural(queue.attempts, 'attempt')} so far, last error "
+                 f"{queue.last_error or 'unknown'}; next attempt {_time(queue.next_attempt)}")
+    return text
+
+
 def read_peer_card(row: PeerRow) -> Card:
     return load_card(row.card, now=SYSTEM_CLOCK.now(), allow_expired=True, check_created=False)
 
@@ -363,32 +386,72 @@ def read_peer_card(row: PeerRow) -> Card:
 def cmd_peers_list(args: argparse.Namespace) -> int:
     config, peering = _peering(args)
 
-    async def work(db: Database) -> list[PeerRow]:
-        return await peering(db).list()
+    async def work(db: Database) -> tuple[list[PeerRow], dict[str, PeerQueue]]:
+        service = peering(db)
+        return await service.list(), await service.queues()
 
-    rows = _run(_with_db(database_url(config, args.dir), work))
+    rows, queues = _run(_with_db(database_url(config, args.dir), work))
     if args.json:
-        json.dump({"peers": [peer_json(r) for r in rows]}, sys.stdout, ensure_ascii=False,
-                  indent=2)
+        json.dump(peers_json(rows, queues), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
-        return 0
-    if not rows:
-        print("no peers: pin one with `backchannel relay peers add --dir DIR CARD_FILE`")
+    else:
+        print("\n".join(peers_text(rows, queues)))
+    return 0
+
+
+def _unpinned(rows: list[PeerRow], queues: dict[str, PeerQueue]) -> list[PeerQueue]:
+    # Receipts queued for a peer unpinned since wait until it is pinned again or
+    # retention purges them: the operator should see them.
+    pinned = {r.id for r in rows}
+    return [q for peer, q in sorted(queues.items()) if peer not in pinned]
+
+
+def peers_json(rows: list[PeerRow], queues: dict[str, PeerQueue]) -> dict[str, Any]:
+    return {"peers": [{**peer_json(r), "queued": queue_json(queues.get(r.id))} for r in rows],
+            "unpinned_with_queued": [{"id": q.peer, "queued": queue_json(q)}
+                                     for q in _unpinned(rows, queues)]}
+
+
+def peers_text(rows: list[PeerRow], queues: dict[str, PeerQueue]) -> list[str]:
+    lines = [] if rows else [
+        "no peers: pin one with `backchannel relay peers add --dir DIR CARD_FILE`"]
     for row in rows:
         item = peer_json(row)
-        print(f"{row.id}  {row.url}  {item['fingerprint']}  added {item['added']}  {row.name}")
-    return 0
+        lines.append(f"{row.id}  {row.url}  {item['fingerprint']}  added {item['added']}  "
+                     f"{row.name}")
+        if row.id in queues:
+            lines.append(f"    {queue_text(queues[row.id])}")
+    for queue in _unpinned(rows, queues):
+        lines.append(f"{queue.peer}  (not pinned)")
+        lines.append(f"    {queue_text(queue)}; pin it again to deliver them")
+    return lines
+
+
+def removal_text(peer_id: str, queue: PeerQueue | None) -> list[str]:
+    lines = [f"removed peer {peer_id}"]
+    if queue is not None and queue.envelopes:
+        one = queue.envelopes == 1
+        lines.append(f"{_plural(queue.envelopes, 'envelope')} queued for it "
+                     f"{'is' if one else 'are'} retried until "
+                     f"{'it expires' if one else 'they expire'}, then reported to the "
+                     "sender as failed")
+    if queue is not None and queue.receipts:
+        one = queue.receipts == 1
+        lines.append(f"{_plural(queue.receipts, 'receipt')} queued for it "
+                     f"{'waits' if one else 'wait'} until it is pinned again "
+                     "(`backchannel relay peers list` shows them) or retention purges "
+                     f"{'its envelope' if one else 'their envelopes'}")
+    return lines
 
 
 def cmd_peers_remove(args: argparse.Namespace) -> int:
     config, peering = _peering(args)
 
-    async def work(db: Database) -> None:
-        await peering(db).remove(args.id)
+    async def work(db: Database) -> PeerQueue | None:
+        return await peering(db).remove(args.id)
 
-    _run(_with_db(database_url(config, args.dir), work))
-    print(f"removed peer {args.id}; envelopes still queued for it are retried until they "
-          "expire, then reported as failed")
+    queue = _run(_with_db(database_url(config, args.dir), work))
+    print("\n".join(removal_text(args.id, queue)))
     return 0
 
 

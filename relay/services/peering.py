@@ -18,7 +18,7 @@ from keys.errors import BackchannelError
 from .. import errors
 from ..storage import federation
 from ..storage.database import Database
-from ..storage.federation import PeerRow
+from ..storage.federation import PeerQueue, PeerRow
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,18 @@ class Peering:
         async with self.db.read() as conn:
             return await federation.list_peers(conn)
 
-    async def remove(self, peer_id: str) -> None:
+    async def queues(self) -> dict[str, PeerQueue]:
+        """What the outbox holds, by peer; a peer unpinned with pushes still queued
+        appears here and not in :meth:`list`."""
+        async with self.db.read() as conn:
+            return await federation.queues(conn)
+
+    async def remove(self, peer_id: str) -> PeerQueue | None:
+        """Unpin ``peer_id``; returns what is still queued for it. Its rows stay:
+        envelopes are given up at their expiry (a *failed* statement goes back to the
+        sender), receipts wait in case the peer is pinned again, until retention
+        purges their envelope."""
         async with self.db.write() as conn:
             if not await federation.delete_peer(conn, peer_id):
                 raise errors.NotFound(f"no pinned peer has id {peer_id[:64]}")
+            return (await federation.queues(conn)).get(peer_id)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import Executable, Table, delete, insert, select, update
+from sqlalchemy import Executable, Table, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -352,6 +352,41 @@ async def reschedule(conn: AsyncConnection, seqs: Sequence[int], *, next_attempt
 async def outbox_rows(conn: AsyncConnection) -> list[OutboxRow]:
     rows = await conn.execute(select(outbox).order_by(outbox.c.seq))
     return [OutboxRow(**row._mapping) for row in rows]
+
+
+@dataclass(frozen=True)
+class PeerQueue:
+    """What the outbox holds for one peer (pinned or not)."""
+
+    peer: str
+    envelopes: int
+    #: Statements (receipts) travelling back towards the origin.
+    receipts: int
+    oldest: int
+    next_attempt: int
+    attempts: int
+    #: The last failure of the row tried most often: a problem slug or an exception
+    #: class (the column never holds more).
+    last_error: str | None
+
+
+async def queues(conn: AsyncConnection) -> dict[str, PeerQueue]:
+    """The outbox by peer, for the operator (``relay peers list``)."""
+    forward = func.sum(case((outbox.c.statement_id.is_(None), 1), else_=0))
+    totals = await conn.execute(
+        select(outbox.c.peer, forward, func.count(), func.min(outbox.c.created_at),
+               func.min(outbox.c.next_attempt_at), func.max(outbox.c.attempts))
+        .group_by(outbox.c.peer))
+    last: dict[str, str] = {}
+    failed = await conn.execute(
+        select(outbox.c.peer, outbox.c.last_error)
+        .where(outbox.c.last_error.is_not(None))
+        .order_by(outbox.c.attempts, outbox.c.seq))
+    for peer, error in failed:
+        last[peer] = error  # the last one wins: most attempts, then the latest
+    return {peer: PeerQueue(peer, int(envs), int(count) - int(envs), int(oldest), int(due),
+                            int(attempts), last.get(peer))
+            for peer, envs, count, oldest, due, attempts in totals}
 
 
 async def drop_sealed(conn: AsyncConnection, envelope_id: str) -> None:

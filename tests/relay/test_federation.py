@@ -883,6 +883,62 @@ async def test_a_statements_push_that_loses_a_race_still_stores_the_rest(tmp_pat
             await node.stop()
 
 
+async def test_receipts_for_a_peer_unpinned_meanwhile_wait_and_are_shown(tmp_path: Path,
+                                                                         four_urls):
+    """South's operator unpins North while Bob's receipts must still go back there: they
+    wait in the outbox (not dropped, not pushed), `relay peers list` names them under
+    the unpinned peer, and they go once North is pinned again."""
+    from relay.cli import peers_text, queue_json, queue_text, removal_text
+
+    nodes = await chain(tmp_path, ["North", "South"],
+                        urls=four_urls[:2] if four_urls else None)
+    north, south = nodes
+    try:
+        alice, bob = await north.join("Alice"), await south.join("Bob")
+        routing, sealed = routed(alice, [bob], nodes)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+        await eventually(lambda: _inbox(bob), what="delivery")
+        await eventually(lambda: _at_least(alice, routing.id, 2), what="relayed")
+        await eventually(lambda: _quiet([south]), what="South's outbox to drain")
+        operator = Database.open(south.database_url)
+        try:
+            assert await Peering(operator, south.id).remove(north.id) is None  # nothing queued
+        finally:
+            await operator.dispose()
+        # Bob fetches and acknowledges: *delivered* and *opened* must go back to North.
+        await read_and_ack(bob, alice, routing.id)
+
+        async def waiting():
+            queue = (await Peering(south.db, south.id).queues()).get(north.id)
+            return queue if queue is not None and queue.receipts == 2 and queue.attempts else None
+
+        queue = await eventually(waiting, what="a refused push of the receipt")
+        assert (queue.envelopes, queue.last_error) == (0, "not-a-peer-here")
+        pinned = await Peering(south.db, south.id).list()
+        assert north.id not in {p.id for p in pinned}
+        listed = peers_text(pinned, await Peering(south.db, south.id).queues())
+        at = listed.index(f"{north.id}  (not pinned)")
+        assert listed[at + 1].startswith("    queued: 2 receipts since ")
+        assert listed[at + 1].endswith("; pin it again to deliver them")
+        assert removal_text(north.id, queue)[1:] == [
+            "2 receipts queued for it wait until it is pinned again (`backchannel relay peers "
+            "list` shows them) or retention purges their envelopes"]
+        assert queue_json(queue)["receipts"] == 2
+        text = queue_text(queue)
+        assert text.startswith("queued: 2 receipts since ") and "last error not-a-peer-here" in text
+        assert [s.kind for s in await receipts(alice, routing.id)] == [
+            "accepted", "relayed"]  # not lost, not yet there
+        await pin(south, north)
+        wake(south)
+        got = await eventually(lambda: _at_least(alice, routing.id, 4), what="opened")
+        assert [s.kind for s in got] == ["accepted", "relayed", "delivered", "opened"]
+        await eventually(lambda: _quiet([south]), what="South's outbox to drain")
+        assert await Peering(south.db, south.id).queues() == {}
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
 # --- failures travel back -----------------------------------------------------------------
 
 async def test_an_unreachable_next_hop_until_expiry_gives_failed(tmp_path: Path):

@@ -204,16 +204,37 @@ def test_peers_add_list_remove(tmp_path: Path, capsys):
     assert listing["peers"] == [{"id": peer.id, "name": "istanbul node",
                                  "url": "https://tr.example:8443",
                                  "fingerprint": peer.fingerprint,
-                                 "added": listing["peers"][0]["added"]}]
+                                 "added": listing["peers"][0]["added"],
+                                 "queued": {"envelopes": 0, "receipts": 0}}]
+    assert listing["unpinned_with_queued"] == []
     code, out, _ = run(capsys, "peers", "list", "--dir", str(geneva))
     assert peer.id in out and peer.fingerprint in out
     # Pinning is per direction: Istanbul has not pinned Geneva.
+    empty = {"peers": [], "unpinned_with_queued": []}
     assert json.loads(run(capsys, "peers", "list", "--dir", str(istanbul), "--json")[1]) \
-        == {"peers": []}
+        == empty
     code, out, _ = run(capsys, "peers", "remove", "--dir", str(geneva), peer.id)
-    assert code == 0 and f"removed peer {peer.id}" in out
+    assert code == 0 and out == f"removed peer {peer.id}\n"  # nothing was queued for it
     assert json.loads(run(capsys, "peers", "list", "--dir", str(geneva), "--json")[1]) \
-        == {"peers": []}
+        == empty
+
+
+def test_peers_remove_says_what_stays_queued():
+    # The queue itself is read from a real outbox in
+    # test_federation.py::test_receipts_for_a_peer_unpinned_meanwhile_wait_and_are_shown.
+    from relay.storage.federation import PeerQueue
+
+    queue = PeerQueue("p" * 32, envelopes=1, receipts=3, oldest=0, next_attempt=60,
+                      attempts=2, last_error="ClientConnectorError")
+    assert relay_cli.removal_text("p" * 32, queue) == [
+        f"removed peer {'p' * 32}",
+        "1 envelope queued for it is retried until it expires, then reported to the sender "
+        "as failed",
+        "3 receipts queued for it wait until it is pinned again (`backchannel relay peers "
+        "list` shows them) or retention purges their envelopes"]
+    assert relay_cli.queue_text(queue) == (
+        "queued: 1 envelope and 3 receipts since 1970-01-01T00:00:00Z; 2 attempts so far, "
+        "last error ClientConnectorError; next attempt 1970-01-01T00:01:00Z")
 
 
 @pytest.mark.parametrize("what", ["own", "member", "garbage", "missing", "unknown-id"])
@@ -239,7 +260,7 @@ def test_peers_errors_are_one_line(tmp_path: Path, capsys, what: str):
                 "missing": "cannot read", "unknown-id": "no pinned peer"}[what]
     assert expected in err
     assert json.loads(run(capsys, "peers", "list", "--dir", str(node), "--json")[1]) \
-        == {"peers": []}
+        == {"peers": [], "unpinned_with_queued": []}
 
 
 def test_a_peer_card_without_its_own_home_is_refused(tmp_path: Path, capsys):
