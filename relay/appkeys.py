@@ -21,6 +21,7 @@ from .services.mailbox import Mailbox
 from .services.registration import Registration
 from .services.submission import Submission
 from .storage.database import Database
+from .ws_gate import AuthGate
 
 CONFIG: Final = web.AppKey("config", RelayConfig)
 NODE: Final = web.AppKey("node", Identity)
@@ -35,5 +36,6 @@ REGISTRATION: Final = web.AppKey("registration", Registration)
 SUBMISSION: Final = web.AppKey("submission", Submission)
 MAILBOX: Final = web.AppKey("mailbox", Mailbox)
 SOCKETS: Final[web.AppKey[weakref.WeakSet[web.WebSocketResponse]]] = web.AppKey("sockets")
+WS_GATE: Final = web.AppKey("ws_gate", AuthGate)
 FEDERATION: Final = web.AppKey("federation", Federation)
 FORWARDER: Final = web.AppKey("forwarder", Forwarder)

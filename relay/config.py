@@ -30,7 +30,8 @@ SECTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "node": ("name", "url"),
     "server": ("host", "port", "database"),
     "limits": ("max_sealed_bytes", "max_json_bytes", "inbox_page_max", "signature_window",
-               "ws_auth_timeout", "ws_queue_max", "ws_recheck_seconds"),
+               "ws_auth_timeout", "ws_unauthenticated_max", "ws_queue_max",
+               "ws_recheck_seconds"),
     "rate": ("rate_per_second", "rate_burst"),
     "retention": ("acknowledged_retention_days", "receipt_retention_days",
                   "purge_interval_seconds"),
@@ -63,6 +64,9 @@ class RelayConfig:
     #: RFC 9421 ``created`` must be within this many seconds of the node's clock.
     signature_window: int = 300
     ws_auth_timeout: float = 10.0
+    #: WebSocket connections open at once that have not authenticated yet (anyone can
+    #: open one; each holds a socket and about 20 KB until ``ws_auth_timeout``).
+    ws_unauthenticated_max: int = 512
     #: Pushes queued for one slow WebSocket client before it is disconnected.
     ws_queue_max: int = 1000
     #: How often an open WebSocket session re-checks its membership (revocation).
@@ -116,6 +120,8 @@ class RelayConfig:
         if not (math.isfinite(self.ws_recheck_seconds)
                 and 0.05 <= self.ws_recheck_seconds <= 3600):
             raise ConfigError("ws_recheck_seconds must be between 0.05 and 3600")
+        if not 1 <= self.ws_unauthenticated_max <= 1_000_000:
+            raise ConfigError("ws_unauthenticated_max must be between 1 and 1000000")
         if not 1 <= self.ws_queue_max <= 1_000_000:
             raise ConfigError("ws_queue_max must be between 1 and 1000000")
         if not (math.isfinite(self.rate_per_second) and self.rate_per_second > 0):

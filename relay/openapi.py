@@ -213,7 +213,9 @@ def openapi_document(config: RelayConfig) -> dict[str, Any]:
                 "summary": "WebSocket: challenge, signed auth, then one message per new "
                            "delivery (see docs/protocol.md)",
                 "responses": {"101": {"description": "Switching to WebSocket"},
-                              "400": _problem("Not a WebSocket upgrade")}}},
+                              "400": _problem("Not a WebSocket upgrade"),
+                              "429": _problem("Too many connections waiting to "
+                                              "authenticate (Retry-After)")}}},
             "/healthz": {"get": {
                 "operationId": "health", "summary": "Liveness",
                 "responses": {"200": _ok("Alive", _obj(["status"],

@@ -7,6 +7,9 @@
    ``b"backchannel/v1/ws-auth\\x00" + node id + b"\\x00" + nonce``: the nonce is
    fresh per connection, so an answer cannot be replayed, and naming the node
    keeps an answer from being relayed to another node.
+   At most ``ws_unauthenticated_max`` connections may be in this phase at once:
+   beyond it the upgrade is refused with a 429 problem (``Retry-After``: the auth
+   timeout), so that connections nobody authenticates cannot exhaust the node.
 3. Unknown, revoked or wrong signature: close with code 4401 (one answer for all).
    Otherwise ``{"type": "ready"}``, then ``{"type": "envelope", "cursor", "id"}``
    for each delivery committed from then on. A client catches up on anything
@@ -36,6 +39,7 @@ from .logs import note
 from .metrics import Metrics
 from .notify import OVERFLOW, REVOKED, Subscription
 from .storage import members
+from .ws_gate import Ticket
 
 AUTH_DOMAIN: Final = b"backchannel/v1/ws-auth\x00"
 NONCE_BYTES: Final = 32
@@ -137,27 +141,34 @@ class _Session(Subscription):
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
-    # No compression: notices are ~100 bytes, and a deflate context costs far more
-    # memory per session than it could ever save.
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_MESSAGE, compress=False)
-    await ws.prepare(request)
-    app[appkeys.SOCKETS].add(ws)
+    # Before the upgrade, while a refusal can still be an HTTP problem.
+    ticket = app[appkeys.WS_GATE].enter()
     try:
-        return await _serve(request, ws)
-    except Exception:
-        # After the upgrade no HTTP problem can be answered (the middleware's would be
-        # written into the socket): log the type only, close as an internal error.
-        log.exception("websocket crash", extra={"event": "ws.crash"})
-        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
-        return ws
+        # No compression: notices are ~100 bytes, and a deflate context costs far more
+        # memory per session than it could ever save.
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_MESSAGE, compress=False)
+        await ws.prepare(request)
+        app[appkeys.SOCKETS].add(ws)
+        try:
+            return await _serve(request, ws, ticket)
+        except Exception:
+            # After the upgrade no HTTP problem can be answered (the middleware's would
+            # be written into the socket): log the type only, close as an internal error.
+            log.exception("websocket crash", extra={"event": "ws.crash"})
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            return ws
+    finally:
+        ticket.release()
 
 
-async def _serve(request: web.Request, ws: web.WebSocketResponse) -> web.WebSocketResponse:
+async def _serve(request: web.Request, ws: web.WebSocketResponse, ticket: Ticket
+                 ) -> web.WebSocketResponse:
     app = request.app
     nonce = app[appkeys.RANDOM](NONCE_BYTES)
     await ws.send_json({"type": "challenge", "nonce": b64url_encode(nonce),
                         "node": app[appkeys.NODE].id})
     member = await _authenticate(request, ws, nonce)
+    ticket.release()
     if member is None:
         return ws
     note(member=member)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import http_message_signatures as hms
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519 as crypto_ed25519
 from openapi_spec_validator import validate as validate_openapi
 from relay_support import Member, Reply, RunningNode, SignedClient, sealed_for, start_node
@@ -715,6 +716,51 @@ async def test_websocket_auth_deadline_is_not_reset_by_pings(database_url: str):
         finally:
             pinger.cancel()
         assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4408, msg
+    finally:
+        await node.stop()
+
+
+async def test_websockets_waiting_to_authenticate_are_bounded(database_url: str):
+    """Beyond ``ws_unauthenticated_max`` connections in the auth phase, the upgrade is
+    refused with a 429 problem; a slot frees when a connection authenticates, fails
+    or times out, and authenticated sessions do not count."""
+    node = await start_node(database_url, ws_unauthenticated_max=2, ws_auth_timeout=30)
+    try:
+        alice = await node.join("Kyiv")
+        session = (await node.client()).session
+        waiting = [await session.ws_connect(node.url + "/v1/ws") for _ in range(2)]
+        for ws in waiting:
+            assert (await ws.receive_json(timeout=10))["type"] == "challenge"
+
+        async def refused() -> aiohttp.WSServerHandshakeError:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                await session.ws_connect(node.url + "/v1/ws")
+            return caught.value
+
+        error = await refused()
+        assert error.status == 429 and error.headers is not None
+        assert error.headers["Retry-After"] == "30"
+        assert error.headers["Content-Type"].startswith("application/problem+json")
+        # A failed authentication frees its slot; then an authenticated session takes
+        # one only until it is ready.
+        await waiting[0].send_json({"type": "auth", "id": alice.id, "sig": "AAAA"})
+        msg = await waiting[0].receive(timeout=10)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and waiting[0].close_code == 4401
+        sessions = [await alice.client.websocket() for _ in range(3)]
+        third = await session.ws_connect(node.url + "/v1/ws")
+        assert (await third.receive_json(timeout=10))["type"] == "challenge"
+        assert (await refused()).status == 429  # waiting[1] and third hold both slots
+        assert node.app[appkeys.WS_GATE].open == 2
+        # A client that goes away frees its slot too.
+        await waiting[1].close()
+        await third.close()
+        for _ in range(200):
+            if node.app[appkeys.WS_GATE].open == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert node.app[appkeys.WS_GATE].open == 0
+        for ws in sessions:
+            await ws.close()
     finally:
         await node.stop()
 

@@ -57,6 +57,7 @@ def test_config_layers_file_then_environment_then_flags(tmp_path: Path):
     ("[server]\nprt = 1\n", "unknown key"),
     ("[serverz]\nport = 1\n", "unknown section"),
     ("[limits]\nmax_sealed_bytes = 10\n", "max_sealed_bytes"),
+    ("[limits]\nws_unauthenticated_max = 0\n", "ws_unauthenticated_max"),
     ("[node]\nurl = \"ftp://x\"\n", "url"),
     ("[server]\ndatabase = \"mysql://x\"\n", "database"),
     ("[log]\nlog_level = \"loud\"\n", "log_level"),
