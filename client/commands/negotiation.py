@@ -30,10 +30,11 @@ import argparse
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from keys import dsse
 from keys.agreement import (
     Agreement,
     accept_proposal,
@@ -948,17 +949,51 @@ def run_handover_export(args: argparse.Namespace) -> int:
 
 # --- disclose / disclosed --------------------------------------------------------------
 
-def _terms_of(found: Collected, ident: str, keys: Mapping[str, Any]
-              ) -> tuple[Terms, set[str]]:
+@dataclass(frozen=True)
+class _Scope:
+    """What an agreement or proposal id names, for disclosures."""
+
+    #: The terms in force: the agreement's, else the thread's latest proposal's.
+    terms: Terms
+    #: Every id a disclosure of this negotiation may be made ``about``.
+    idents: frozenset[str]
+    #: The terms of the thread's earlier proposals, by id: a counter-proposal replaces
+    #: lists, and one disclosed with the proposal it replaced is no longer in force.
+    earlier: Mapping[str, Terms]
+
+
+def _terms_of(found: Collected, ident: str, keys: Mapping[str, Any]) -> _Scope:
     """The terms named by an agreement or proposal id, and every id they go by."""
     try:
         agreement = found.agreement(ident, keys)
     except ClientError:
         if ident not in found.messages:
             raise
-        latest = found.thread_of(ident).latest_proposal
-        return latest.terms, {ident, latest.id}
-    return agreement.terms, {ident, agreement.id, agreement.proposal_id}
+        thread = found.thread_of(ident)
+        final = thread.latest_proposal
+        ids = {ident}
+    else:
+        final_id = agreement.proposal_id
+        ids = {ident, agreement.id, final_id}
+        if final_id not in found.messages:  # the agreement came without its thread
+            return _Scope(agreement.terms, frozenset(ids), {})
+        thread = found.thread_of(final_id)
+        final = agreement.proposal
+    earlier = {m.id: m.terms for m in thread.messages
+               if isinstance(m, Proposal) and m.id != final.id}
+    return _Scope(final.terms, frozenset({*ids, *(m.id for m in thread.messages)}), earlier)
+
+
+def _replaced_list(envelope: dsse.Envelope, sender: str, terms: Terms | None, me: str,
+                   keys: Mapping[str, Any]) -> str | None:
+    """The digest of a disclosure that checks against ``terms`` (an earlier proposal's),
+    or None: a list a counter-proposal replaced is not a refusal, an altered one is."""
+    if terms is None:
+        return None
+    try:
+        return check_disclosure(envelope, sender, terms, me, keys).salted.digest
+    except BackchannelError:
+        return None
 
 
 def run_disclose(args: argparse.Namespace) -> int:
@@ -971,7 +1006,7 @@ def run_disclose(args: argparse.Namespace) -> int:
             await _fetch_new(opened, client)
             found = _collect(opened)
             keys = found.keys
-            terms, _ = _terms_of(found, args.agreement, keys)
+            terms = _terms_of(found, args.agreement, keys).terms
             if me not in terms.parties:
                 raise ClientError("only a party of the agreement discloses its lists")
             if recipient.card.id == me:
@@ -1007,16 +1042,30 @@ def run_disclose(args: argparse.Namespace) -> int:
 
 def run_disclosed(args: argparse.Namespace) -> int:
     opened, found, keys = _read_documents(args)
-    terms, idents = _terms_of(found, args.id, keys)
+    scope = _terms_of(found, args.id, keys)
+    terms, me = scope.terms, opened.identity.id
     names = _names(opened)
     shown: list[dict[str, Any]] = []
     refused: list[str] = []
+    replaced: set[str] = set()
+    seen: set[str] = set()
     for about, sender, envelope in found.disclosures:
-        if about not in idents or sender == opened.identity.id:
+        if about not in scope.idents or sender == me:
             continue
         who = names.get(sender, sender)
         try:
-            disclosed = check_disclosure(envelope, sender, terms, opened.identity.id, keys)
+            disclosed = check_disclosure(envelope, sender, terms, me, keys)
+        except BackchannelError as exc:
+            earlier = _replaced_list(envelope, sender, scope.earlier.get(about), me, keys)
+            if earlier is not None:
+                replaced.add(earlier)
+            else:
+                refused.append(f"a list disclosed by {who} is refused: {exc}")
+            continue
+        if disclosed.salted.digest in seen:
+            continue  # disclosed again with a later proposal
+        seen.add(disclosed.salted.digest)
+        try:
             namelist = from_body(json_loads(disclosed.salted.data,
                                             max_bytes=len(disclosed.salted.data),
                                             what="list"))
@@ -1032,7 +1081,8 @@ def run_disclosed(args: argparse.Namespace) -> int:
                       "list": disclosed.salted.digest, "entries": len(namelist),
                       "names": [e.to_dict() for e in namelist.entries]})
     if args.json:
-        ui.print_json({"id": args.id, "lists": shown, "refused": refused})
+        ui.print_json({"id": args.id, "lists": shown, "refused": refused,
+                       "replaced": sorted(replaced)})
     else:
         for item in shown:
             print(f"List {item['list']} ({names.get(item['giver'], item['giver'])} -> "
@@ -1041,8 +1091,13 @@ def run_disclosed(args: argparse.Namespace) -> int:
                   "matches the digest and count in the signed terms")
             for number, entry in enumerate(item["names"], start=1):
                 print(f"  {number}. {describe(entry)}")
+        if replaced:
+            print(f"{len(replaced)} list{'s' if len(replaced) > 1 else ''} disclosed with an "
+                  "earlier proposal of this negotiation "
+                  f"{'are' if len(replaced) > 1 else 'is'} not shown: a later proposal "
+                  "replaced it with another list.")
         if not shown and not refused:
-            print("No list of this agreement has been disclosed to you.")
+            print("No list of these terms has been disclosed to you.")
     if refused:
         raise ListMismatch(refused[0])
     return 0

@@ -156,6 +156,21 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     signed = json.loads(world.icrc("countersign", "--json", "--", agreement_id).out)
     assert signed["signatures"]["complete"] is True
 
+    ua_id = json.loads(env.ua("whoami", "--json").out)["id"]
+    # Moscow holds Kyiv's list of the agreement, disclosed with the first proposal; the
+    # list Kyiv asked for then was replaced by the counter: not shown, and not refused
+    # as if it had been altered (a walkthrough found both wrong).
+    for ident in (agreement_id, first, second):
+        held = json.loads(env.ru("disclosed", "--json", "--", ident).out)
+        assert held["refused"] == [] and len(held["replaced"]) == 1, (ident, held)
+        assert [(d["giver"], d["entries"]) for d in held["lists"]] == [(ua_id, 4)]
+    human = env.ru("disclosed", "--", agreement_id).out
+    assert "1 list disclosed with an earlier proposal of this negotiation is not shown" in human
+    assert "1. Шевченко Тарас" in human
+    # Kyiv holds Moscow's, disclosed with the counter.
+    held = json.loads(env.ua("disclosed", "--json", "--", agreement_id).out)
+    assert held["refused"] == [] and [d["entries"] for d in held["lists"]] == [1]
+
     # Kyiv discloses the list it hands over to the guarantor, who checks it against
     # the digest in the agreement it signed; the other list stays closed to it.
     env.ua("disclose", "--agreement", agreement_id, "--list", "give", "--to", "ICRC")
