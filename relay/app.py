@@ -36,7 +36,7 @@ from .services.retention import Retention
 from .services.submission import Submission
 from .storage import mailbox
 from .storage.database import Database
-from .websocket import recheck_members, websocket
+from .websocket import CLOSE_TIMEOUT, recheck_members, websocket
 from .ws_gate import AuthGate
 
 log = logging.getLogger("relay.http")
@@ -157,7 +157,9 @@ def create_app(config: RelayConfig, *, node: Identity, database_url: str,
     app[appkeys.NOTIFIER] = notifier
     app[appkeys.LIMITER] = limiter
     app[appkeys.SOCKETS] = weakref.WeakSet()
-    app[appkeys.WS_GATE] = AuthGate(config.ws_unauthenticated_max, config.ws_auth_timeout)
+    gate = AuthGate(config.ws_unauthenticated_max, config.ws_auth_timeout + CLOSE_TIMEOUT)
+    app[appkeys.WS_GATE] = gate
+    app[appkeys.METRICS].ws_unauthenticated.set_function(lambda: gate.open)
     app[appkeys.AUTH] = Authenticator(db, limiter, window=config.signature_window, clock=clock)
     app[appkeys.REGISTRATION] = Registration(db, node, clock=clock)
     forwarder = Forwarder(db, node, PeerClient(node, timeout=config.federation_timeout_seconds,

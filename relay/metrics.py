@@ -33,6 +33,10 @@ class Metrics:
                                   ["type"], registry=r)
         self.ws_sessions = Gauge("backchannel_websocket_sessions",
                                  "Authenticated WebSocket sessions", registry=r)
+        self.ws_unauthenticated = Gauge(
+            "backchannel_websocket_unauthenticated",
+            "WebSocket connections waiting to authenticate (bounded by "
+            "ws_unauthenticated_max)", registry=r)
         self.ws_pushed = Counter("backchannel_websocket_pushes",
                                  "Notices pushed to WebSocket clients", registry=r)
         self.pushes = Counter("backchannel_federation_pushes",

@@ -9,7 +9,8 @@
    keeps an answer from being relayed to another node.
    At most ``ws_unauthenticated_max`` connections may be in this phase at once:
    beyond it the upgrade is refused with a 429 problem (``Retry-After``: the auth
-   timeout), so that connections nobody authenticates cannot exhaust the node.
+   timeout and the close handshake, :data:`CLOSE_TIMEOUT`), so that connections
+   nobody authenticates cannot exhaust the node.
 3. Unknown, revoked or wrong signature: close with code 4401 (one answer for all).
    Otherwise ``{"type": "ready"}``, then ``{"type": "envelope", "cursor", "id"}``
    for each delivery committed from then on. A client catches up on anything
@@ -47,6 +48,9 @@ CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_AUTH_TIMEOUT: Final = 4408
 CLOSE_OVERFLOW: Final = 4429
 CLOSE_REVOKED: Final = 4403
+#: How long a close waits for the client's close frame (aiohttp's default is 10 s):
+#: a connection that failed to authenticate must not keep its place that long.
+CLOSE_TIMEOUT: Final = 2.0
 #: The auth message is about 200 bytes; clients send nothing else.
 MAX_MESSAGE: Final = 4096
 #: Member ids per query of the shared re-check (well under every driver's bound on
@@ -141,12 +145,15 @@ class _Session(Subscription):
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
+    # No compression: notices are ~100 bytes, and a deflate context costs far more
+    # memory per session than it could ever save.
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_MESSAGE, compress=False,
+                               timeout=CLOSE_TIMEOUT)
+    if not ws.can_prepare(request).ok:
+        await ws.prepare(request)  # raises: not an upgrade, answered 400
     # Before the upgrade, while a refusal can still be an HTTP problem.
     ticket = app[appkeys.WS_GATE].enter()
     try:
-        # No compression: notices are ~100 bytes, and a deflate context costs far more
-        # memory per session than it could ever save.
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_MESSAGE, compress=False)
         await ws.prepare(request)
         app[appkeys.SOCKETS].add(ws)
         try:

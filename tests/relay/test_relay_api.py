@@ -720,11 +720,12 @@ async def test_websocket_auth_deadline_is_not_reset_by_pings(database_url: str):
         await node.stop()
 
 
-async def test_websockets_waiting_to_authenticate_are_bounded(database_url: str):
+async def test_websockets_waiting_to_authenticate_are_bounded(database_url: str, caplog):
     """Beyond ``ws_unauthenticated_max`` connections in the auth phase, the upgrade is
     refused with a 429 problem; a slot frees when a connection authenticates, fails
-    or times out, and authenticated sessions do not count."""
+    or goes away, and authenticated sessions do not count."""
     node = await start_node(database_url, ws_unauthenticated_max=2, ws_auth_timeout=30)
+    gate = node.app[appkeys.WS_GATE]
     try:
         alice = await node.join("Kyiv")
         session = (await node.client()).session
@@ -737,10 +738,21 @@ async def test_websockets_waiting_to_authenticate_are_bounded(database_url: str)
                 await session.ws_connect(node.url + "/v1/ws")
             return caught.value
 
-        error = await refused()
+        with caplog.at_level("WARNING", logger="relay.ws"):
+            error = await refused()
+            assert (await refused()).status == 429
         assert error.status == 429 and error.headers is not None
-        assert error.headers["Retry-After"] == "30"
+        assert error.headers["Retry-After"] == "32"  # the auth timeout and the close
         assert error.headers["Content-Type"].startswith("application/problem+json")
+        # One warning for the two refusals (it is throttled), and the gauge.
+        assert [r.getMessage() for r in caplog.records if r.name == "relay.ws"] == [
+            "websocket connections waiting to authenticate are at ws_unauthenticated_max; "
+            "refusing new ones"]
+        metrics = (await (await node.client()).send("GET", "/metrics")).raw.decode()
+        assert "backchannel_websocket_unauthenticated 2.0" in metrics
+        # A request that is no upgrade is still told so, full or not.
+        plain = await (await node.client()).send("GET", "/v1/ws")
+        assert plain.status == 400
         # A failed authentication frees its slot; then an authenticated session takes
         # one only until it is ready.
         await waiting[0].send_json({"type": "auth", "id": alice.id, "sig": "AAAA"})
@@ -750,17 +762,41 @@ async def test_websockets_waiting_to_authenticate_are_bounded(database_url: str)
         third = await session.ws_connect(node.url + "/v1/ws")
         assert (await third.receive_json(timeout=10))["type"] == "challenge"
         assert (await refused()).status == 429  # waiting[1] and third hold both slots
-        assert node.app[appkeys.WS_GATE].open == 2
+        assert gate.open == 2
         # A client that goes away frees its slot too.
         await waiting[1].close()
         await third.close()
         for _ in range(200):
-            if node.app[appkeys.WS_GATE].open == 0:
+            if gate.open == 0:
                 break
             await asyncio.sleep(0.05)
-        assert node.app[appkeys.WS_GATE].open == 0
+        assert gate.open == 0
         for ws in sessions:
             await ws.close()
+    finally:
+        await node.stop()
+
+
+async def test_a_websocket_that_never_authenticates_frees_its_slot_soon(database_url: str):
+    """Timed out at ``ws_auth_timeout``, a connection whose client never answers the
+    close frame keeps its slot only for the short close handshake, not aiohttp's
+    default 10 s, so the Retry-After a refused client gets holds."""
+    from relay.websocket import CLOSE_TIMEOUT
+
+    node = await start_node(database_url, ws_auth_timeout=0.3)
+    gate = node.app[appkeys.WS_GATE]
+    try:
+        session = (await node.client()).session
+        silent = await session.ws_connect(node.url + "/v1/ws", autoclose=False)
+        await silent.receive_json(timeout=10)
+        started = asyncio.get_running_loop().time()
+        assert gate.open == 1
+        while gate.open and asyncio.get_running_loop().time() - started < 15:
+            await asyncio.sleep(0.05)
+        held = asyncio.get_running_loop().time() - started
+        assert gate.open == 0
+        assert held < 0.3 + CLOSE_TIMEOUT + 1.5, held
+        await silent.close()
     finally:
         await node.stop()
 
