@@ -92,4 +92,6 @@ class Peering:
         async with self.db.write() as conn:
             if not await federation.delete_peer(conn, peer_id):
                 raise errors.NotFound(f"no pinned peer has id {peer_id[:64]}")
-            return (await federation.queues(conn)).get(peer_id)
+        # Read after the commit: a long backlog is not counted under the write lock.
+        async with self.db.read() as conn:
+            return (await federation.queues(conn, peer_id)).get(peer_id)

@@ -370,23 +370,25 @@ class PeerQueue:
     last_error: str | None
 
 
-async def queues(conn: AsyncConnection) -> dict[str, PeerQueue]:
-    """The outbox by peer, for the operator (``relay peers list``)."""
+async def queues(conn: AsyncConnection, peer: str | None = None) -> dict[str, PeerQueue]:
+    """The outbox by peer (or for ``peer`` only), for the operator (``relay peers``)."""
     forward = func.sum(case((outbox.c.statement_id.is_(None), 1), else_=0))
-    totals = await conn.execute(
-        select(outbox.c.peer, forward, func.count(), func.min(outbox.c.created_at),
-               func.min(outbox.c.next_attempt_at), func.max(outbox.c.attempts))
-        .group_by(outbox.c.peer))
-    last: dict[str, str] = {}
-    failed = await conn.execute(
-        select(outbox.c.peer, outbox.c.last_error)
-        .where(outbox.c.last_error.is_not(None))
-        .order_by(outbox.c.attempts, outbox.c.seq))
-    for peer, error in failed:
-        last[peer] = error  # the last one wins: most attempts, then the latest
-    return {peer: PeerQueue(peer, int(envs), int(count) - int(envs), int(oldest), int(due),
-                            int(attempts), last.get(peer))
-            for peer, envs, count, oldest, due, attempts in totals}
+    totals = select(outbox.c.peer, forward, func.count(), func.min(outbox.c.created_at),
+                    func.min(outbox.c.next_attempt_at), func.max(outbox.c.attempts))
+    if peer is not None:
+        totals = totals.where(outbox.c.peer == peer)
+    found = {}
+    for name, envs, count, oldest, due, attempts in await conn.execute(
+            totals.group_by(outbox.c.peer)):
+        # The failure of the row tried most often, the latest of those: one row per
+        # peer, and peers are few.
+        last = (await conn.execute(
+            select(outbox.c.last_error)
+            .where(outbox.c.peer == name, outbox.c.last_error.is_not(None))
+            .order_by(outbox.c.attempts.desc(), outbox.c.seq.desc()).limit(1))).scalar()
+        found[name] = PeerQueue(name, int(envs), int(count) - int(envs), int(oldest),
+                                int(due), int(attempts), last)
+    return found
 
 
 async def drop_sealed(conn: AsyncConnection, envelope_id: str) -> None:

@@ -553,12 +553,12 @@ def test_a_command_stopped_by_a_final_refusal_names_what_it_sent(world: World,
     world.proxy.release.clear()
     world.proxy.submissions = 0
     world.proxy.lose = "hold-second"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "client", *args],
+        env={**env.base, "BACKCHANNEL_HOME": str(env.root / "ua"),
+             "BACKCHANNEL_PASSPHRASE": UA_PASSPHRASE},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "client", *args],
-            env={**env.base, "BACKCHANNEL_HOME": str(env.root / "ua"),
-                 "BACKCHANNEL_PASSPHRASE": UA_PASSPHRASE},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert world.proxy.held.wait(60), "the second submission never reached the proxy"
         env.ok("relay", "revoke", "--dir", str(node.directory), member["id"])
         world.proxy.release.set()
@@ -566,6 +566,9 @@ def test_a_command_stopped_by_a_final_refusal_names_what_it_sent(world: World,
     finally:
         world.proxy.lose = None
         world.proxy.release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 1, err
     line = err.strip().splitlines()[-1]
     sent = re.search(r"This command had submitted 1 message \(([A-Za-z0-9_-]{43})\); "

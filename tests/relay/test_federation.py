@@ -939,6 +939,37 @@ async def test_receipts_for_a_peer_unpinned_meanwhile_wait_and_are_shown(tmp_pat
             await node.stop()
 
 
+async def test_removing_a_peer_says_what_stays_queued_for_it(tmp_path: Path, four_urls):
+    """`relay peers remove` of a peer that is down with an envelope queued for it: the
+    removal reports the envelope, read from the outbox after the commit."""
+    from relay.cli import removal_text
+
+    nodes = await chain(tmp_path, ["North", "South"],
+                        urls=four_urls[:2] if four_urls else None)
+    north, south = nodes
+    try:
+        alice, bob = await north.join("Alice"), await south.join("Bob")
+        await south.stop()
+        routing, sealed = routed(alice, [bob], nodes)
+        assert (await alice.client.submit(routing, sealed)).status == 201
+
+        async def tried():
+            rows = [r for r in await outbox(north) if r.statement_id is None]
+            return rows if rows and rows[0].attempts >= 1 else None
+
+        await eventually(tried, what="a failed push to South")
+        queue = await Peering(north.db, north.id).remove(south.id)
+        assert queue is not None
+        assert (queue.peer, queue.envelopes, queue.receipts, queue.last_error) == (
+            south.id, 1, 0, "ClientConnectorError")
+        assert removal_text(south.id, queue) == [
+            f"removed peer {south.id}",
+            "1 envelope queued for it is retried until it expires, then reported to the "
+            "sender as failed"]
+    finally:
+        await north.stop()
+
+
 # --- failures travel back -----------------------------------------------------------------
 
 async def test_an_unreachable_next_hop_until_expiry_gives_failed(tmp_path: Path):
