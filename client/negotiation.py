@@ -29,7 +29,7 @@ There is no separate negotiation store: the local copies of sent and received
 messages (:mod:`client.records`) *are* the store, and :func:`collect` rebuilds the
 threads and agreements from them every time: proposals and decisions only when signed
 by their author, and an agreement's or record's copies merged signature by signature,
-each kept only if it stands (:func:`keys.cosigning.gather_signatures`).
+each kept only if it stands (:func:`keys.cosigning.gather`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from keys import dsse
 from keys.agreement import Agreement, parse_agreement
-from keys.cosigning import gather_signatures
+from keys.cosigning import gather
 from keys.ed25519 import VerifyKey
 from keys.encoding import b64url_decode, b64url_encode
 from keys.errors import BackchannelError, VerificationError
@@ -114,6 +114,10 @@ class Collected:
     #: Documents that did not parse or were not signed by their author (kind,
     #: envelope id, why): shown, never used.
     damaged: list[str] = field(default_factory=list)
+    #: Agreement or record id -> signers whose copies carried different signatures
+    #: under a key this profile does not know: left out of the merge (filled by
+    #: :meth:`agreement` and :func:`handover_of`).
+    disputed: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def thread_of(self, message_id: str) -> Thread:
         """The whole thread containing ``message_id``, checked by order_messages; every
@@ -139,16 +143,23 @@ class Collected:
 
     def agreement(self, ident: str, keys: Mapping[str, VerifyKey]) -> Agreement:
         """The agreement named by its id or by its proposal's id, with the signatures
-        of every copy that stand (keys.cosigning.gather_signatures): a copy with a
+        of every copy that stand (keys.cosigning.gather): a copy with a
         forged or stray signature, from whoever sent it, hides no other signature."""
         wanted = [a for a in self.agreements if ident in (a.id, a.proposal_id)]
         if not wanted:
             raise NegotiationNotFound("agreement", ident)
         # Copies of one proposal's agreement are the same bytes (its id is theirs).
         terms = wanted[0].terms
-        return parse_agreement(gather_signatures(
-            [a.envelope for a in wanted if a.id == wanted[0].id], keys,
-            signers={*terms.parties, *terms.guarantors}))
+        gathered = gather([a.envelope for a in wanted if a.id == wanted[0].id], keys,
+                          signers={*terms.parties, *terms.guarantors})
+        self._note_disputed(wanted[0].id, gathered.disputed)
+        return parse_agreement(gathered.envelope)
+
+    def _note_disputed(self, ident: str, disputed: frozenset[str]) -> None:
+        if disputed:
+            self.disputed[ident] = disputed
+        else:
+            self.disputed.pop(ident, None)
 
     def has_handover(self, ident: str) -> bool:
         return any(r.id == ident for r in self.handovers)
@@ -163,9 +174,10 @@ def handover_of(found: Collected, ident: str, keys: Mapping[str, VerifyKey]
     record = wanted[0]
     parties = {p for a in found.agreements if a.id == record.agreement
                for p in a.terms.parties}
-    return parse_handover(gather_signatures(
-        [r.envelope for r in wanted], keys,
-        signers={record.author, *record.witnesses, *parties}))
+    gathered = gather([r.envelope for r in wanted], keys,
+                      signers={record.author, *record.witnesses, *parties})
+    found._note_disputed(ident, gathered.disputed)
+    return parse_handover(gathered.envelope)
 
 
 def collect(records: Iterable[Record], keys: Mapping[str, VerifyKey]) -> Collected:

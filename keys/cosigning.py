@@ -108,6 +108,20 @@ def merge_signatures(base: dsse.Envelope, returned: dsse.Envelope,
 
 def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, VerifyKey], *,
                       signers: Collection[str]) -> dsse.Envelope:
+    """:func:`gather` without the disputed key ids."""
+    return gather(copies, keys, signers=signers).envelope
+
+
+@dataclass(frozen=True)
+class Gathered:
+    envelope: dsse.Envelope
+    #: Signers whose key is unknown here and whose copies carried different
+    #: signatures: left out until the reader has the key (then judged).
+    disputed: frozenset[str]
+
+
+def gather(copies: Sequence[dsse.Envelope], keys: Mapping[str, VerifyKey], *,
+           signers: Collection[str]) -> Gathered:
     """One envelope over the first copy's bytes with the signatures of every copy over
     the same bytes that can stand: by one of ``signers`` and, when the key is known,
     verifying. Unlike :func:`merge_signatures`, nothing raises: copies come from
@@ -115,10 +129,12 @@ def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, Verify
     must neither hide the others' signatures nor stop the merge.
 
     A keyid whose key is unknown cannot be judged here; its signature is kept, for a
-    verifier with the key, only when every copy carrying one agrees on it. Ed25519 is
-    deterministic, so copies that disagree hold at least one forgery, and keeping the
-    wrong one would make the whole envelope fail for that verifier (every signature
-    by a known key must verify): such a keyid is left out."""
+    verifier with the key, only when every copy carrying one agrees on it. Our
+    signers sign deterministically (Ed25519, RFC 8032), so copies that disagree hold
+    at least one forgery, and keeping the wrong one would make the whole envelope
+    fail for that verifier (every signature by a known key must verify): such a
+    keyid is left out and named in ``disputed``, so that the reader can be told to
+    add the signer's card, after which the genuine signature is kept."""
     if not copies:
         raise ValueError("no copies to gather")
     base = copies[0]
@@ -148,4 +164,5 @@ def gather_signatures(copies: Sequence[dsse.Envelope], keys: Mapping[str, Verify
             kept[keyid] = signature
             verified.add(keyid)
     ordered = tuple(s for s in kept.values() if s.keyid not in disputed)[:dsse.MAX_SIGNATURES]
-    return dsse.Envelope(base.payload_type, base.payload, ordered)
+    return Gathered(dsse.Envelope(base.payload_type, base.payload, ordered),
+                    frozenset(disputed))

@@ -665,6 +665,15 @@ def run_countersign(args: argparse.Namespace) -> int:
                         {"signatures": status.to_dict()})
 
 
+def _warn_disputed(found: Collected, ident: str, names: Mapping[str, str]) -> None:
+    """Signatures left out of a merge because copies disagree under a key this profile
+    does not know: the officer can settle it by adding that signer's card."""
+    for signer in sorted(found.disputed.get(ident, ())):
+        ui.warn(f"{names.get(signer, signer)}'s signature arrived in copies that differ, so "
+                "at least one is forged; it is left out. Add and verify that signer's card "
+                "(backchannel contacts add FILE) to keep the genuine one")
+
+
 def _timeline(thread: Thread, names: dict[str, str], now: datetime) -> list[dict[str, Any]]:
     rows = []
     for number, message in enumerate(thread.messages, start=1):
@@ -733,7 +742,8 @@ def run_thread(args: argparse.Namespace) -> int:
                        "messages": timeline,
                        "agreement": None if agreement is None else {
                            "id": agreement.id, "proposal": agreement.proposal_id,
-                           "signatures": status.to_dict() if status else None}})
+                           "signatures": status.to_dict() if status else None,
+                           "disputed": sorted(found.disputed.get(agreement.id, ()))}})
         return 0
     print(f"Thread {thread.id}: {thread.state(now).value}")
     for row in timeline:
@@ -755,6 +765,7 @@ def run_thread(args: argparse.Namespace) -> int:
         print("  signed by: " + (", ".join(names.get(i, i) for i in status.present) or "-"))
         if status.missing:
             print("  missing:   " + ", ".join(names.get(i, i) for i in status.missing))
+        _warn_disputed(found, agreement.id, names)
     if args.export:
         print(f"Exported to {args.export}: check it with backchannel verify {args.export}")
     return 0
@@ -943,6 +954,7 @@ def run_handover_export(args: argparse.Namespace) -> int:
                  what="export")
     status = handover_status(record, agreement, keys)
     print(f"Handover record {record.id}: " + ("complete" if status.complete else "incomplete"))
+    _warn_disputed(found, record.id, _names(opened))
     print(f"Exported to {args.out}: check it with backchannel verify {args.out}")
     return 0
 

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "keys"))
 
 from negotiation_world import World, agree
 
+from client.commands.negotiation import _warn_disputed
 from client.negotiation import NegotiationNotFound, collect, handover_of
 from keys import dsse
 from keys.cosigning import gather_signatures
@@ -100,7 +101,7 @@ def test_gather_signatures_keeps_what_stands():
     assert out.signer_ids() == (world.kyiv.id,)
 
 
-def test_copies_that_disagree_on_an_unknown_key_keep_neither_signature():
+def test_copies_that_disagree_on_an_unknown_key_keep_neither_signature(capsys):
     # A reader without the ICRC's card cannot judge its signature. A forged one in the
     # first copy must not stand in for the real one: kept, it would make the exported
     # agreement fail for anyone who has the ICRC's key.
@@ -111,11 +112,26 @@ def test_copies_that_disagree_on_an_unknown_key_keep_neither_signature():
     forged = dsse.Envelope(real.payload_type, real.payload,
                            (dsse.Signature(world.icrc.id, bytes(64)),))
     first = _record("agreement", {"v": 1, "agreement": forged.to_dict()}, 0)
+    last = _record("agreement", {"v": 1, "agreement": forged.to_dict()}, 9)
     reader = {i: k for i, k in world.keys.items() if i != world.icrc.id}
+    # Whichever copy comes first: the merge no longer depends on arrival order.
+    for records_in_order in ([first, *records], [*records, last]):
+        found = collect(records_in_order, reader)
+        merged = found.agreement(agreement.id, reader).envelope
+        assert world.icrc.id not in merged.signer_ids()
+        assert set(merged.signer_ids()) == set(real.signer_ids()) - {world.icrc.id}
+        assert found.disputed == {agreement.id: frozenset({world.icrc.id})}
+    # The officer is told which signature was left out and how to keep the real one.
+    _warn_disputed(found, agreement.id, {world.icrc.id: "ICRC"})
+    warning = capsys.readouterr().err
+    assert warning.startswith("backchannel: warning: ICRC's signature arrived in copies "
+                              "that differ") and "contacts add" in warning
+    # With the ICRC's card, the genuine signature is judged and kept, the forgery not.
+    found = collect([*records, last], world.keys)
+    merged = found.agreement(agreement.id, world.keys).envelope
+    assert merged.signatures == real.signatures and found.disputed == {}
     found = collect([first, *records], reader)
     merged = found.agreement(agreement.id, reader).envelope
-    assert world.icrc.id not in merged.signer_ids()
-    assert set(merged.signer_ids()) == set(real.signer_ids()) - {world.icrc.id}
     # What is left verifies for a verifier who has every key.
     assert gather_signatures([merged], world.keys, signers=real.signer_ids()) == merged
     # Copies that agree keep the unjudged signature, so it reaches that verifier.
