@@ -281,8 +281,17 @@ def make_proposal(signer: SigningKey, terms: Terms, *, supersedes: str | None = 
     if signer.id not in terms.parties:
         raise InvalidTerms("only one of the two parties can make a proposal")
     now = clock.now()
+    # The window's two checks only when signing: terms received keep whatever their
+    # author signed. The window first: a window in the past is the mistake to name.
+    if terms.window_to <= now:
+        raise InvalidTerms(f"the handover window ended on {format_time(terms.window_to)}, "
+                           "before this proposal is sent")
     if terms.expires <= now:
         raise InvalidTerms("the proposal would expire before it is sent")
+    if terms.expires > terms.window_to:
+        raise InvalidTerms(f"the offer would stay open until {format_time(terms.expires)}, "
+                           f"after the handover window ends ({format_time(terms.window_to)}): "
+                           "an acceptance then could not be kept")
     payload = proposal_payload(signer.id, terms, created=now, supersedes=supersedes)
     return parse_proposal(dsse.sign(PROPOSAL_TYPE, payload, signer))
 

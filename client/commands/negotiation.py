@@ -147,7 +147,8 @@ def register(sub: SubParsers) -> None:
     parser.add_argument("--window", required=True, metavar="FROM/TO",
                         help="dates (YYYY-MM-DD, UTC) or RFC 3339 times")
     parser.add_argument("--expires", metavar="WHEN",
-                        help="when the offer lapses (default: in 3 days)")
+                        help="when the offer lapses (default: in 3 days, or when the "
+                             "window ends if sooner)")
     parser.add_argument("--text", metavar="FILE", help="conditions, as UTF-8 text")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_propose)
@@ -165,7 +166,8 @@ def register(sub: SubParsers) -> None:
                         metavar="CATEGORY")
     parser.add_argument("--place", metavar="TEXT")
     parser.add_argument("--window", metavar="FROM/TO")
-    parser.add_argument("--expires", metavar="WHEN", help="default: in 3 days")
+    parser.add_argument("--expires", metavar="WHEN",
+                        help="default: in 3 days, or when the window ends if sooner")
     parser.add_argument("--text", metavar="FILE", help="new conditions, as UTF-8 text")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_counter)
@@ -447,7 +449,7 @@ def run_propose(args: argparse.Namespace) -> int:
     guarantors = [book.for_sending(alias, now=now) for alias in args.guarantor]
     window_from, window_to = parse_window(args.window)
     expires = (parse_when(args.expires, field="--expires", end_of_day=True) if args.expires
-               else now + timedelta(days=3))
+               else default_expiry(now, window_to))
     give = _load(args.give)
     receive = _load(args.receive)
     conditions = ""
@@ -493,6 +495,12 @@ def run_propose(args: argparse.Namespace) -> int:
                         {"disclosed": disclosed})
 
 
+def default_expiry(now: datetime, window_to: datetime) -> datetime:
+    """Three days to answer, but never past the handover window's end (an acceptance
+    after it could not be kept)."""
+    return min(now + timedelta(days=3), window_to)
+
+
 def _report_sent(args: argparse.Namespace, what: str, ident: str, envelope_ids: list[str],
                  summary: str, extra: dict[str, Any] | None = None) -> int:
     if args.json:
@@ -520,9 +528,9 @@ def _conditions(path: str | None) -> str | None:
 def run_counter(args: argparse.Namespace) -> int:
     opened = open_profile(args)
     now = opened.clock.now()
-    changes: dict[str, Any] = {
-        "expires": (parse_when(args.expires, field="--expires", end_of_day=True)
-                    if args.expires else now + timedelta(days=3))}
+    changes: dict[str, Any] = {}
+    if args.expires:
+        changes["expires"] = parse_when(args.expires, field="--expires", end_of_day=True)
     if args.window:
         changes["window_from"], changes["window_to"] = parse_window(args.window)
     if args.place:
@@ -554,6 +562,8 @@ def run_counter(args: argparse.Namespace) -> int:
                         transfers[i] = Transfer(t.giver, t.receiver, (s_list.ref(),),
                                                 _counts(category, len(namelist)))
             terms = replace(latest.terms, transfers=tuple(transfers), **changes)
+            if not args.expires:
+                terms = replace(terms, expires=default_expiry(now, terms.window_to))
             proposal, thread = counter(thread, me.signing_key, terms, clock=opened.clock)
             for s_list in salted:
                 save_salted(opened, s_list)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,35 @@ def test_refusals(world: World) -> None:
     assert "--window is FROM/TO" in env.run(
         "propose", "--to", "RU", "--give", "x", "--receive", "y", "--place", "p",
         "--window", "2030-12-01", home="ua", passphrase=UA_PASSPHRASE).error_line()
+
+
+
+def test_a_proposal_for_a_window_already_over_is_refused(world: World, tmp_path: Path) -> None:
+    """A year's typo in --window: refused before anything is signed or sent (a
+    walkthrough found it sent without a word)."""
+    env = world.env
+    give, receive = tmp_path / "give.csv", tmp_path / "receive.csv"
+    give.write_text(GIVE)
+    receive.write_text(RECEIVE)
+    copies = env.root / "ua" / "copies"
+    kept = sorted(os.listdir(copies)) if copies.exists() else []
+    past = env.run("propose", "--to", "RU", "--give", str(give), "--receive", str(receive),
+                   "--place", "Sumy", "--window", "2025-12-05/2025-12-06", home="ua",
+                   passphrase=UA_PASSPHRASE)
+    assert past.code == 1
+    assert past.error_line() == (
+        "the handover window ended on 2025-12-06T23:59:59Z, before this proposal is sent")
+    assert (sorted(os.listdir(copies)) if copies.exists() else []) == kept
+
+
+def test_the_default_expiry_is_never_after_the_window():
+    from datetime import UTC, datetime, timedelta
+
+    from client.commands.negotiation import default_expiry
+
+    now = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    assert default_expiry(now, now + timedelta(days=10)) == now + timedelta(days=3)
+    assert default_expiry(now, now + timedelta(hours=5)) == now + timedelta(hours=5)
 
 
 def test_counter_then_reject(world: World, tmp_path: Path) -> None:

@@ -103,6 +103,11 @@ def test_proposal_signature_by_someone_else_is_refused(world):
     (lambda w: {"place": "x" * 201}, "place"),
     (lambda w: {"conditions": "x" * 20_001}, "conditions"),
     (lambda w: {"expires": w.clock.now()}, "expire"),
+    # A window already over (a year's typo), and an offer open after the window ends.
+    (lambda w: {"window_from": w.clock.now() - timedelta(days=2),
+                "window_to": w.clock.now() - timedelta(days=1)}, "handover window ended"),
+    (lambda w: {"expires": w.terms().window_to + timedelta(seconds=1)},
+     "after the handover window ends"),
 ])
 def test_inconsistent_terms_are_refused(world, change, reason):
     with pytest.raises(InvalidTerms, match=reason):
