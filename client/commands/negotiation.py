@@ -80,7 +80,7 @@ from ..handover_draft import (
     settle_lines,
 )
 from ..handover_draft import draft as make_draft
-from ..namelist import NameList, encode_body, from_body, load_namelist, shown
+from ..namelist import NameList, encode_body, from_body, load_namelist, shown, to_csv
 from ..negotiation import (
     KINDS,
     Collected,
@@ -280,6 +280,14 @@ def register(sub: SubParsers) -> None:
                     "to you, checked against the digest and count in the signed terms: "
                     "a list that does not open its digest is refused.")
     parser.add_argument("id", metavar="ID", help="the agreement id or a proposal id")
+    parser.add_argument("--out", metavar="FILE",
+                        help="also write the list (CSV, readable only by you) to FILE, e.g. "
+                             "for backchannel reconcile; with several lists, pick one "
+                             "with --giver")
+    parser.add_argument("--giver", metavar="ALIAS",
+                        help="with --out: the list handed over by this contact")
+    parser.add_argument("--bom", action="store_true",
+                        help="with --out: start with a byte-order mark (for Excel)")
     parser.add_argument("--offline", action="store_true",
                         help="do not fetch new messages first")
     parser.add_argument("--json", action="store_true")
@@ -1006,6 +1014,28 @@ def _terms_of(found: Collected, ident: str, keys: Mapping[str, Any]) -> _Scope:
     return _Scope(final.terms, frozenset({*ids, *(m.id for m in thread.messages)}), earlier)
 
 
+def _write_disclosed(args: argparse.Namespace, shown: list[dict[str, Any]],
+                     lists: list[NameList], giver: str | None,
+                     names: Mapping[str, str]) -> None:
+    picked = [(item, namelist) for item, namelist in zip(shown, lists, strict=True)
+              if giver is None or item["giver"] == giver]
+    if not picked:
+        raise ClientError("no list " + (f"handed over by {args.giver} " if giver else "")
+                          + "of these terms has been disclosed to you: nothing written")
+    if len(picked) > 1:
+        who = sorted({names.get(i["giver"], i["giver"]) for i, _ in picked})
+        raise ClientError(f"{len(picked)} lists are disclosed to you (handed over by "
+                          f"{', '.join(who)}): pick one with --giver ALIAS"
+                          + ("" if giver is None else " and check which list you mean"))
+    item, namelist = picked[0]
+    data, defused = to_csv(namelist, bom=args.bom)
+    if defused:
+        ui.warn(f"{defused} cell(s) began like a spreadsheet formula and were prefixed with "
+                "' so that opening the file runs nothing")
+    write_output(args.out, data, what="output file", private=True)
+    ui.note(f"List {item['list']} ({item['entries']:,} entries) written to {args.out}")
+
+
 def _replaced_list(envelope: dsse.Envelope, sender: str, terms: Terms | None, me: str,
                    keys: Mapping[str, Any]) -> str | None:
     """The digest of a disclosure that checks against ``terms`` (an earlier proposal's),
@@ -1063,11 +1093,15 @@ def run_disclose(args: argparse.Namespace) -> int:
 
 
 def run_disclosed(args: argparse.Namespace) -> int:
+    if (args.giver or args.bom) and not args.out:
+        raise ClientError("--giver and --bom go with --out FILE")
     opened, found, keys = _read_documents(args)
+    giver = opened.contacts().get(args.giver).card.id if args.giver else None
     scope = _terms_of(found, args.id, keys)
     terms, me = scope.terms, opened.identity.id
     names = _names(opened)
     shown: list[dict[str, Any]] = []
+    lists: list[NameList] = []
     refused: list[str] = []
     replaced: set[str] = set()
     seen: set[str] = set()
@@ -1102,6 +1136,9 @@ def run_disclosed(args: argparse.Namespace) -> int:
         shown.append({"from": sender, "giver": disclosed.giver, "receiver": transfer.receiver,
                       "list": disclosed.salted.digest, "entries": len(namelist),
                       "names": [e.to_dict() for e in namelist.entries]})
+        lists.append(namelist)
+    if args.out:
+        _write_disclosed(args, shown, lists, giver, names)
     if args.json:
         ui.print_json({"id": args.id, "lists": shown, "refused": refused,
                        "replaced": sorted(replaced)})

@@ -168,6 +168,17 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     human = env.ru("disclosed", "--", agreement_id).out
     assert "1 list disclosed with an earlier proposal of this negotiation is not shown" in human
     assert "1. Шевченко Тарас" in human
+    # Moscow writes Kyiv's list to a file of its own (for reconcile), readable only by it.
+    from_ua = tmp_path / "from-ua.csv"
+    wrote = env.ru("disclosed", "--out", str(from_ua), "--", agreement_id)
+    assert f"(4 entries) written to {from_ua}" in wrote.err
+    rows = from_ua.read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 5 and rows[1].startswith("Шевченко,Тарас")
+    assert from_ua.stat().st_mode & 0o777 == 0o600
+    nothing = env.run("disclosed", "--out", str(tmp_path / "none.csv"), "--giver", "ICRC",
+                      "--", agreement_id, home="ru", passphrase=RU_PASSPHRASE)
+    assert nothing.code == 1 and "no list handed over by ICRC" in nothing.error_line()
+    assert not (tmp_path / "none.csv").exists()
     # Kyiv holds Moscow's, disclosed with the counter.
     held = json.loads(env.ua("disclosed", "--json", "--", agreement_id).out)
     assert held["refused"] == [] and [d["entries"] for d in held["lists"]] == [1]
@@ -193,6 +204,9 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     crossed = tmp_path / "crossed.csv"
     crossed.write_text("family_name,given_names,date_of_birth\nShevchenko,Taras,1990-03-09\n"
                        "Bondarenko,Andrii,\nSmirnov,Ivan,1979-11-30\nNowak,Jan,1966-06-06\n")
+    # Moscow compares who crossed with Kyiv's list, written by disclosed --out.
+    compared = env.ru("reconcile", str(from_ua), str(crossed)).out
+    assert compared.startswith("Matched (1):") and "Ambiguous, for an officer" in compared
     record_args = ("handover", "record", "--agreement", agreement_id, "--transferred",
                    str(crossed), "--place", "Sumy border crossing",
                    "--at", "2030-12-02T10:00:00Z", "--witness", "ICRC")
