@@ -42,6 +42,7 @@ from keys.keystore import (
     MAX_KEYSTORE_BYTES,
     KdfParams,
     Unlocked,
+    change_passphrase,
     load_keystore,
     new_unlocked,
     save_keystore,
@@ -192,6 +193,13 @@ class OpenProfile:
     @property
     def home(self) -> Path:
         return self.profile.home
+
+    def change_passphrase(self, current: str, new: str) -> None:
+        """Encrypt the keystore under ``new`` (same keys, same KDF cost). The local
+        store's key is inside the keystore, so nothing else is re-encrypted; copies
+        of the keystore file made before still open with the old passphrase."""
+        with self.profile.locked():
+            change_passphrase(self.profile.keystore_path, current, new, clock=self.clock)
 
     def replace_identity(self, identity: Identity, passphrase: str) -> None:
         """Save a reissued card (same keys) into the keystore."""

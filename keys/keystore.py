@@ -137,9 +137,37 @@ def encrypt_keystore(unlocked: Unlocked, passphrase: str, *, params: KdfParams =
     }) + b"\n"
 
 
+@dataclass(frozen=True)
+class _Header:
+    params: KdfParams
+    salt: bytes
+    nonce: bytes
+    ct: bytes
+    check: bytes
+
+
 def decrypt_keystore(data: bytes, passphrase: str, *, clock: Clock = SYSTEM_CLOCK) -> Unlocked:
     """Raise :class:`WrongPassphrase`, :class:`KeystoreCorrupt` or
     :class:`WeakKeystoreParameters`; never return garbage keys."""
+    header = _parse_header(data)
+    params, salt, nonce, ct = header.params, header.salt, header.nonce, header.ct
+    params.check()
+    if not passphrase:
+        raise WrongPassphrase()
+    if not nacl.bindings.sodium_memcmp(header.check, _check_value(params, salt, nonce, ct)):
+        raise KeystoreCorrupt("the keystore file is damaged (checksum mismatch)")
+    try:
+        plain = nacl.secret.SecretBox(_derive(passphrase, salt, params)).decrypt(ct, nonce)
+    except nacl.exceptions.CryptoError:
+        raise WrongPassphrase() from None
+    try:
+        return _parse_plaintext(plain, clock)
+    except (BackchannelError, ValueError) as exc:
+        # The MAC verified, so this is a file written by a broken program, not damage.
+        raise KeystoreCorrupt("the keystore decrypted but its contents are invalid") from exc
+
+
+def _parse_header(data: bytes) -> _Header:
     try:
         obj = expect_object(
             json_loads(data, max_bytes=MAX_KEYSTORE_BYTES, what="keystore"),
@@ -159,20 +187,7 @@ def decrypt_keystore(data: bytes, passphrase: str, *, clock: Clock = SYSTEM_CLOC
         check = b64url_decode(obj["check"], max_bytes=32, exact=32, field="check")
     except DecodeError as exc:
         raise KeystoreCorrupt(f"the keystore file is damaged or truncated ({exc})") from None
-    params.check()
-    if not passphrase:
-        raise WrongPassphrase()
-    if not nacl.bindings.sodium_memcmp(check, _check_value(params, salt, nonce, ct)):
-        raise KeystoreCorrupt("the keystore file is damaged (checksum mismatch)")
-    try:
-        plain = nacl.secret.SecretBox(_derive(passphrase, salt, params)).decrypt(ct, nonce)
-    except nacl.exceptions.CryptoError:
-        raise WrongPassphrase() from None
-    try:
-        return _parse_plaintext(plain, clock)
-    except (BackchannelError, ValueError) as exc:
-        # The MAC verified, so this is a file written by a broken program, not damage.
-        raise KeystoreCorrupt("the keystore decrypted but its contents are invalid") from exc
+    return _Header(params, salt, nonce, ct, check)
 
 
 def _parse_plaintext(plain: bytes, clock: Clock) -> Unlocked:
@@ -210,6 +225,18 @@ def new_unlocked(identity: Identity, random: Random = system_random) -> Unlocked
 def save_keystore(path: Path, unlocked: Unlocked, passphrase: str, *,
                   params: KdfParams = KdfParams()) -> None:
     atomic_write(path, encrypt_keystore(unlocked, passphrase, params=params))
+
+
+def change_passphrase(path: Path, current: str, new: str, *,
+                      clock: Clock = SYSTEM_CLOCK) -> Unlocked:
+    """Re-encrypt the keystore at ``path`` under ``new``: same keys, a fresh salt and
+    nonce, the Argon2id cost it was written with. Raises as :func:`load_keystore`
+    (the current passphrase is checked first). The caller holds any lock the file
+    needs; copies of the old file still open with ``current``."""
+    data = read_private(path, max_bytes=MAX_KEYSTORE_BYTES)
+    unlocked = decrypt_keystore(data, current, clock=clock)
+    save_keystore(path, unlocked, new, params=_parse_header(data).params)
+    return unlocked
 
 
 def load_keystore(path: Path, passphrase: str, *, clock: Clock = SYSTEM_CLOCK) -> Unlocked:

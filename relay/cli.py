@@ -22,12 +22,20 @@ from keys.card import Card, load_card
 from keys.clock import SYSTEM_CLOCK, Clock, FixedClock
 from keys.encoding import format_time, parse_time
 from keys.errors import DecodeError
-from keys.passphrase import get_passphrase
+from keys.passphrase import get_passphrase, new_passphrase, weakness
 
 from . import logs
 from .config import RelayConfig, load_config
 from .errors import BadRequest, ConfigError
-from .node import NodeDir, create_node, discard_node, kdf_params, read_card, unlock
+from .node import (
+    NodeDir,
+    change_passphrase,
+    create_node,
+    discard_node,
+    kdf_params,
+    read_card,
+    unlock,
+)
 
 if TYPE_CHECKING:
     from .services.membership import Membership
@@ -68,6 +76,13 @@ def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
     _passphrase_arg(p)
     # Fast key derivation for tests only (same as BACKCHANNEL_KDF=floor).
     p.add_argument("--kdf-floor", action="store_true", help=argparse.SUPPRESS)
+
+    p = command("passphrase", "change the passphrase of the node key (same key)",
+                cmd_passphrase)
+    _passphrase_arg(p)
+    p.add_argument("--new-passphrase-file", type=Path, metavar="FILE",
+                   help="read the new passphrase from this file (else "
+                        "BACKCHANNEL_NEW_PASSPHRASE, else a prompt, asked twice)")
 
     p = command("card", "print (or write) the node's identity card", cmd_card)
     p.add_argument("--out", type=Path, help="write the card to this file")
@@ -190,6 +205,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     sqlite_file(url)
     passphrase = get_passphrase(args.passphrase_file, confirm=True,
                                 prompt="New passphrase for the node key: ")
+    warning = weakness(passphrase)
+    if warning:
+        print(f"backchannel: warning: {warning}", file=sys.stderr)
     db_file = args.dir / SQLITE_FILE
     existed = {path for path in sqlite_files(db_file) if path.exists()}
     identity = create_node(node_dir, config, passphrase, params=kdf_params(args.kdf_floor))
@@ -216,6 +234,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"listens on:  {config.host}:{config.port} (relay.toml [server])")
     print("next: `backchannel relay invite --dir DIR --name LABEL`, then "
           "`backchannel relay serve --dir DIR`")
+    return 0
+
+
+def cmd_passphrase(args: argparse.Namespace) -> int:
+    node_dir = NodeDir(args.dir).require()
+    current = get_passphrase(args.passphrase_file)
+    unlock(node_dir, current)  # the current passphrase is checked before a new one is asked
+    new = new_passphrase(args.new_passphrase_file, current=current,
+                         prompt="New passphrase for the node key: ")
+    warning = weakness(new)
+    if warning:
+        print(f"backchannel: warning: {warning}", file=sys.stderr)
+    change_passphrase(node_dir, current, new)
+    print(f"Passphrase of the node key in {args.dir} changed. A node already running keeps "
+          "serving; it needs the new one at its next start. Backup copies of node.keystore "
+          "made before still open with the old one.")
     return 0
 
 

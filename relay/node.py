@@ -21,6 +21,7 @@ from keys.errors import BackchannelError
 from keys.files import atomic_write, ensure_private_dir
 from keys.identity import Identity
 from keys.keystore import KdfParams, load_keystore, new_unlocked, save_keystore
+from keys.keystore import change_passphrase as change_keystore_passphrase
 
 from .config import CONFIG_FILE, RelayConfig, render_config
 from .errors import NodeDirError
@@ -97,6 +98,13 @@ def read_card(node_dir: NodeDir, *, clock: Clock = SYSTEM_CLOCK) -> Card:
         return load_card(data, now=clock.now(), allow_expired=True)
     except BackchannelError as exc:
         raise NodeDirError(f"{node_dir.card} is not a valid card: {exc}") from None
+
+
+def change_passphrase(node_dir: NodeDir, current: str, new: str) -> None:
+    """Encrypt the node keystore under ``new`` (same key, same KDF cost); the caller
+    has checked it with :func:`unlock`. A running node is unaffected: it read the
+    key at start."""
+    change_keystore_passphrase(node_dir.require().keystore, current, new)
 
 
 def unlock(node_dir: NodeDir, passphrase: str, *, clock: Clock = SYSTEM_CLOCK) -> Identity:

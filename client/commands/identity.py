@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -13,12 +14,12 @@ from keys.clock import SYSTEM_CLOCK
 from keys.encoding import format_time
 from keys.identity import Identity
 from keys.kem import SUITE_HYBRID, SUITE_X25519
-from keys.passphrase import get_passphrase
+from keys.passphrase import get_passphrase, new_passphrase, weakness
 
 from .. import ui
 from ..errors import BadSetting, ProfileExists
 from ..profile import NodePin, OpenProfile, kdf_params_from_env
-from .common import SubParsers, common_options, open_profile, profile_of, write_output
+from .common import SubParsers, common_options, open_profile, profile_of, unlock, write_output
 
 MAX_NAME = 200
 
@@ -37,6 +38,16 @@ def register(sub: SubParsers) -> None:
                              "(for interoperability)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run_init)
+
+    parser = sub.add_parser(
+        "passphrase", parents=[common], help="change this profile's passphrase",
+        description="Encrypt the profile's keystore under a new passphrase, asked twice (or "
+                    "from --new-passphrase-file, or BACKCHANNEL_NEW_PASSPHRASE). The keys "
+                    "stay the same. Backup copies of the keystore made before still open "
+                    "with the old passphrase.")
+    parser.add_argument("--new-passphrase-file", type=Path, metavar="FILE",
+                        help="read the new passphrase from FILE")
+    parser.set_defaults(func=run_passphrase)
 
     parser = sub.add_parser("whoami", parents=[common], help="show this profile's identity")
     parser.add_argument("--json", action="store_true", help="print as JSON (see the user guide)")
@@ -73,6 +84,9 @@ def run_init(args: argparse.Namespace) -> int:
     params = kdf_params_from_env()  # refuse a bad BACKCHANNEL_KDF before any prompt
     passphrase = get_passphrase(args.passphrase_file, confirm=True,
                                 prompt="New passphrase for this profile: ")
+    warning = weakness(passphrase)
+    if warning:
+        ui.warn(warning)
     identity = Identity.create(name, args.role, suite=args.suite, clock=SYSTEM_CLOCK)
     opened = profile.create(identity, passphrase, params=params)
     if args.json:
@@ -83,6 +97,19 @@ def run_init(args: argparse.Namespace) -> int:
     console.print(f"  id           {identity.id}")
     console.print(f"  fingerprint  {identity.card.fingerprint}")
     console.print("Next: join a node with  backchannel register INVITATION")
+    return 0
+
+
+def run_passphrase(args: argparse.Namespace) -> int:
+    opened, current = unlock(args)  # the current passphrase is checked before a new one
+    new = new_passphrase(args.new_passphrase_file, current=current,
+                         prompt="New passphrase for this profile: ")
+    warning = weakness(new)
+    if warning:
+        ui.warn(warning)
+    opened.change_passphrase(current, new)
+    print(f"Passphrase changed for {opened.home}. The old one no longer opens this profile; "
+          "backup copies of its keystore made before still open with the old one.")
     return 0
 
 

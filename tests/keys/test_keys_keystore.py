@@ -102,6 +102,37 @@ def _assert_no_secret(text: str, u: Unlocked, passphrase: str = PASSPHRASE) -> N
         assert secret not in text
 
 
+# -- changing the passphrase -----------------------------------------------------------
+
+def test_change_passphrase_keeps_the_keys_and_the_cost(tmp_path: Path,
+                                                       unlocked: Unlocked) -> None:
+    # 6 derivations.
+    path = tmp_path / "keystore.json"
+    cost = keystore.KdfParams(FLOOR_PARAMS.opslimit + 1, FLOOR_PARAMS.memlimit)
+    save_keystore(path, unlocked, PASSPHRASE, params=cost)
+    before = path.read_bytes()
+    with pytest.raises(WrongPassphrase):
+        keystore.change_passphrase(path, "not it", "a new long passphrase")
+    assert path.read_bytes() == before  # a wrong current passphrase writes nothing
+    keystore.change_passphrase(path, PASSPHRASE, "a new long passphrase")
+    with pytest.raises(WrongPassphrase):
+        load_keystore(path, PASSPHRASE)
+    loaded = load_keystore(path, "a new long passphrase")
+    assert loaded.identity.signing_key.seed() == unlocked.identity.signing_key.seed()
+    assert loaded.local_key == unlocked.local_key
+    kdf = json.loads(path.read_bytes())["kdf"]
+    assert (kdf["opslimit"], kdf["memlimit"]) == (cost.opslimit, cost.memlimit)
+    assert kdf["salt"] != json.loads(before)["kdf"]["salt"]  # a fresh salt
+    # A copy of the old file still opens with the old passphrase, as documented.
+    assert load_keystore(_copy(tmp_path, before), PASSPHRASE).local_key == unlocked.local_key
+
+
+def _copy(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "backup" / "keystore.json"
+    atomic_write(path, data)
+    return path
+
+
 # -- round trips ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("suite", [SUITE_HYBRID, SUITE_X25519])
