@@ -99,7 +99,9 @@ class ContactBook:
     def get(self, alias: str) -> Contact:
         contact = self._contacts.get(alias)
         if contact is None:
-            raise UnknownContact(alias)
+            folded = alias.casefold()
+            near = next((a for a in sorted(self._contacts) if a.casefold() == folded), None)
+            raise UnknownContact(alias, near=near)
         return contact
 
     def by_id(self, identity_id: str) -> Contact | None:

@@ -65,9 +65,15 @@ class ContactError(ClientError):
 
 
 class UnknownContact(ContactError):
-    def __init__(self, alias: str) -> None:
-        super().__init__(f"unknown contact {alias!r}: add it with "
-                         f"backchannel contacts add FILE --alias {alias}")
+    def __init__(self, alias: str, *, near: str | None = None) -> None:
+        if near is not None:
+            # A slip of the shift key, not a new contact: adding the card again under
+            # the typed alias would be refused anyway (one alias per identity).
+            text = f"unknown contact {alias!r}; did you mean {near!r}? (aliases are exact)"
+        else:
+            text = (f"unknown contact {alias!r}: add it with backchannel contacts add FILE "
+                    f"--alias {alias} (backchannel contacts list shows the aliases)")
+        super().__init__(text)
         self.alias = alias
 
 

@@ -154,7 +154,12 @@ def test_contacts_flow(run: Run, tmp_path: Path) -> None:
     assert code == 1 and "is not usable" in one_line_error(err)
     code, _, err = run("contacts", "verify", "NOPE", "--yes")
     assert one_line_error(err) == ("backchannel: error: unknown contact 'NOPE': add it with "
-                                   "backchannel contacts add FILE --alias NOPE")
+                                   "backchannel contacts add FILE --alias NOPE (backchannel "
+                                   "contacts list shows the aliases)")
+    # A slip of the shift key points to the contact meant, not to adding it again.
+    code, _, err = run("contacts", "verify", "ru", "--yes")
+    assert one_line_error(err) == ("backchannel: error: unknown contact 'ru'; did you mean "
+                                   "'RU'? (aliases are exact)")
     assert run("contacts", "remove", "RU")[0] == 0
     assert json.loads(run("contacts", "list", "--json")[1]) == {"contacts": []}
 

@@ -237,7 +237,10 @@ def test_refusals_are_one_line_and_send_nothing(world: World, tmp_path: Path) ->
 
     unknown = env.run("send", "--to", "XX", str(good), home="ua", passphrase=UA_PASSPHRASE)
     assert unknown.error_line() == ("unknown contact 'XX': add it with backchannel contacts "
-                                    "add FILE --alias XX")
+                                    "add FILE --alias XX (backchannel contacts list shows "
+                                    "the aliases)")
+    near = env.run("send", "--to", "Ru", str(good), home="ua", passphrase=UA_PASSPHRASE)
+    assert near.error_line() == "unknown contact 'Ru'; did you mean 'RU'? (aliases are exact)"
 
     malformed = tmp_path / "malformed.csv"
     malformed.write_text("family_name,date_of_birth\nКоваленко,1990-01-01\n"
