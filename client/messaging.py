@@ -69,8 +69,11 @@ async def register(opened: OpenProfile, client: RelayClient, invitation: Invitat
     check_not_expired(invitation, now)
     role = opened.identity.card.role
     if invitation.role != role:
-        raise ClientError(f"this invitation is for an {invitation.role}, but this profile is "
-                          f"a {role}; ask the operator for a {role} invitation")
+        raise ClientError(
+            f"this invitation is for {_a(invitation.role)}, but this profile is {_a(role)}: "
+            f"to act as {_a(invitation.role)}, create a profile of its own with "
+            f"backchannel --home DIR init --role {invitation.role}; otherwise ask the "
+            f"operator for {_a(role)} invitation")
     # Step 2.
     info = await client.node_info()
     check_node_card(invitation, info.card)
@@ -504,3 +507,7 @@ def routing_summary(routing: Routing) -> dict[str, object]:
 
 def when(value: datetime) -> str:
     return format_time(value)
+
+
+def _a(role: str) -> str:
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"

@@ -40,14 +40,19 @@ _ADVICE: Final[Mapping[str, tuple[type[RelayRejected], str]]] = {
                                         "difference are allowed)"),
     "replay": (Unauthorized, "the node had already seen this request; try again"),
     "forbidden": (Forbidden, "the node refused the request"),
-    "invitation-invalid": (InvitationRejected, "the node refused the invitation: it was "
-                                               "already used, has expired or is not for "
-                                               "this node; ask the operator for a new one"),
+    "invitation-invalid": (InvitationRejected, "the node refused the invitation"),
     "not-found": (NotFound, "the node has no such item for this identity"),
     "gone": (NotFound, "the message has expired or was removed from the node"),
     "conflict": (Conflict, "the node already holds something else under this id"),
     "rate-limited": (RateLimited, "the node is limiting requests from this identity"),
     "too-large": (TooLargeForNode, "the message is larger than the node accepts"),
+}
+
+
+#: What to do, after the node's own explanation (which says why).
+_THEN: Final = {
+    "invitation-invalid": "ask the operator for a new one (an invitation works once, "
+                          "before it expires, on the node that issued it)",
 }
 
 
@@ -80,6 +85,8 @@ def error_from_response(status: int, content_type: str, body: bytes, *,
     detail = clean_detail(problem.get("detail")) or clean_detail(problem.get("title"))
     cls, advice = _ADVICE.get(slug, (RelayRejected, f"the node refused the request ({slug})"))
     message = f"{advice}: {detail}" if detail else advice
+    if slug in _THEN:
+        message += f"; {_THEN[slug]}"
     if cls is RateLimited and retry_after and retry_after.isdigit():
         message += f"; try again in {int(retry_after)} s"
     return cls(message, status=status, slug=slug)

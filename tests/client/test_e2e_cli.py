@@ -96,7 +96,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         # A spent invitation cannot be used again (by anyone).
         env.ok("init", "--name", "Late", home="late", passphrase="late")
         again = env.run("register", invitations["ua"], home="late", passphrase="late")
-        assert "refused the invitation" in again.error_line()
+        assert again.error_line().startswith("the node refused the invitation: ")
+        assert again.error_line().endswith("; ask the operator for a new one (an invitation "
+                                           "works once, before it expires, on the node that "
+                                           "issued it)")
+        # An intermediary's invitation in a delegation's profile: what to do instead.
+        icrc = env.ok("relay", "invite", "--dir", str(node.directory), "--name", "ICRC",
+                      "--role", "intermediary").out.strip().splitlines()[-1]
+        wrong_role = env.run("register", icrc, home="late", passphrase="late").error_line()
+        assert wrong_role == (
+            "this invitation is for an intermediary, but this profile is a delegation: to act "
+            "as an intermediary, create a profile of its own with backchannel --home DIR init "
+            "--role intermediary; otherwise ask the operator for a delegation invitation")
 
         ua_card, ru_card = root / "kyiv.card", root / "moscow.card"
         env.ua("card", "--out", str(ua_card))
