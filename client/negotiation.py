@@ -92,6 +92,27 @@ def outgoing(kind: str, label: str, *, about: str | None = None,
     return Outgoing(kind, Document(body, label), ())
 
 
+def command_for(kind: str, body: object) -> str:
+    """The command that shows a negotiation document of ``kind`` in this profile (for
+    ``read``, which would otherwise print its signed JSON). Never raises."""
+    try:
+        if kind == "disclosure" and isinstance(body, dict) and isinstance(body.get("about"),
+                                                                          str):
+            return f"backchannel disclosed -- {body['about']}"
+        if kind == "handover" and isinstance(body, dict):
+            record = parse_handover(_envelope(body["handover"]))
+            return f"backchannel handover export --out FILE -- {record.id}"
+        if isinstance(body, dict):
+            for name in ("proposal", "acceptance", "rejection"):
+                if name in body:
+                    return f"backchannel thread -- {parse_message(_envelope(body[name])).id}"
+            if "agreement" in body:
+                return f"backchannel thread -- {parse_agreement(_envelope(body['agreement'])).id}"
+    except (BackchannelError, KeyError, TypeError):
+        pass
+    return "backchannel thread, disclosed or handover export"
+
+
 def _kind_and_body(record: Record) -> tuple[str, Any]:
     if isinstance(record, ReceivedRecord):
         return record.message.kind, record.message.body

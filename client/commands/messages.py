@@ -18,6 +18,8 @@ from ..bodies import KINDS, Note, Other, decode, prepare
 from ..errors import BodyError, ClientError
 from ..messaging import Listed, Read
 from ..namelist import NameList, render_table, to_csv, to_json, visible
+from ..negotiation import KINDS as NEGOTIATION_KINDS
+from ..negotiation import command_for
 from ..profile import OpenProfile
 from ..records import ReceivedRecord, Record, SentDraft, SentRecord
 from ..relay_client import RelayClient
@@ -379,6 +381,13 @@ def show_message(args: argparse.Namespace, result: Read) -> None:
 
 def _emit_other(args: argparse.Namespace, body: Other, header: str) -> None:
     kind = body.kind
+    if kind in NEGOTIATION_KINDS and args.format == "table" and not args.out:
+        # Signed JSON with base64 payloads helps no officer; the negotiation commands
+        # check and show it.
+        ui.out().print(Text(header))
+        print(f"This is a negotiation {kind}; see it with {command_for(kind, body.body)}. "
+              "(--format json prints the signed document itself.)")
+        return
     _emit(args, (json.dumps(body.body, ensure_ascii=False, indent=1) + "\n").encode(),
           header, f"a {kind} (shown as JSON: this version does not interpret it)")
 

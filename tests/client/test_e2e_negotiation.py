@@ -136,6 +136,12 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
         "--window", "2030-12-01/2030-12-03", "--json").out)
     first = proposed["id"]
     assert len(proposed["disclosed"]) == 1  # both lists, to Moscow only
+    # `read` of a negotiation message names the command that shows it, not its JSON.
+    for message, command in ((proposed["message"], f"backchannel thread -- {first}"),
+                             (proposed["disclosed"][0], f"backchannel disclosed -- {first}")):
+        shown_by_read = env.ru("read", message).out
+        assert f"; see it with {command}. (--format json" in shown_by_read, shown_by_read
+        assert "payload" not in shown_by_read
 
     # Moscow sees the proposal with counts and no names, and counters with its own
     # (shorter) list; Kyiv's first proposal can then no longer be accepted.
