@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
-from .errors import BodyError, NotANameList
+from .errors import BodyError, NoListFound
 from .namelist import NameList, from_body, load_namelist
 
 KINDS: Final = ("namelist", "note")
@@ -92,7 +92,8 @@ def prepare(kind: str, data: bytes, filename: str, *, today: date | None) -> Out
     if kind == "namelist":
         try:
             parsed = load_namelist(data, filename, today=today)
-        except NotANameList as exc:
+        except NoListFound as exc:
+            # Only here: for a file in the wrong encoding the hint would mislead.
             exc.args = (f"{exc.args[0]} (to send free text, use --kind note)",)
             raise
         return Outgoing(kind, parsed.namelist, parsed.warnings)

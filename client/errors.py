@@ -119,6 +119,11 @@ class NotANameList(BodyError):
     """The file is not a name list at all (wrong format, not text, no entries)."""
 
 
+class NoListFound(NotANameList):
+    """Readable text, but no name list in it (no header of list columns, JSON of
+    another shape): perhaps free text meant as a note."""
+
+
 class InvalidNameList(BodyError):
     """The file is a name list but some entries are invalid."""
 

@@ -48,7 +48,7 @@ from keys import collector
 from keys.encoding import json_dumps, json_loads
 from keys.errors import DecodeError
 
-from .errors import InvalidNameList, NotANameList
+from .errors import InvalidNameList, NoListFound, NotANameList
 
 FIELDS: Final = ("family_name", "given_names", "patronymic", "date_of_birth", "rank", "unit",
                  "service_number", "citizenship", "status", "notes")
@@ -328,7 +328,7 @@ def _map_header(cells: Sequence[str], line: int, problems: list[str], source: st
         seen[name] = index
         mapped.append(name)
     if not seen:
-        raise NotANameList([f"line {line}: no name-list columns found; the first line must "
+        raise NoListFound([f"line {line}: no name-list columns found; the first line must "
                             f"be a header such as {','.join(FIELDS[:4])}"], source=source)
     for cell in unknown:
         problems.append(f"line {line}: unknown column {cell!r}; accepted columns: "
@@ -424,7 +424,7 @@ def _entries_array(value: object, source: str) -> list[Any]:
                                source=source)
         if isinstance(value["entries"], list):
             return list(value["entries"])
-    raise NotANameList(["not a name list: expected a JSON array of entries or an object "
+    raise NoListFound(["not a name list: expected a JSON array of entries or an object "
                         "with an 'entries' array"], source=source)
 
 

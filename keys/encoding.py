@@ -320,8 +320,13 @@ def json_loads(data: bytes | memoryview | str, *, max_bytes: int,
                                    parse_float=_finite_float)
     except DecodeError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise DecodeError(f"{what} is not valid UTF-8 JSON") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{what} is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"{what} is not valid JSON (line {exc.lineno}, column "
+                          f"{exc.colno})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"{what} is not valid JSON") from exc
     # A one-character search runs at memchr speed; a two-character one reads the
     # text several times slower (7 us for a 7 KB request body), and base64 and
     # compact JSON seldom hold a backslash at all.

@@ -269,6 +269,17 @@ def test_refusals_are_one_line_and_send_nothing(world: World, tmp_path: Path) ->
     image.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     not_text = env.run("send", "--to", "RU", str(image), home="ua", passphrase=UA_PASSPHRASE)
     assert "this is not a text file" in not_text.error_line()
+    assert "--kind note" not in not_text.error_line()
+    # A list in a legacy encoding, and broken JSON: the fix, not a hint about notes.
+    cp1251 = tmp_path / "cp1251.csv"
+    cp1251.write_bytes("family_name,given_names\nШевченко,Тарас\n".encode("cp1251"))
+    legacy = env.run("send", "--to", "RU", str(cp1251), home="ua", passphrase=UA_PASSPHRASE)
+    assert "not UTF-8 text; save the file as 'CSV UTF-8'" in legacy.error_line()
+    assert "--kind note" not in legacy.error_line()
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"family_name": "Шевченко"', encoding="utf-8")
+    cut = env.run("send", "--to", "RU", str(broken), home="ua", passphrase=UA_PASSPHRASE)
+    assert cut.error_line() == f"{broken}: the file is not valid JSON (line 1, column 28)"
     json_object = tmp_path / "object.json"
     json_object.write_text('{"name": "Шевченко"}', encoding="utf-8")
     not_array = env.run("send", "--to", "RU", str(json_object), home="ua",

@@ -212,7 +212,7 @@ def test_json_forms() -> None:
 @pytest.mark.parametrize(("data", "cls", "message"), [
     (b'{"name": "x"}', NotANameList, "not a name list"),
     (b'"hello"', NotANameList, "not a name list"),
-    (b"[1, 2", NotANameList, "not valid UTF-8 JSON"),
+    (b"[1, 2", NotANameList, "not valid JSON (line 1, column 6)"),
     (b"[]", NotANameList, "no entries"),
     (b'{"v": 2, "entries": []}', NotANameList, "version"),
     (b'[{"family_name": "A"}, 5]', InvalidNameList, "entry 2: expected an object"),

@@ -126,8 +126,13 @@ def ref_json_loads(data: bytes | str, *, max_bytes: int, what: str = "document")
                            parse_constant=_ref_reject_constant, parse_float=_ref_finite_float)
     except DecodeError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise DecodeError(f"{what} is not valid UTF-8 JSON") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{what} is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"{what} is not valid JSON (line {exc.lineno}, column "
+                          f"{exc.colno})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"{what} is not valid JSON") from exc
     if ref_depth(value) > MAX_JSON_DEPTH:
         raise DecodeError(f"{what} is nested too deeply")
     if "\\u" in text:
