@@ -46,6 +46,7 @@ _ADVICE: Final[Mapping[str, tuple[type[RelayRejected], str]]] = {
     "conflict": (Conflict, "the node already holds something else under this id"),
     "rate-limited": (RateLimited, "the node is limiting requests from this identity"),
     "too-large": (TooLargeForNode, "the message is larger than the node accepts"),
+    "unroutable": (RelayRejected, "the node cannot route this envelope"),
 }
 
 
@@ -53,6 +54,9 @@ _ADVICE: Final[Mapping[str, tuple[type[RelayRejected], str]]] = {
 _THEN: Final = {
     "invitation-invalid": "ask the operator for a new one (an invitation works once, "
                           "before it expires, on the node that issued it)",
+    "unroutable": "check --via: your node must peer with the first node named (its operator "
+                  "pins peers with backchannel relay peers add), and each node on the route "
+                  "with the next",
 }
 
 

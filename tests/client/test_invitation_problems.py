@@ -24,7 +24,7 @@ from client.errors import (
     Unauthorized,
 )
 from client.invitation import check_node_card, check_not_expired, parse_invitation
-from client.problems import error_from_response
+from client.problems import _THEN, error_from_response
 from keys.clock import FixedClock
 from keys.encoding import b64url_encode, format_time, json_dumps
 from keys.identity import Identity
@@ -103,15 +103,15 @@ def problem(slug: str, detail: str = "why") -> bytes:
     ("not-found", 404, NotFound, "no such item"),
     ("gone", 410, NotFound, "expired"),
     ("too-large", 413, TooLargeForNode, "larger than the node accepts"),
-    ("unroutable", 400, RelayRejected, "(unroutable)"),
+    ("unroutable", 400, RelayRejected, "cannot route this envelope"),
 ])
 def test_problem_slugs_map_to_errors(slug: str, status: int, cls: type[RelayRejected],
                                      text: str) -> None:
     error = error_from_response(status, "application/problem+json", problem(slug))
     assert type(error) is cls
     # The node's detail ("why") follows the advice; an action, where there is one, last.
-    assert text in str(error) and (str(error).endswith(": why") or
-                                   str(error).endswith(")") and ": why; " in str(error))
+    then = _THEN.get(slug)
+    assert text in str(error) and str(error).endswith(": why" + (f"; {then}" if then else ""))
     assert isinstance(error, RelayRejected) and error.slug == slug and error.status == status
 
 
