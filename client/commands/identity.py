@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
 from rich.text import Text
 
 from keys.card import Card
@@ -127,23 +126,24 @@ def run_whoami(args: argparse.Namespace) -> int:
 
 def show_identity(opened: OpenProfile, pin: NodePin | None) -> None:
     card = opened.identity.card
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("name", Text(card.name))
-    table.add_row("role", card.role)
-    table.add_row("id", card.id)
-    table.add_row("fingerprint", card.fingerprint)
-    table.add_row("encryption", card.encryption.suite)
-    table.add_row("card valid", f"{format_time(card.created)} to {format_time(card.expires)}")
+    rows = [("name", card.name), ("role", card.role), ("id", card.id),
+            ("fingerprint", card.fingerprint), ("encryption", card.encryption.suite),
+            ("card valid", f"{format_time(card.created)} to {format_time(card.expires)}")]
     if pin is None:
-        table.add_row("node", "not registered (backchannel register INVITATION)")
+        rows.append(("node", "not registered (backchannel register INVITATION)"))
     else:
-        table.add_row("node", Text(f"{pin.url}  {pin.card.name}"))
-        table.add_row("node fingerprint", pin.card.fingerprint)
-        table.add_row("member since", format_time(pin.registered))
-    table.add_row("profile", str(opened.home))
-    ui.out().print(table)
+        rows += [("node", f"{pin.url}  {pin.card.name}"),
+                 ("node fingerprint", pin.card.fingerprint),
+                 ("member since", format_time(pin.registered))]
+    rows.append(("profile", str(opened.home)))
+    # Lines, not a table: a table pads every line to its widest, and scripts that
+    # read this output (or diff it) should not see trailing spaces.
+    width = max(len(label) for label, _ in rows)
+    console = ui.out()
+    for label, value in rows:
+        line = Text(f"{label:<{width}}", style="bold")
+        line.append(f"  {value}")
+        console.print(line)
 
 
 def run_card(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ from keys.clock import SYSTEM_CLOCK
 from keys.cosigning import SignatureStatus
 from keys.ed25519 import VerifyKey
 from keys.encoding import format_time, json_loads, parse_time
-from keys.errors import BackchannelError
+from keys.errors import BackchannelError, PolicyNotMet
 from keys.exported import bundle_kind, export_agreement, export_handover, verify_exported
 from keys.handover import (
     HandoverCheck,
@@ -674,8 +674,16 @@ def run_countersign(args: argparse.Namespace) -> int:
                          agreement=agreement.envelope, thread=envelopes), args.via)
             return "agreement", agreement.id, status, sent
 
-    what, ident, status, envelope_id = run_async(work())
     names = _names(opened)
+    try:
+        what, ident, status, envelope_id = run_async(work())
+    except PolicyNotMet as exc:
+        # keys names signers by id; the officer knows them by alias.
+        text = str(exc)
+        for signer in sorted(exc.missing | exc.present, key=len, reverse=True):
+            if signer in names:
+                text = text.replace(signer, names[signer])
+        raise PolicyNotMet(text, exc.present, exc.missing) from None
     state = "complete" if status.complete else (
         f"missing {', '.join(names.get(i, i) for i in status.missing)}")
     return _report_sent(args, what, ident, envelope_id,

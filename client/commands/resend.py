@@ -107,7 +107,7 @@ def run_resend(args: argparse.Namespace) -> int:
         print(f"Submitted again: {_outcome(resent)}.")
         if resent.confirmed:
             print("The node's acceptance is now kept with the message.")
-        print(f"Follow it with: backchannel receipts {resent.record.routing.id}")
+        print("Follow it with: backchannel receipts ID")
         print(resent.record.routing.id)
     if stopped:
         failing, *after = ids[len(done):]

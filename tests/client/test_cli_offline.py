@@ -61,6 +61,9 @@ def test_init_whoami_card(run: Run, tmp_path: Path) -> None:
     assert who["id"] == me["id"] and who["node"] is None
     code, out, _ = run("whoami")
     assert code == 0 and me["fingerprint"] in out and "not registered" in out
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "Kyiv", "Coordination", "HQ"]
+    assert all(line == line.rstrip() for line in lines)  # no padding to the widest line
     code, out, err = run("card", "--out", str(tmp_path / "kyiv.card"))
     assert code == 0 and "names no node yet" in err
     assert (tmp_path / "kyiv.card").read_text().startswith("-----BEGIN BACKCHANNEL CARD-----")
