@@ -150,6 +150,8 @@ def register(sub: SubParsers) -> None:
                         help="when the offer lapses (default: in 3 days, or when the "
                              "window ends if sooner)")
     parser.add_argument("--text", metavar="FILE", help="conditions, as UTF-8 text")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the lists and terms and show them; sign and send nothing")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_propose)
 
@@ -479,6 +481,24 @@ def run_propose(args: argparse.Namespace) -> int:
         conditions=conditions, guarantors=tuple(g.card.id for g in guarantors),
         quorum=args.quorum)
     proposal = make_proposal(opened.identity.signing_key, terms, clock=opened.clock)
+    summary = (f"{len(give):,} for {len(receive):,} at {args.place}, "
+               f"{format_time(window_from)} to {format_time(window_to)}; the offer "
+               f"expires {format_time(expires)}")
+    if args.dry_run:
+        # Checked as for real (lists, contacts, terms), then dropped: the proposal was
+        # signed in memory only, and no salt is kept.
+        who = ", ".join(args.guarantor) or "none"
+        if args.json:
+            ui.print_json({"kind": "proposal", "dry_run": True, "to": other.card.id,
+                           "guarantors": [g.card.id for g in guarantors],
+                           "give": len(give), "receive": len(receive), "place": args.place,
+                           "window": [format_time(window_from), format_time(window_to)],
+                           "expires": format_time(expires)})
+            return 0
+        print(f"Would propose to {args.to}: {summary}. Guarantors: {who}. Both lists "
+              f"would be disclosed to {args.to}.")
+        print("Dry run: nothing was signed or sent.")
+        return 0
     save_salted(opened, salted_give)
     save_salted(opened, salted_receive)
 
@@ -496,9 +516,7 @@ def run_propose(args: argparse.Namespace) -> int:
 
     envelope_ids, disclosed = run_async(work())
     return _report_sent(args, "proposal", proposal.id, envelope_ids,
-                        f"Proposed: {len(give):,} for {len(receive):,} at {args.place}, "
-                        f"{format_time(window_from)} to {format_time(window_to)}; the offer "
-                        f"expires {format_time(expires)}. Both lists are disclosed to "
+                        f"Proposed: {summary}. Both lists are disclosed to "
                         f"{args.to} (message {', '.join(disclosed)}).",
                         {"disclosed": disclosed})
 

@@ -302,6 +302,21 @@ def test_a_proposal_for_a_window_already_over_is_refused(world: World, tmp_path:
     assert past.error_line() == (
         "the handover window ended on 2025-12-06T23:59:59Z, before this proposal is sent")
     assert (sorted(os.listdir(copies)) if copies.exists() else []) == kept
+    # --dry-run checks the same and shows the terms; nothing is kept, signed or sent.
+    profile = env.root / "ua"
+    files = sorted(str(p.relative_to(profile)) for p in profile.rglob("*"))
+    dry = env.ua("propose", "--to", "RU", "--guarantor", "ICRC", "--give", str(give),
+                 "--receive", str(receive), "--place", "Sumy", "--window",
+                 "2030-12-05/2030-12-06", "--expires", "2030-12-01", "--dry-run")
+    assert dry.out == ("Would propose to RU: 2 for 1 at Sumy, 2030-12-05T00:00:00Z to "
+                       "2030-12-06T23:59:59Z; the offer expires 2030-12-01T23:59:59Z. "
+                       "Guarantors: ICRC. Both lists would be disclosed to RU.\n"
+                       "Dry run: nothing was signed or sent.\n")
+    assert sorted(str(p.relative_to(profile)) for p in profile.rglob("*")) == files
+    late = env.run("propose", "--to", "RU", "--give", str(give), "--receive", str(receive),
+                   "--place", "Sumy", "--window", "2025-12-05/2025-12-06", "--dry-run",
+                   home="ua", passphrase=UA_PASSPHRASE)
+    assert late.error_line().startswith("the handover window ended")
 
 
 def test_the_default_expiry_is_never_after_the_window():
