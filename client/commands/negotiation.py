@@ -62,6 +62,7 @@ from keys.listref import (
     SaltedList,
     check_list,
     make_disclosure,
+    parse_disclosure,
     salt_list,
 )
 from keys.negotiation_errors import ListMismatch
@@ -287,7 +288,7 @@ def register(sub: SubParsers) -> None:
                              "for backchannel reconcile; with several lists, pick one "
                              "with --giver")
     parser.add_argument("--giver", metavar="ALIAS",
-                        help="with --out: the list handed over by this contact")
+                        help="with --out: the list handed over by this contact (me: by you)")
     parser.add_argument("--bom", action="store_true",
                         help="with --out: start with a byte-order mark (for Excel)")
     parser.add_argument("--offline", action="store_true",
@@ -1026,8 +1027,19 @@ def _terms_of(found: Collected, ident: str, keys: Mapping[str, Any]) -> _Scope:
         if ident not in found.messages:
             raise
         thread = found.thread_of(ident)
-        final = thread.latest_proposal
-        ids = {ident}
+        # An earlier proposal's or a decision's id names the same negotiation: its
+        # agreement, when there is one, is what disclosures were made about.
+        agreed = next((a for a in (_agreement_on(found, m.id, keys)
+                                   for m in thread.messages if isinstance(m, Proposal))
+                       if a is not None), None)
+        if agreed is None:
+            final = thread.latest_proposal
+            earlier = {m.id: m.terms for m in thread.messages
+                       if isinstance(m, Proposal) and m.id != final.id}
+            return _Scope(final.terms, frozenset({ident, *(m.id for m in thread.messages)}),
+                          earlier)
+        ids = {ident, agreed.id, agreed.proposal_id}
+        final = agreed.proposal
     else:
         final_id = agreement.proposal_id
         ids = {ident, agreement.id, final_id}
@@ -1040,18 +1052,29 @@ def _terms_of(found: Collected, ident: str, keys: Mapping[str, Any]) -> _Scope:
     return _Scope(final.terms, frozenset({*ids, *(m.id for m in thread.messages)}), earlier)
 
 
+def _agreement_on(found: Collected, proposal_id: str, keys: Mapping[str, Any]
+                  ) -> Agreement | None:
+    try:
+        return found.agreement(proposal_id, keys)
+    except ClientError:
+        return None
+
+
 def _write_disclosed(args: argparse.Namespace, shown: list[dict[str, Any]],
                      lists: list[NameList], giver: str | None,
-                     names: Mapping[str, str]) -> None:
+                     names: Mapping[str, str], refused: list[str]) -> None:
     picked = [(item, namelist) for item, namelist in zip(shown, lists, strict=True)
               if giver is None or item["giver"] == giver]
+    if not picked and refused:
+        raise ListMismatch(refused[0])  # the reason, not "nothing disclosed"
     if not picked:
         raise ClientError("no list " + (f"handed over by {args.giver} " if giver else "")
                           + "of these terms has been disclosed to you: nothing written")
     if len(picked) > 1:
         who = sorted({names.get(i["giver"], i["giver"]) for i, _ in picked})
         raise ClientError(f"{len(picked)} lists are disclosed to you (handed over by "
-                          f"{', '.join(who)}): pick one with --giver ALIAS"
+                          f"{', '.join(who)}): pick one with --giver ALIAS (me: the list "
+                          "you hand over)"
                           + ("" if giver is None else " and check which list you mean"))
     item, namelist = picked[0]
     data, defused = to_csv(namelist, bom=args.bom)
@@ -1062,14 +1085,19 @@ def _write_disclosed(args: argparse.Namespace, shown: list[dict[str, Any]],
     ui.note(f"List {item['list']} ({item['entries']:,} entries) written to {args.out}")
 
 
-def _replaced_list(envelope: dsse.Envelope, sender: str, terms: Terms | None, me: str,
-                   keys: Mapping[str, Any]) -> str | None:
-    """The digest of a disclosure that checks against ``terms`` (an earlier proposal's),
-    or None: a list a counter-proposal replaced is not a refusal, an altered one is."""
-    if terms is None:
+def _replaced_list(envelope: dsse.Envelope, sender: str, earlier: Terms | None,
+                   terms: Terms, me: str, keys: Mapping[str, Any]) -> str | None:
+    """The digest of a disclosure that checks against ``earlier`` (an earlier
+    proposal's terms) and names no list of ``terms``, or None: a list a
+    counter-proposal replaced is not a refusal; an altered one, or one still in the
+    terms that fails their check (another count), is."""
+    if earlier is None:
         return None
     try:
-        return check_disclosure(envelope, sender, terms, me, keys).salted.digest
+        digest = parse_disclosure(envelope).digest
+        if any(ref.digest == digest for t in terms.transfers for ref in t.lists):
+            return None
+        return check_disclosure(envelope, sender, earlier, me, keys).salted.digest
     except BackchannelError:
         return None
 
@@ -1122,7 +1150,8 @@ def run_disclosed(args: argparse.Namespace) -> int:
     if (args.giver or args.bom) and not args.out:
         raise ClientError("--giver and --bom go with --out FILE")
     opened, found, keys = _read_documents(args)
-    giver = opened.contacts().get(args.giver).card.id if args.giver else None
+    giver = (None if not args.giver else opened.identity.id if args.giver == "me"
+             else opened.contacts().get(args.giver).card.id)
     scope = _terms_of(found, args.id, keys)
     terms, me = scope.terms, opened.identity.id
     names = _names(opened)
@@ -1138,7 +1167,8 @@ def run_disclosed(args: argparse.Namespace) -> int:
         try:
             disclosed = check_disclosure(envelope, sender, terms, me, keys)
         except BackchannelError as exc:
-            earlier = _replaced_list(envelope, sender, scope.earlier.get(about), me, keys)
+            earlier = _replaced_list(envelope, sender, scope.earlier.get(about), terms, me,
+                                     keys)
             if earlier is not None:
                 replaced.add(earlier)
             else:
@@ -1163,8 +1193,6 @@ def run_disclosed(args: argparse.Namespace) -> int:
                       "list": disclosed.salted.digest, "entries": len(namelist),
                       "names": [e.to_dict() for e in namelist.entries]})
         lists.append(namelist)
-    if args.out:
-        _write_disclosed(args, shown, lists, giver, names)
     if args.json:
         ui.print_json({"id": args.id, "lists": shown, "refused": refused,
                        "replaced": sorted(replaced)})
@@ -1183,6 +1211,8 @@ def run_disclosed(args: argparse.Namespace) -> int:
                   "replaced it with another list.")
         if not shown and not refused:
             print("No list of these terms has been disclosed to you.")
+    if args.out:
+        _write_disclosed(args, shown, lists, giver, names, refused)
     if refused:
         raise ListMismatch(refused[0])
     return 0

@@ -195,6 +195,9 @@ def test_full_negotiation(world: World, tmp_path: Path) -> None:
     env.ua("disclose", "--agreement", agreement_id, "--list", "give", "--to", "ICRC")
     disclosed = json.loads(world.icrc("disclosed", "--json", "--", agreement_id).out)
     assert disclosed["refused"] == [] and len(disclosed["lists"]) == 1
+    # Named by the first proposal's id, the same negotiation: the same list.
+    by_first = json.loads(world.icrc("disclosed", "--json", "--", first).out)
+    assert [d["list"] for d in by_first["lists"]] == [d["list"] for d in disclosed["lists"]]
     assert [e["family_name"] for e in disclosed["lists"][0]["names"]] == [
         "Шевченко", "Коваленко", "Бондаренко", "Бондаренко"]
 

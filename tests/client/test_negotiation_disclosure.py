@@ -91,3 +91,34 @@ def test_a_disclosure_with_a_bad_signature_is_refused() -> None:
         replace(s, sig=bytes(64)) for s in envelope.signatures))
     with pytest.raises(VerificationError):
         check_disclosure(bad, KYIV.id, TERMS, ICRC.id, KEYS)
+
+
+def test_only_a_list_the_final_terms_dropped_counts_as_replaced() -> None:
+    """`disclosed` sets aside, as replaced, a list disclosed with an earlier proposal
+    whose digest the final terms no longer name; a digest still in the final terms
+    that fails their check (another count) is a refusal, never "replaced"."""
+    from client.commands.negotiation import _replaced_list
+
+    disclosure = make_disclosure(KYIV, GIVE, to=MOSCOW.id).envelope
+    other = salt_list(b'{"v":1,"entries":[{"family_name":"D"},{"family_name":"E"}]}', 2)
+    dropped = replace(TERMS, transfers=(
+        Transfer(KYIV.id, MOSCOW.id, (other.ref(),), Counts(pow=2)), TERMS.transfers[1]))
+    assert _replaced_list(disclosure, KYIV.id, TERMS, dropped, MOSCOW.id, KEYS) == GIVE.digest
+    recounted = replace(TERMS, transfers=(
+        Transfer(KYIV.id, MOSCOW.id, (replace(GIVE.ref(), entries=3),), Counts(pow=3)),
+        TERMS.transfers[1]))
+    with pytest.raises(ListMismatch, match="counts 2 entries"):
+        check_disclosure(disclosure, KYIV.id, recounted, MOSCOW.id, KEYS)
+    assert _replaced_list(disclosure, KYIV.id, TERMS, recounted, MOSCOW.id, KEYS) is None
+    assert _replaced_list(disclosure, KYIV.id, None, dropped, MOSCOW.id, KEYS) is None
+
+
+def test_disclosed_out_names_the_refusal_when_nothing_else_was_disclosed(tmp_path) -> None:
+    from argparse import Namespace
+
+    from client.commands.negotiation import _write_disclosed
+
+    args = Namespace(out=str(tmp_path / "list.csv"), giver=None, bom=False)
+    with pytest.raises(ListMismatch, match="altered"):
+        _write_disclosed(args, [], [], None, {}, ["a list disclosed by UA is refused: altered"])
+    assert not (tmp_path / "list.csv").exists()
