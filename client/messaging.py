@@ -72,8 +72,8 @@ async def register(opened: OpenProfile, client: RelayClient, invitation: Invitat
         raise ClientError(
             f"this invitation is for {_a(invitation.role)}, but this profile is {_a(role)}: "
             f"to act as {_a(invitation.role)}, create a profile of its own with "
-            f"backchannel --home DIR init --role {invitation.role}; otherwise ask the "
-            f"operator for {_a(role)} invitation")
+            f"backchannel init --home DIR --name NAME --role {invitation.role}; otherwise "
+            f"ask the operator for {_a(role)} invitation")
     # Step 2.
     info = await client.node_info()
     check_node_card(invitation, info.card)

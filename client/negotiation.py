@@ -34,6 +34,7 @@ each kept only if it stands (:func:`keys.cosigning.gather`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -92,13 +93,17 @@ def outgoing(kind: str, label: str, *, about: str | None = None,
     return Outgoing(kind, Document(body, label), ())
 
 
+_ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
 def command_for(kind: str, body: object) -> str:
     """The command that shows a negotiation document of ``kind`` in this profile (for
     ``read``, which would otherwise print its signed JSON). Never raises."""
     try:
-        if kind == "disclosure" and isinstance(body, dict) and isinstance(body.get("about"),
-                                                                          str):
-            return f"backchannel disclosed -- {body['about']}"
+        about = body.get("about") if isinstance(body, dict) else None
+        if kind == "disclosure" and isinstance(about, str) and _ID.fullmatch(about):
+            # Echoed only when it is an id: the sender writes it, and it reaches a terminal.
+            return f"backchannel disclosed -- {about}"
         if kind == "handover" and isinstance(body, dict):
             record = parse_handover(_envelope(body["handover"]))
             return f"backchannel handover export --out FILE -- {record.id}"

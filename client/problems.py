@@ -54,9 +54,9 @@ _ADVICE: Final[Mapping[str, tuple[type[RelayRejected], str]]] = {
 _THEN: Final = {
     "invitation-invalid": "ask the operator for a new one (an invitation works once, "
                           "before it expires, on the node that issued it)",
-    "unroutable": "check --via: your node must peer with the first node named (its operator "
-                  "pins peers with backchannel relay peers add), and each node on the route "
-                  "with the next",
+    "unroutable": "check the route: your node must peer with the next node on it (the "
+                  "first --via node, or without --via the recipient's node), and each node "
+                  "with the one after it; operators pin peers with backchannel relay peers add",
 }
 
 

@@ -96,6 +96,12 @@ class WeakKeystoreParameters(KeystoreError):
     have been tampered with. Restore it from a backup."""
 
 
+class NotTheOwner(KeystoreError):
+    """A keystore would be rewritten by a user other than its owner: the new file
+    would belong to that user, and the owner (a node's service account) could no
+    longer read it."""
+
+
 class InsecurePermissions(KeystoreError):
     """The keystore file or its directory can be read by other users of this machine.
     Fix with ``chmod 600`` on the file and ``chmod 700`` on its directory."""

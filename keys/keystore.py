@@ -18,6 +18,7 @@ random key for the client's local message store.
 from __future__ import annotations
 
 import hashlib
+import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from .errors import (
     BackchannelError,
     DecodeError,
     KeystoreCorrupt,
+    NotTheOwner,
     WeakKeystoreParameters,
     WrongPassphrase,
 )
@@ -227,12 +229,23 @@ def save_keystore(path: Path, unlocked: Unlocked, passphrase: str, *,
     atomic_write(path, encrypt_keystore(unlocked, passphrase, params=params))
 
 
+def check_owner(path: Path) -> None:
+    """Raise :class:`NotTheOwner` unless this process's user owns ``path`` (before a
+    rewrite: the new file belongs to whoever writes it)."""
+    owner = os.stat(path).st_uid
+    if owner != os.geteuid():
+        raise NotTheOwner(f"{path} belongs to user id {owner}: change its passphrase as that "
+                          "user (e.g. sudo -u USER), or the file written would be unreadable "
+                          "to its owner")
+
+
 def change_passphrase(path: Path, current: str, new: str, *,
                       clock: Clock = SYSTEM_CLOCK) -> Unlocked:
     """Re-encrypt the keystore at ``path`` under ``new``: same keys, a fresh salt and
     nonce, the Argon2id cost it was written with. Raises as :func:`load_keystore`
     (the current passphrase is checked first). The caller holds any lock the file
     needs; copies of the old file still open with ``current``."""
+    check_owner(path)
     data = read_private(path, max_bytes=MAX_KEYSTORE_BYTES)
     unlocked = decrypt_keystore(data, current, clock=clock)
     save_keystore(path, unlocked, new, params=_parse_header(data).params)

@@ -11,6 +11,7 @@ import getpass
 import hmac
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 from .errors import BackchannelError
@@ -37,7 +38,9 @@ def new_passphrase(passphrase_file: Path | None, *, current: str, prompt: str) -
     :data:`NEW_ENV_VAR`, else a prompt asked twice. Refused when it is the same."""
     new = get_passphrase(passphrase_file, confirm=True, prompt=prompt, env_var=NEW_ENV_VAR,
                          file_option="--new-passphrase-file")
-    if hmac.compare_digest(new.encode("utf-8"), current.encode("utf-8")):
+    # NFC, as the key derivation sees them: two spellings of one text are the same key.
+    if hmac.compare_digest(unicodedata.normalize("NFC", new).encode("utf-8"),
+                           unicodedata.normalize("NFC", current).encode("utf-8")):
         raise PassphraseUnavailable("the new passphrase is the one already in use")
     return new
 

@@ -22,6 +22,7 @@ from keys.card import Card, load_card
 from keys.clock import SYSTEM_CLOCK, Clock, FixedClock
 from keys.encoding import format_time, parse_time
 from keys.errors import DecodeError
+from keys.keystore import check_owner
 from keys.passphrase import get_passphrase, new_passphrase, weakness
 
 from . import logs
@@ -239,6 +240,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_passphrase(args: argparse.Namespace) -> int:
     node_dir = NodeDir(args.dir).require()
+    check_owner(node_dir.keystore)  # before any prompt
     current = get_passphrase(args.passphrase_file)
     unlock(node_dir, current)  # the current passphrase is checked before a new one is asked
     new = new_passphrase(args.new_passphrase_file, current=current,

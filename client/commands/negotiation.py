@@ -714,9 +714,11 @@ def _warn_disputed(found: Collected, ident: str, names: Mapping[str, str]) -> No
     """Signatures left out of a merge because copies disagree under a key this profile
     does not know: the officer can settle it by adding that signer's card."""
     for signer in sorted(found.disputed.get(ident, ())):
-        ui.warn(f"{names.get(signer, signer)}'s signature arrived in copies that differ, so "
-                "at least one is forged; it is left out. Add and verify that signer's card "
-                "(backchannel contacts add FILE) to keep the genuine one")
+        ui.warn(f"the signature of {names.get(signer, signer)} on {ident[:12]}… arrived in "
+                "copies that differ, so at least one is forged; it is left out. To keep the "
+                "genuine one, add that signer's card and compare its fingerprint "
+                "(backchannel contacts add FILE), or, if it is a contact whose key changed, "
+                "verify the new key (backchannel contacts verify ALIAS)")
 
 
 def _timeline(thread: Thread, names: dict[str, str], now: datetime) -> list[dict[str, Any]]:
@@ -999,7 +1001,9 @@ def run_handover_export(args: argparse.Namespace) -> int:
                  what="export")
     status = handover_status(record, agreement, keys)
     print(f"Handover record {record.id}: " + ("complete" if status.complete else "incomplete"))
-    _warn_disputed(found, record.id, _names(opened))
+    names = _names(opened)
+    for ident in (record.id, agreement.id):  # the export carries both
+        _warn_disputed(found, ident, names)
     print(f"Exported to {args.out}: check it with backchannel verify {args.out}")
     return 0
 

@@ -106,8 +106,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         wrong_role = env.run("register", icrc, home="late", passphrase="late").error_line()
         assert wrong_role == (
             "this invitation is for an intermediary, but this profile is a delegation: to act "
-            "as an intermediary, create a profile of its own with backchannel --home DIR init "
-            "--role intermediary; otherwise ask the operator for a delegation invitation")
+            "as an intermediary, create a profile of its own with backchannel init --home DIR "
+            "--name NAME --role intermediary; otherwise ask the operator for a delegation "
+            "invitation")
 
         ua_card, ru_card = root / "kyiv.card", root / "moscow.card"
         env.ua("card", "--out", str(ua_card))

@@ -103,7 +103,9 @@ def problem(slug: str, detail: str = "why") -> bytes:
     ("not-found", 404, NotFound, "no such item"),
     ("gone", 410, NotFound, "expired"),
     ("too-large", 413, TooLargeForNode, "larger than the node accepts"),
-    ("unroutable", 400, RelayRejected, "cannot route this envelope"),
+    ("unroutable", 400, RelayRejected, "cannot route this envelope: why; check the route: "
+                                       "your node must peer with the next node on it (the "
+                                       "first --via node"),
 ])
 def test_problem_slugs_map_to_errors(slug: str, status: int, cls: type[RelayRejected],
                                      text: str) -> None:

@@ -124,8 +124,9 @@ def test_copies_that_disagree_on_an_unknown_key_keep_neither_signature(capsys):
     # The officer is told which signature was left out and how to keep the real one.
     _warn_disputed(found, agreement.id, {world.icrc.id: "ICRC"})
     warning = capsys.readouterr().err
-    assert warning.startswith("backchannel: warning: ICRC's signature arrived in copies "
-                              "that differ") and "contacts add" in warning
+    assert warning.startswith("backchannel: warning: the signature of ICRC on "
+                              f"{agreement.id[:12]}… arrived in copies that differ")
+    assert "contacts add FILE" in warning and "contacts verify ALIAS" in warning
     # With the ICRC's card, the genuine signature is judged and kept, the forgery not.
     found = collect([*records, last], world.keys)
     merged = found.agreement(agreement.id, world.keys).envelope

@@ -27,6 +27,7 @@ from keys.errors import (
     InsecurePermissions,
     KeystoreCorrupt,
     KeystoreError,
+    NotTheOwner,
     WeakKeystoreParameters,
     WrongPassphrase,
 )
@@ -125,6 +126,20 @@ def test_change_passphrase_keeps_the_keys_and_the_cost(tmp_path: Path,
     assert kdf["salt"] != json.loads(before)["kdf"]["salt"]  # a fresh salt
     # A copy of the old file still opens with the old passphrase, as documented.
     assert load_keystore(_copy(tmp_path, before), PASSPHRASE).local_key == unlocked.local_key
+
+
+def test_only_the_owner_changes_a_passphrase(tmp_path: Path, unlocked: Unlocked,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1 derivation. Another user (root with sudo, say) would leave a file its owner, the
+    # node's service account, cannot read; switching users is what cannot run here.
+    path = tmp_path / "keystore.json"
+    save_keystore(path, unlocked, PASSPHRASE, params=FLOOR_PARAMS)
+    before = path.read_bytes()
+    owner = path.stat().st_uid
+    monkeypatch.setattr(keystore.os, "geteuid", lambda: owner + 1)
+    with pytest.raises(NotTheOwner, match=f"belongs to user id {owner}: change its"):
+        keystore.change_passphrase(path, PASSPHRASE, "a new long passphrase")
+    assert path.read_bytes() == before
 
 
 def _copy(tmp_path: Path, data: bytes) -> Path:
