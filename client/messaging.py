@@ -69,11 +69,12 @@ async def register(opened: OpenProfile, client: RelayClient, invitation: Invitat
     check_not_expired(invitation, now)
     role = opened.identity.card.role
     if invitation.role != role:
+        wanted, held = with_article(invitation.role), with_article(role)
         raise ClientError(
-            f"this invitation is for {_a(invitation.role)}, but this profile is {_a(role)}: "
-            f"to act as {_a(invitation.role)}, create a profile of its own with "
-            f"backchannel init --home DIR --name NAME --role {invitation.role}; otherwise "
-            f"ask the operator for {_a(role)} invitation")
+            f"this invitation is for {wanted}, but this profile is {held}: to act as "
+            f"{wanted}, create a profile of its own with backchannel init --home DIR "
+            f"--name NAME --role {invitation.role}; otherwise ask the operator for {held} "
+            "invitation")
     # Step 2.
     info = await client.node_info()
     check_node_card(invitation, info.card)
@@ -509,5 +510,6 @@ def when(value: datetime) -> str:
     return format_time(value)
 
 
-def _a(role: str) -> str:
+def with_article(role: str) -> str:
+    """"a delegation", "an intermediary"."""
     return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"

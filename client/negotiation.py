@@ -34,7 +34,6 @@ each kept only if it stands (:func:`keys.cosigning.gather`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -46,6 +45,7 @@ from keys.ed25519 import VerifyKey
 from keys.encoding import b64url_decode, b64url_encode
 from keys.errors import BackchannelError, VerificationError
 from keys.handover import HandoverRecord, parse_handover
+from keys.ids import is_digest_id
 from keys.listref import (
     MAX_DISCLOSURE_BYTES,
     SaltedList,
@@ -53,7 +53,7 @@ from keys.listref import (
     verify_disclosure,
 )
 from keys.negotiation_errors import ListMismatch
-from keys.proposal import Message, Terms, parse_message, verify_message
+from keys.proposal import Message, Proposal, Terms, parse_message, verify_message
 from keys.thread import Thread, order_messages
 
 from .bodies import Document, Outgoing
@@ -93,15 +93,12 @@ def outgoing(kind: str, label: str, *, about: str | None = None,
     return Outgoing(kind, Document(body, label), ())
 
 
-_ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
 def command_for(kind: str, body: object) -> str:
     """The command that shows a negotiation document of ``kind`` in this profile (for
     ``read``, which would otherwise print its signed JSON). Never raises."""
     try:
         about = body.get("about") if isinstance(body, dict) else None
-        if kind == "disclosure" and isinstance(about, str) and _ID.fullmatch(about):
+        if kind == "disclosure" and is_digest_id(about):
             # Echoed only when it is an id: the sender writes it, and it reaches a terminal.
             return f"backchannel disclosed -- {about}"
         if kind == "handover" and isinstance(body, dict):
@@ -178,14 +175,24 @@ class Collected:
         terms = wanted[0].terms
         gathered = gather([a.envelope for a in wanted if a.id == wanted[0].id], keys,
                           signers={*terms.parties, *terms.guarantors})
-        self._note_disputed(wanted[0].id, gathered.disputed)
+        self.note_disputed(wanted[0].id, gathered.disputed)
         return parse_agreement(gathered.envelope)
 
-    def _note_disputed(self, ident: str, disputed: frozenset[str]) -> None:
+    def note_disputed(self, ident: str, disputed: frozenset[str]) -> None:
         if disputed:
             self.disputed[ident] = disputed
         else:
             self.disputed.pop(ident, None)
+
+    def agreement_of_thread(self, thread: Thread, keys: Mapping[str, VerifyKey]
+                            ) -> Agreement | None:
+        """The agreement over one of ``thread``'s proposals, if this profile has one
+        (a thread closes at its acceptance, so there is at most one)."""
+        for proposal in thread.messages:
+            if isinstance(proposal, Proposal) and any(
+                    a.proposal_id == proposal.id for a in self.agreements):
+                return self.agreement(proposal.id, keys)
+        return None
 
     def has_handover(self, ident: str) -> bool:
         return any(r.id == ident for r in self.handovers)
@@ -202,7 +209,7 @@ def handover_of(found: Collected, ident: str, keys: Mapping[str, VerifyKey]
                for p in a.terms.parties}
     gathered = gather([r.envelope for r in wanted], keys,
                       signers={record.author, *record.witnesses, *parties})
-    found._note_disputed(ident, gathered.disputed)
+    found.note_disputed(ident, gathered.disputed)
     return parse_handover(gathered.envelope)
 
 

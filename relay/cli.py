@@ -206,9 +206,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     sqlite_file(url)
     passphrase = get_passphrase(args.passphrase_file, confirm=True,
                                 prompt="New passphrase for the node key: ")
-    warning = weakness(passphrase)
-    if warning:
-        print(f"backchannel: warning: {warning}", file=sys.stderr)
+    _warn_if_weak(passphrase)
     db_file = args.dir / SQLITE_FILE
     existed = {path for path in sqlite_files(db_file) if path.exists()}
     identity = create_node(node_dir, config, passphrase, params=kdf_params(args.kdf_floor))
@@ -245,14 +243,18 @@ def cmd_passphrase(args: argparse.Namespace) -> int:
     unlock(node_dir, current)  # the current passphrase is checked before a new one is asked
     new = new_passphrase(args.new_passphrase_file, current=current,
                          prompt="New passphrase for the node key: ")
-    warning = weakness(new)
-    if warning:
-        print(f"backchannel: warning: {warning}", file=sys.stderr)
+    _warn_if_weak(new)
     change_passphrase(node_dir, current, new)
     print(f"Passphrase of the node key in {args.dir} changed. A node already running keeps "
           "serving; it needs the new one at its next start. Backup copies of node.keystore "
           "made before still open with the old one.")
     return 0
+
+
+def _warn_if_weak(passphrase: str) -> None:
+    warning = weakness(passphrase)
+    if warning:
+        print(f"backchannel: warning: {warning}", file=sys.stderr)
 
 
 def cmd_card(args: argparse.Namespace) -> int:

@@ -83,9 +83,7 @@ def run_init(args: argparse.Namespace) -> int:
     params = kdf_params_from_env()  # refuse a bad BACKCHANNEL_KDF before any prompt
     passphrase = get_passphrase(args.passphrase_file, confirm=True,
                                 prompt="New passphrase for this profile: ")
-    warning = weakness(passphrase)
-    if warning:
-        ui.warn(warning)
+    _warn_if_weak(passphrase)
     identity = Identity.create(name, args.role, suite=args.suite, clock=SYSTEM_CLOCK)
     opened = profile.create(identity, passphrase, params=params)
     if args.json:
@@ -103,13 +101,17 @@ def run_passphrase(args: argparse.Namespace) -> int:
     opened, current = unlock(args)  # the current passphrase is checked before a new one
     new = new_passphrase(args.new_passphrase_file, current=current,
                          prompt="New passphrase for this profile: ")
-    warning = weakness(new)
-    if warning:
-        ui.warn(warning)
+    _warn_if_weak(new)
     opened.change_passphrase(current, new)
     print(f"Passphrase changed for {opened.home}. The old one no longer opens this profile; "
           "backup copies of its keystore made before still open with the old one.")
     return 0
+
+
+def _warn_if_weak(passphrase: str) -> None:
+    warning = weakness(passphrase)
+    if warning:
+        ui.warn(warning)
 
 
 def run_whoami(args: argparse.Namespace) -> int:

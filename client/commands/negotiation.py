@@ -770,11 +770,7 @@ def run_thread(args: argparse.Namespace) -> int:
         ident = agreement.proposal_id
     thread = found.thread_of(ident)
     if agreement is None:
-        for proposal in (m for m in thread.messages if isinstance(m, Proposal)):
-            try:
-                agreement = found.agreement(proposal.id, keys)
-            except ClientError:
-                continue
+        agreement = found.agreement_of_thread(thread, keys)
     now = opened.clock.now()
     names = _names(opened)
     status = agreement_status(agreement, keys) if agreement else None
@@ -1024,44 +1020,28 @@ class _Scope:
 
 
 def _terms_of(found: Collected, ident: str, keys: Mapping[str, Any]) -> _Scope:
-    """The terms named by an agreement or proposal id, and every id they go by."""
+    """The terms named by an agreement id, or by the id of any message of its
+    negotiation (then its agreement's terms, if it has one, else the latest
+    proposal's), and every id a disclosure of them may be made about."""
     try:
-        agreement = found.agreement(ident, keys)
+        named = found.agreement(ident, keys)
     except ClientError:
         if ident not in found.messages:
             raise
         thread = found.thread_of(ident)
-        # An earlier proposal's or a decision's id names the same negotiation: its
-        # agreement, when there is one, is what disclosures were made about.
-        agreed = next((a for a in (_agreement_on(found, m.id, keys)
-                                   for m in thread.messages if isinstance(m, Proposal))
-                       if a is not None), None)
-        if agreed is None:
-            final = thread.latest_proposal
-            earlier = {m.id: m.terms for m in thread.messages
-                       if isinstance(m, Proposal) and m.id != final.id}
-            return _Scope(final.terms, frozenset({ident, *(m.id for m in thread.messages)}),
-                          earlier)
-        ids = {ident, agreed.id, agreed.proposal_id}
-        final = agreed.proposal
+        agreement = found.agreement_of_thread(thread, keys)
     else:
-        final_id = agreement.proposal_id
-        ids = {ident, agreement.id, final_id}
-        if final_id not in found.messages:  # the agreement came without its thread
-            return _Scope(agreement.terms, frozenset(ids), {})
-        thread = found.thread_of(final_id)
-        final = agreement.proposal
+        if named.proposal_id not in found.messages:  # it came without its thread
+            return _Scope(named.terms, frozenset({ident, named.id, named.proposal_id}), {})
+        thread = found.thread_of(named.proposal_id)
+        agreement = named
+    final = agreement.proposal if agreement is not None else thread.latest_proposal
+    ids = {ident, *(m.id for m in thread.messages)}
+    if agreement is not None:
+        ids.add(agreement.id)
     earlier = {m.id: m.terms for m in thread.messages
                if isinstance(m, Proposal) and m.id != final.id}
-    return _Scope(final.terms, frozenset({*ids, *(m.id for m in thread.messages)}), earlier)
-
-
-def _agreement_on(found: Collected, proposal_id: str, keys: Mapping[str, Any]
-                  ) -> Agreement | None:
-    try:
-        return found.agreement(proposal_id, keys)
-    except ClientError:
-        return None
+    return _Scope(final.terms, frozenset(ids), earlier)
 
 
 def _write_disclosed(args: argparse.Namespace, shown: list[dict[str, Any]],

@@ -45,8 +45,8 @@ def run_register(args: argparse.Namespace) -> int:
         ui.print_json({"node": node_json(pin), "id": opened.identity.id})
         return 0
     console = ui.out()
-    article = "an" if pin.role[0] in "aeiou" else "a"
-    console.print(Text(f"Joined node “{pin.card.name}” at {pin.url} as {article} {pin.role}."))
+    console.print(Text(f"Joined node “{pin.card.name}” at {pin.url} as "
+                       f"{messaging.with_article(pin.role)}."))
     console.print(f"  node fingerprint  {pin.card.fingerprint} (matches the invitation; "
                   "pinned)")
     console.print(f"  your id           {opened.identity.id}")

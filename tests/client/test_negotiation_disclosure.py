@@ -122,3 +122,29 @@ def test_disclosed_out_names_the_refusal_when_nothing_else_was_disclosed(tmp_pat
     with pytest.raises(ListMismatch, match="altered"):
         _write_disclosed(args, [], [], None, {}, ["a list disclosed by UA is refused: altered"])
     assert not (tmp_path / "list.csv").exists()
+
+
+def test_disclosed_out_picks_one_list_or_says_how(tmp_path) -> None:
+    """Several lists: --giver picks one (by the giver's id; `me` resolves to ours
+    before this point); without it the command refuses and names the givers; --giver
+    and --bom without --out are refused before anything is read."""
+    from argparse import Namespace
+
+    from client.commands.negotiation import _write_disclosed, run_disclosed
+    from client.errors import ClientError
+    from client.namelist import Entry, NameList
+
+    with pytest.raises(ClientError, match="--giver and --bom go with --out FILE"):
+        run_disclosed(Namespace(giver="UA", bom=False, out=None))
+    lists = [NameList((Entry("Шевченко", "Тарас"),)), NameList((Entry("Smirnov", "Ivan"),))]
+    shown = [{"giver": KYIV.id, "list": GIVE.digest, "entries": 1},
+             {"giver": MOSCOW.id, "list": RECEIVE.digest, "entries": 1}]
+    names = {KYIV.id: "UA"}
+    out = tmp_path / "list.csv"
+    args = Namespace(out=str(out), giver=None, bom=False)
+    with pytest.raises(ClientError, match=r"2 lists are disclosed to you \(handed over by "
+                                          rf"UA, {MOSCOW.id}\): pick one with --giver ALIAS"):
+        _write_disclosed(args, shown, lists, None, names, [])
+    assert not out.exists()
+    _write_disclosed(args, shown, lists, MOSCOW.id, names, [])  # --giver me, as Moscow
+    assert out.read_text(encoding="utf-8").splitlines()[1].startswith("Smirnov,Ivan")
